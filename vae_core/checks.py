@@ -1,0 +1,60 @@
+"""Input checks at the public API, shared by both twins. They see only shapes, dtype names and a few
+reduced numbers, so they never import a framework; the twins skip the value checks while tracing."""
+
+from __future__ import annotations
+
+LAYOUT_AXES = {"NCHW": (0, 1, 2), "NHWC": (1, 2, 0)}  # positions of C, H, W in the per-image shape
+
+
+def image_shape_in(layout: str, chw: tuple[int, int, int]) -> tuple[int, int, int]:
+    c, h, w = chw
+    return (c, h, w) if layout == "NCHW" else (h, w, c)
+
+
+def check_image_batch(name: str, shape: tuple[int, ...], dtype: str, chw: tuple[int, int, int],
+                      layout: str, model_dtype: str) -> None:
+    """x must be (N, *image) in the backend's layout, N >= 1, with the model's float dtype."""
+    expected = image_shape_in(layout, chw)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4 or shape[1:] != expected or shape[0] < 1:
+        hint = ""
+        other = "NHWC" if layout == "NCHW" else "NCHW"
+        if len(shape) == 4 and shape[1:] == image_shape_in(other, chw) and expected != shape[1:]:
+            hint = f" (it looks like {other}; this backend takes {layout})"
+        elif len(shape) == 3 and shape == expected:
+            hint = " (add a batch dimension)"
+        raise ValueError(f"{name} has shape {shape}, expected (N, {', '.join(map(str, expected))}) in "
+                         f"{layout} layout with N >= 1{hint}")
+    check_dtype(name, dtype, model_dtype)
+
+
+def check_latent_batch(name: str, shape: tuple[int, ...], dtype: str, latent_dim: int, model_dtype: str,
+                       batch_size: int | None = None) -> None:
+    """z or eps must be (N, latent_dim), with N equal to the image batch where there is one."""
+    shape = tuple(int(s) for s in shape)
+    n = "N" if batch_size is None else str(batch_size)
+    if len(shape) != 2 or shape[1] != latent_dim or shape[0] < 1 or (
+            batch_size is not None and shape[0] != batch_size):
+        raise ValueError(f"{name} has shape {shape}, expected ({n}, {latent_dim})")
+    check_dtype(name, dtype, model_dtype)
+
+
+def check_dtype(name: str, dtype: str, model_dtype: str) -> None:
+    if dtype != model_dtype:
+        raise TypeError(f"{name} has dtype {dtype} but the model computes in {model_dtype}; "
+                        f"convert {name} (or the model) so they match")
+
+
+def check_values(name: str, finite: bool, low: float, high: float, bounds: tuple[float, float] | None) -> None:
+    """No NaN or inf; if `bounds` is given, every value inside it (images must lie in [0, 1])."""
+    if not finite:
+        raise ValueError(f"{name} contains NaN or inf")
+    if bounds is not None and (low < bounds[0] or high > bounds[1]):
+        raise ValueError(f"{name} has values in [{low:g}, {high:g}], expected them in "
+                         f"[{bounds[0]:g}, {bounds[1]:g}] (scale images to [0, 1])")
+
+
+def check_count(name: str, n) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name} must be a positive int, got {n!r}")
+    return n

@@ -1,0 +1,122 @@
+"""The one spec both twins implement: a frozen, JSON-serialisable VAE configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+ARCHS = ("conv", "mlp")
+LIKELIHOODS = ("bernoulli", "gaussian")
+KERNEL, STRIDE, PADDING = 4, 2, 1  # every conv and transposed conv of the conv architecture
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Architecture and loss of a VAE; both backends build the same model from it.
+
+    image_shape is (C, H, W) whatever the backend's layout. `conv_channels` are the encoder's
+    channels after each stride-2 conv (the decoder runs them in reverse); `mlp_widths` are the
+    encoder's hidden widths (the decoder mirrors them). Only the field of the chosen `arch` is used.
+    """
+
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    latent_dim: int = 20
+    arch: str = "conv"
+    conv_channels: tuple[int, ...] = (32, 64)
+    mlp_widths: tuple[int, ...] = (400,)
+    likelihood: str = "bernoulli"
+    beta: float = 1.0
+
+    def __post_init__(self):
+        # Normalise lists (from JSON) to tuples so configs hash and compare by value.
+        for name in ("image_shape", "conv_channels", "mlp_widths"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, name, tuple(value))
+        _validate(self)
+
+    # Derived sizes, shared by both twins and the weight table.
+    @property
+    def num_pixels(self) -> int:
+        c, h, w = self.image_shape
+        return c * h * w
+
+    @property
+    def total_stride(self) -> int:
+        return STRIDE ** len(self.conv_channels) if self.arch == "conv" else 1
+
+    @property
+    def bottleneck_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the conv encoder's last feature map (what fc_mu reads, decoder.fc writes)."""
+        _, h, w = self.image_shape
+        s = self.total_stride
+        return (self.conv_channels[-1], h // s, w // s)
+
+    @property
+    def bottleneck_size(self) -> int:
+        if self.arch == "mlp":
+            return self.mlp_widths[-1]
+        c, h, w = self.bottleneck_shape
+        return c * h * w
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> VAEConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"VAEConfig: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"VAEConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> VAEConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"VAEConfig: not valid JSON ({err})") from None
+        return cls.from_dict(data)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_ints(name: str, value, length: int | None = None) -> None:
+    if not isinstance(value, tuple) or not value:
+        raise ValueError(f"VAEConfig.{name} must be a non-empty tuple of positive ints, got {value!r}")
+    if length is not None and len(value) != length:
+        raise ValueError(f"VAEConfig.{name} must have {length} entries, got {value!r}")
+    for v in value:
+        if not _is_int(v) or v <= 0:
+            raise ValueError(f"VAEConfig.{name} must hold positive ints, got {value!r}")
+
+
+def _validate(cfg: VAEConfig) -> None:
+    _positive_ints("image_shape", cfg.image_shape, length=3)
+    if not _is_int(cfg.latent_dim) or cfg.latent_dim <= 0:
+        raise ValueError(f"VAEConfig.latent_dim must be a positive int, got {cfg.latent_dim!r}")
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"VAEConfig.arch must be one of {ARCHS}, got {cfg.arch!r}")
+    if cfg.likelihood not in LIKELIHOODS:
+        raise ValueError(f"VAEConfig.likelihood must be one of {LIKELIHOODS}, got {cfg.likelihood!r}")
+    if isinstance(cfg.beta, bool) or not isinstance(cfg.beta, (int, float)) or not cfg.beta >= 0 \
+            or cfg.beta == float("inf"):
+        raise ValueError(f"VAEConfig.beta must be a finite number >= 0, got {cfg.beta!r}")
+    _positive_ints("conv_channels", cfg.conv_channels)
+    _positive_ints("mlp_widths", cfg.mlp_widths)
+    if cfg.arch == "conv":
+        _, h, w = cfg.image_shape
+        s = cfg.total_stride
+        for axis, size in (("H", h), ("W", w)):
+            if size % s:
+                raise ValueError(
+                    f"VAEConfig.image_shape: {axis}={size} is not divisible by the total stride {s} "
+                    f"of {len(cfg.conv_channels)} stride-{STRIDE} convs (conv_channels={cfg.conv_channels})")

@@ -1,0 +1,296 @@
+"""Canonical weights: PyTorch `state_dict` names and shapes, the layout rules that map the JAX twin onto
+them, the canonical initialisation, and the checkpoint file (safetensors with the config in its header).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vae_core import seeds
+from vae_core.config import KERNEL, VAEConfig
+
+FORMAT_NAME = "twinvae"
+FORMAT_VERSION = 1
+
+
+class WeightsError(ValueError):
+    """Weights that do not match a config: missing, extra or mis-shaped keys, wrong dtype, non-finite."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read: truncated, not safetensors, not twinvae, newer format."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The layout table. Canonical = torch. Each layer kind says how the JAX (Flax NNX, NHWC) kernel and bias
+# relate to the torch weight and bias. `image` is the (C, H, W) of the feature map a linear layer reads
+# (from_image) or writes (to_image): torch flattens it C,H,W; NHWC flattens it H,W,C, so the linear's
+# input (or output) dimension is permuted at conversion time rather than transposing activations.
+#
+# | kind             | torch weight     | JAX kernel        | torch -> JAX                                |
+# |------------------|------------------|-------------------|---------------------------------------------|
+# | linear           | (out, in)        | (in, out)         | W.T                                         |
+# | linear_from_image| (out, C*H*W)     | (H*W*C, out)      | W.reshape(out,C,H,W).transpose(2,3,1,0)     |
+# | linear_to_image  | (C*H*W, in)      | (in, H*W*C)       | W.reshape(C,H,W,in).transpose(3,1,2,0);     |
+# |                  | bias (C*H*W,)    | bias (H*W*C,)     | bias.reshape(C,H,W).transpose(1,2,0)        |
+# | conv             | (O, I, kH, kW)   | (kH, kW, I, O)    | W.transpose(2,3,1,0)                        |
+# | conv_transpose   | (I, O, kH, kW)   | (kH, kW, O, I)    | W.transpose(2,3,1,0); Flax ConvTranspose    |
+# |                  |                  |                   | with transpose_kernel=True flips the kernel |
+# |                  |                  |                   | itself, so no manual flip; lax padding per  |
+# |                  |                  |                   | side k-1-p = 2 for k=4, s=2, p=1            |
+# Biases not listed are the same vector in both.
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    name: str  # canonical prefix, e.g. "encoder.convs.0"; keys are name + ".weight" / ".bias"
+    kind: str  # a row of the layout table
+    in_features: int  # channels for convs, features for linears
+    out_features: int
+    image: tuple[int, int, int] | None = None  # (C, H, W) for linear_from_image / linear_to_image
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        if self.kind == "conv":
+            return (self.out_features, self.in_features, KERNEL, KERNEL)
+        if self.kind == "conv_transpose":
+            return (self.in_features, self.out_features, KERNEL, KERNEL)
+        return (self.out_features, self.in_features)
+
+    @property
+    def fan_in(self) -> int:
+        # torch's default init reads fan_in off the weight's dim 1 (times the kernel area); for
+        # ConvTranspose2d that is out_channels. Mirrored here so canonical init matches torch's.
+        shape = self.weight_shape
+        return shape[1] * (KERNEL * KERNEL if len(shape) == 4 else 1)
+
+
+def layer_specs(config: VAEConfig) -> list[LayerSpec]:
+    """Every parameterised layer, in the order of the model (encoder, fc_mu, fc_logvar, decoder)."""
+    c, _, _ = config.image_shape
+    layers = []
+    if config.arch == "conv":
+        channels = (c, *config.conv_channels)
+        for i, (cin, cout) in enumerate(zip(channels[:-1], channels[1:])):
+            layers.append(LayerSpec(f"encoder.convs.{i}", "conv", cin, cout))
+        bottleneck = config.bottleneck_shape
+        for head in ("fc_mu", "fc_logvar"):
+            layers.append(LayerSpec(head, "linear_from_image", config.bottleneck_size, config.latent_dim,
+                                    bottleneck))
+        layers.append(LayerSpec("decoder.fc", "linear_to_image", config.latent_dim, config.bottleneck_size,
+                                bottleneck))
+        reverse = channels[::-1]
+        for i, (cin, cout) in enumerate(zip(reverse[:-1], reverse[1:])):
+            layers.append(LayerSpec(f"decoder.deconvs.{i}", "conv_transpose", cin, cout))
+    else:
+        widths = (config.num_pixels, *config.mlp_widths)
+        for i, (fin, fout) in enumerate(zip(widths[:-1], widths[1:])):
+            kind = "linear_from_image" if i == 0 else "linear"
+            layers.append(LayerSpec(f"encoder.linears.{i}", kind, fin, fout,
+                                    config.image_shape if i == 0 else None))
+        for head in ("fc_mu", "fc_logvar"):
+            layers.append(LayerSpec(head, "linear", widths[-1], config.latent_dim))
+        layers.append(LayerSpec("decoder.fc", "linear", config.latent_dim, widths[-1]))
+        reverse = widths[::-1]
+        last = len(reverse) - 2
+        for i, (fin, fout) in enumerate(zip(reverse[:-1], reverse[1:])):
+            kind = "linear_to_image" if i == last else "linear"
+            layers.append(LayerSpec(f"decoder.linears.{i}", kind, fin, fout,
+                                    config.image_shape if i == last else None))
+    return layers
+
+
+def canonical_shapes(config: VAEConfig) -> dict[str, tuple[int, ...]]:
+    """Canonical key -> shape, in model order (this is the golden key list the README documents)."""
+    shapes = {}
+    for layer in layer_specs(config):
+        shapes[f"{layer.name}.weight"] = layer.weight_shape
+        shapes[f"{layer.name}.bias"] = (layer.out_features,)
+    return shapes
+
+
+def num_parameters(config: VAEConfig) -> int:
+    return sum(int(np.prod(shape)) for shape in canonical_shapes(config).values())
+
+
+# --- torch <-> JAX layout rules (numpy, so the JAX twin and tests share one implementation) -------------
+
+def to_jax_layout(layer: LayerSpec, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical (torch) weight and bias of one layer -> Flax NNX kernel and bias."""
+    if layer.kind in ("conv", "conv_transpose"):
+        return weight.transpose(2, 3, 1, 0), bias
+    if layer.kind == "linear":
+        return weight.T, bias
+    c, h, w = layer.image
+    if layer.kind == "linear_from_image":
+        return weight.reshape(-1, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, -1), bias
+    if layer.kind == "linear_to_image":
+        kernel = weight.reshape(c, h, w, -1).transpose(3, 1, 2, 0).reshape(-1, h * w * c)
+        return kernel, bias.reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+    raise AssertionError(f"unknown layer kind {layer.kind!r}")
+
+
+def from_jax_layout(layer: LayerSpec, kernel: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flax NNX kernel and bias of one layer -> canonical (torch) weight and bias; inverse of to_jax_layout."""
+    if layer.kind in ("conv", "conv_transpose"):
+        return kernel.transpose(3, 2, 0, 1), bias
+    if layer.kind == "linear":
+        return kernel.T, bias
+    c, h, w = layer.image
+    if layer.kind == "linear_from_image":
+        return kernel.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(-1, c * h * w), bias
+    if layer.kind == "linear_to_image":
+        weight = kernel.reshape(-1, h, w, c).transpose(3, 1, 2, 0).reshape(c * h * w, -1)
+        return weight, bias.reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+    raise AssertionError(f"unknown layer kind {layer.kind!r}")
+
+
+# --- initialisation and validation -----------------------------------------------------------------------
+
+def init_weights(config: VAEConfig, seed: int, dtype=np.float32) -> dict[str, np.ndarray]:
+    """Canonical weights drawn like torch's default init (weights and biases uniform in ±1/sqrt(fan_in)),
+    from vae_core's 'init' stream, so both backends can start from the very same model."""
+    generator = seeds.rng(seed, "init")
+    weights = {}
+    for layer in layer_specs(config):
+        bound = 1.0 / np.sqrt(layer.fan_in)
+        weights[f"{layer.name}.weight"] = generator.uniform(-bound, bound, layer.weight_shape).astype(dtype)
+        weights[f"{layer.name}.bias"] = generator.uniform(-bound, bound, (layer.out_features,)).astype(dtype)
+    return weights
+
+
+def check_weights(weights: dict, config: VAEConfig) -> np.dtype:
+    """Raise WeightsError naming every missing, extra or mis-shaped key (with both shapes), a non-float or
+    mixed dtype, or a non-finite value. Returns the weights' common dtype."""
+    expected = canonical_shapes(config)
+    problems = []
+    for key in expected:
+        if key not in weights:
+            problems.append(f"missing key {key!r} (expected shape {expected[key]})")
+    for key in weights:
+        if key not in expected:
+            problems.append(f"unexpected key {key!r} (shape {tuple(np.shape(weights[key]))})")
+    for key, shape in expected.items():
+        if key in weights and tuple(np.shape(weights[key])) != shape:
+            problems.append(f"key {key!r} has shape {tuple(np.shape(weights[key]))}, expected {shape}")
+    if problems:
+        raise WeightsError(f"weights do not match the config ({len(problems)} problem(s)):\n  "
+                           + "\n  ".join(problems))
+    dtypes = {np.asarray(w).dtype for w in weights.values()}
+    if len(dtypes) != 1:
+        raise WeightsError(f"weights mix dtypes {sorted(map(str, dtypes))}; expected one float dtype")
+    (dtype,) = dtypes
+    if dtype not in (np.float32, np.float64):
+        raise WeightsError(f"weights have dtype {dtype}; expected float32 or float64")
+    bad = [key for key, w in weights.items() if not np.all(np.isfinite(w))]
+    if bad:
+        raise WeightsError(f"weights hold NaN or inf in {bad}")
+    return dtype
+
+
+# --- checkpoint files ------------------------------------------------------------------------------------
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file in the target's folder, fsync, rename over the target: a crash at any point
+    leaves either the old file or the new one, never a truncated one."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_checkpoint(path, weights: dict[str, np.ndarray], config: VAEConfig, metadata: dict | None = None) -> None:
+    """One safetensors file: canonical weights; header metadata holds format, version, config, metadata."""
+    from safetensors.numpy import save
+
+    check_weights(weights, config)
+    try:
+        metadata_json = json.dumps({} if metadata is None else metadata, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint metadata must be JSON-serialisable: {err}") from None
+    header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
+              "config": config.to_json(), "metadata": metadata_json}
+    arrays = {key: np.ascontiguousarray(value) for key, value in weights.items()}
+    atomic_write_bytes(path, save(arrays, metadata=header))
+
+
+def read_checkpoint(path) -> tuple[dict[str, np.ndarray], VAEConfig, dict]:
+    """Read and validate a checkpoint; every failure names the path and what is wrong."""
+    from safetensors.numpy import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file)")
+    data = path.read_bytes()
+    header = _read_safetensors_header(path, data)
+    info = header.get("__metadata__") or {}
+    if info.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"checkpoint {path}: a safetensors file, but not written by twinvae "
+                              f"(its header has no format={FORMAT_NAME!r})")
+    try:
+        version = int(info.get("format_version", ""))
+    except ValueError:
+        raise CheckpointError(f"checkpoint {path}: bad format_version {info.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path}: format version {version} is newer than this twinvae "
+                              f"reads ({FORMAT_VERSION}); upgrade twinvae")
+    try:
+        config = VAEConfig.from_json(info.get("config", ""))
+        metadata = json.loads(info.get("metadata", "{}"))
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {path}: bad config or metadata in header: {err}") from None
+    try:
+        weights = load(data)
+    except Exception as err:  # safetensors raises its own error types for corrupt payloads
+        raise CheckpointError(f"checkpoint {path}: corrupt tensor data ({err})") from None
+    try:
+        check_weights(weights, config)
+    except WeightsError as err:
+        raise CheckpointError(f"checkpoint {path}: {err}") from None
+    return weights, config, metadata
+
+
+def _read_safetensors_header(path: Path, data: bytes) -> dict:
+    if len(data) < 8:
+        raise CheckpointError(f"checkpoint {path}: {len(data)} bytes, too short for a safetensors file "
+                              "(truncated or not a checkpoint)")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > len(data) - 8:
+        raise CheckpointError(f"checkpoint {path}: header claims {header_len} bytes but the file has "
+                              f"{len(data)} (truncated or not a safetensors file)")
+    try:
+        header = json.loads(data[8:8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"checkpoint {path}: header is not JSON (not a safetensors file)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"checkpoint {path}: header is not a JSON object (not a safetensors file)")
+    end = max((t.get("data_offsets", [0, 0])[1] for k, t in header.items()
+               if k != "__metadata__" and isinstance(t, dict)), default=0)
+    if 8 + header_len + end > len(data):
+        raise CheckpointError(f"checkpoint {path}: tensor data ends at byte {8 + header_len + end} but the "
+                              f"file has {len(data)} bytes (truncated)")
+    return header

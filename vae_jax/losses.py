@@ -1,0 +1,43 @@
+"""Negative ELBO: reconstruction summed over pixels + beta * KL summed over latent dims, each averaged
+over the batch. Mirrors vae_torch/losses.py."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from vae_core import checks
+from vae_core.config import VAEConfig
+from vae_core.outputs import VAELoss, VAEOutput
+from vae_jax.model import as_array, check_values
+
+
+def reconstruction_loss(logits, x, likelihood: str):
+    """Per-image reconstruction loss, shape (N,). Bernoulli: BCE from logits (stable, no log(0));
+    Gaussian: squared error of sigmoid(logits), as in the seed."""
+    if likelihood == "bernoulli":
+        per_pixel = optax.sigmoid_binary_cross_entropy(logits, x)
+    elif likelihood == "gaussian":
+        per_pixel = (nnx.sigmoid(logits) - x) ** 2
+    else:
+        raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+    return per_pixel.reshape(per_pixel.shape[0], -1).sum(1)
+
+
+def kl_divergence(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) per image, shape (N,)."""
+    return -0.5 * jnp.sum(1 + logvar - mu**2 - jnp.exp(logvar), axis=1)
+
+
+def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None) -> VAELoss:
+    """Total, reconstruction and KL, each averaged over the batch; beta defaults to config.beta."""
+    x = as_array("x", x)
+    if tuple(x.shape) != tuple(output.logits.shape):
+        raise ValueError(f"x has shape {tuple(x.shape)} but the logits have {tuple(output.logits.shape)}")
+    checks.check_dtype("x", str(x.dtype), str(output.logits.dtype))
+    check_values("x", x, bounds=(0.0, 1.0))
+    beta = config.beta if beta is None else beta
+    reconstruction = reconstruction_loss(output.logits, x, config.likelihood).mean()
+    kl = kl_divergence(output.mu, output.logvar).mean()
+    return VAELoss(reconstruction + beta * kl, reconstruction, kl)

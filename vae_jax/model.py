@@ -1,0 +1,200 @@
+"""The VAE in JAX / Flax NNX (NHWC). Mirrors vae_torch/model.py layer for layer; the layout rules that map
+these parameters onto the canonical (torch) names are in vae_core/weights.py."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vae_core import checks, seeds
+from vae_core.config import KERNEL, PADDING, STRIDE, VAEConfig
+from vae_core.outputs import VAEOutput
+
+# torch ConvTranspose2d(k, s, p) == lax conv_transpose with padding k-1-p on each side (no output_padding).
+_CONV_PADDING = ((PADDING, PADDING),) * 2
+_DECONV_PADDING = ((KERNEL - 1 - PADDING, KERNEL - 1 - PADDING),) * 2
+
+
+def _torch_uniform(fan_in: int):
+    """torch's default init for weights and biases: uniform in ±1/sqrt(fan_in)."""
+    bound = 1.0 / np.sqrt(fan_in)
+    return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _linear(fin, fout, dtype, rngs):
+    init = _torch_uniform(fin)
+    return nnx.Linear(fin, fout, dtype=dtype, param_dtype=dtype, kernel_init=init, bias_init=init, rngs=rngs)
+
+
+class ConvEncoder(nnx.Module):
+    """Stride-2 convs with ReLU, then flatten (H, W, C); fc_mu's kernel absorbs the order (see weights)."""
+
+    def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs):
+        channels = (config.image_shape[0], *config.conv_channels)
+        self.convs = nnx.List([
+            nnx.Conv(cin, cout, (KERNEL, KERNEL), (STRIDE, STRIDE), padding=_CONV_PADDING, dtype=dtype,
+                     param_dtype=dtype, kernel_init=_torch_uniform(cin * KERNEL**2),
+                     bias_init=_torch_uniform(cin * KERNEL**2), rngs=rngs)
+            for cin, cout in zip(channels[:-1], channels[1:])])
+
+    def __call__(self, x):
+        for conv in self.convs:
+            x = nnx.relu(conv(x))
+        return x.reshape(x.shape[0], -1)
+
+
+class ConvDecoder(nnx.Module):
+    """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between)."""
+
+    def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs):
+        c, h, w = config.bottleneck_shape
+        self.bottleneck_shape = (h, w, c)
+        channels = (config.image_shape[0], *config.conv_channels)[::-1]
+        self.fc = _linear(config.latent_dim, config.bottleneck_size, dtype, rngs)
+        self.deconvs = nnx.List([
+            nnx.ConvTranspose(cin, cout, (KERNEL, KERNEL), (STRIDE, STRIDE), padding=_DECONV_PADDING,
+                              transpose_kernel=True, dtype=dtype, param_dtype=dtype,
+                              kernel_init=_torch_uniform(cout * KERNEL**2),
+                              bias_init=_torch_uniform(cout * KERNEL**2), rngs=rngs)
+            for cin, cout in zip(channels[:-1], channels[1:])])
+
+    def __call__(self, z):
+        h = self.fc(z).reshape(-1, *self.bottleneck_shape)
+        for i, deconv in enumerate(self.deconvs):
+            h = deconv(h)
+            if i < len(self.deconvs) - 1:
+                h = nnx.relu(h)
+        return h  # logits
+
+
+class MLPEncoder(nnx.Module):
+    """Flatten (H, W, C), then Linear + ReLU for each width (pytorch/examples: 784-400)."""
+
+    def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs):
+        widths = (config.num_pixels, *config.mlp_widths)
+        self.linears = nnx.List([_linear(a, b, dtype, rngs) for a, b in zip(widths[:-1], widths[1:])])
+
+    def __call__(self, x):
+        x = x.reshape(x.shape[0], -1)
+        for linear in self.linears:
+            x = nnx.relu(linear(x))
+        return x
+
+
+class MLPDecoder(nnx.Module):
+    """fc + ReLU, then the encoder's widths in reverse (ReLU between), reshaped to the image."""
+
+    def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs):
+        c, h, w = config.image_shape
+        self.image_shape = (h, w, c)
+        widths = (config.num_pixels, *config.mlp_widths)[::-1]
+        self.fc = _linear(config.latent_dim, widths[0], dtype, rngs)
+        self.linears = nnx.List([_linear(a, b, dtype, rngs) for a, b in zip(widths[:-1], widths[1:])])
+
+    def __call__(self, z):
+        h = nnx.relu(self.fc(z))
+        for i, linear in enumerate(self.linears):
+            h = linear(h)
+            if i < len(self.linears) - 1:
+                h = nnx.relu(h)
+        return h.reshape(-1, *self.image_shape)  # logits
+
+
+def reparameterize(mu, logvar, eps):
+    """z = mu + sigma * eps with sigma = exp(logvar / 2); eps is explicit so both twins draw the same."""
+    return mu + jnp.exp(0.5 * logvar) * eps
+
+
+class VAE(nnx.Module):
+    """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NHWC images in [0, 1]."""
+
+    def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        if not isinstance(config, VAEConfig):
+            raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
+        dtype = jnp.dtype(dtype)
+        if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+            raise ValueError("a float64 model needs 64-bit JAX: set jax.config.update('jax_enable_x64', True) "
+                             "or JAX_ENABLE_X64=1, or build inside `with jax.enable_x64(True):`")
+        self.config = config
+        conv = config.arch == "conv"
+        self.encoder = (ConvEncoder if conv else MLPEncoder)(config, dtype=dtype, rngs=rngs)
+        self.fc_mu = _linear(config.bottleneck_size, config.latent_dim, dtype, rngs)
+        self.fc_logvar = _linear(config.bottleneck_size, config.latent_dim, dtype, rngs)
+        self.decoder = (ConvDecoder if conv else MLPDecoder)(config, dtype=dtype, rngs=rngs)
+
+    @property
+    def dtype(self):
+        return self.fc_mu.kernel.dtype
+
+    def encode(self, x):
+        """Images (N, H, W, C) -> (mu, logvar), each (N, latent_dim)."""
+        x = self._check_images("x", x)
+        return self._encode(x)
+
+    def decode(self, z):
+        """Latents (N, latent_dim) -> logits (N, H, W, C)."""
+        z = self._check_latents("z", z)
+        return self._decode(z)
+
+    def __call__(self, x, eps) -> VAEOutput:
+        x = self._check_images("x", x)
+        eps = self._check_latents("eps", eps, batch_size=x.shape[0])
+        mu, logvar = self._encode(x)
+        z = reparameterize(mu, logvar, eps)
+        return VAEOutput(mu, logvar, z, self._decode(z))
+
+    def sample(self, n: int, seed: int = 0):
+        """n images from the prior, as probabilities in [0, 1]; z comes from vae_core's 'sample' stream,
+        so both twins given the same seed and weights return the same images."""
+        checks.check_count("n", n)
+        z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
+        return nnx.sigmoid(self._decode(jnp.asarray(z, self.dtype)))
+
+    def reconstruct(self, x):
+        """Decode the posterior mean: probabilities in [0, 1], the shape of x."""
+        x = self._check_images("x", x)
+        mu, _ = self._encode(x)
+        return nnx.sigmoid(self._decode(mu))
+
+    def _encode(self, x):
+        h = self.encoder(x)
+        return self.fc_mu(h), self.fc_logvar(h)
+
+    def _decode(self, z):
+        return self.decoder(z)
+
+    def _check_images(self, name, x):
+        x = as_array(name, x)
+        checks.check_image_batch(name, x.shape, str(x.dtype), self.config.image_shape, "NHWC", str(self.dtype))
+        check_values(name, x, bounds=(0.0, 1.0))
+        return x
+
+    def _check_latents(self, name, z, batch_size=None):
+        z = as_array(name, z)
+        checks.check_latent_batch(name, z.shape, str(z.dtype), self.config.latent_dim, str(self.dtype),
+                                  batch_size)
+        check_values(name, z, bounds=None)
+        return z
+
+
+def as_array(name, x):
+    if isinstance(x, np.ndarray):
+        return jnp.asarray(x)
+    if not isinstance(x, jax.Array):
+        raise TypeError(f"{name} must be a jax.Array or numpy array, got {type(x).__name__}")
+    return x
+
+
+@jax.jit
+def _min_max(x):
+    return jnp.min(x), jnp.max(x)
+
+
+def check_values(name, x, bounds):
+    """NaN/inf and range checks on concrete arrays; skipped for tracers, so jitted code holds no checks."""
+    if isinstance(x, jax.core.Tracer):
+        return
+    low, high = (float(v) for v in _min_max(x))  # min/max propagate NaN, and inf shows in one of them
+    checks.check_values(name, np.isfinite(low) and np.isfinite(high), low, high, bounds)

@@ -1,0 +1,43 @@
+"""Negative ELBO: reconstruction summed over pixels + beta * KL summed over latent dims, each averaged
+over the batch. Mirrors vae_jax/losses.py."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vae_core import checks
+from vae_core.config import VAEConfig
+from vae_core.outputs import VAELoss, VAEOutput
+from vae_torch.model import check_values, dtype_name
+
+
+def reconstruction_loss(logits, x, likelihood: str):
+    """Per-image reconstruction loss, shape (N,). Bernoulli: BCE from logits (stable, no log(0));
+    Gaussian: squared error of sigmoid(logits), as in the seed."""
+    if likelihood == "bernoulli":
+        per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    elif likelihood == "gaussian":
+        per_pixel = (torch.sigmoid(logits) - x) ** 2
+    else:
+        raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+    return per_pixel.flatten(1).sum(1)
+
+
+def kl_divergence(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) per image, shape (N,)."""
+    return -0.5 * torch.sum(1 + logvar - mu**2 - torch.exp(logvar), dim=1)
+
+
+def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None) -> VAELoss:
+    """Total, reconstruction and KL, each averaged over the batch; beta defaults to config.beta."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if tuple(x.shape) != tuple(output.logits.shape):
+        raise ValueError(f"x has shape {tuple(x.shape)} but the logits have {tuple(output.logits.shape)}")
+    checks.check_dtype("x", dtype_name(x.dtype), dtype_name(output.logits.dtype))
+    check_values("x", x, bounds=(0.0, 1.0))
+    beta = config.beta if beta is None else beta
+    reconstruction = reconstruction_loss(output.logits, x, config.likelihood).mean()
+    kl = kl_divergence(output.mu, output.logvar).mean()
+    return VAELoss(reconstruction + beta * kl, reconstruction, kl)

@@ -1,0 +1,180 @@
+"""The VAE in PyTorch (NCHW). Mirrors vae_jax/model.py layer for layer; canonical weight names are this
+module's state_dict keys."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vae_core import checks, seeds
+from vae_core.config import KERNEL, PADDING, STRIDE, VAEConfig
+from vae_core.outputs import VAEOutput
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 convs with ReLU, then flatten (C, H, W) for fc_mu / fc_logvar."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        channels = (config.image_shape[0], *config.conv_channels)
+        self.convs = nn.ModuleList(
+            nn.Conv2d(cin, cout, KERNEL, STRIDE, PADDING) for cin, cout in zip(channels[:-1], channels[1:]))
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return x.flatten(1)
+
+
+class ConvDecoder(nn.Module):
+    """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between)."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.bottleneck_shape = config.bottleneck_shape
+        channels = (config.image_shape[0], *config.conv_channels)[::-1]
+        self.fc = nn.Linear(config.latent_dim, config.bottleneck_size)
+        self.deconvs = nn.ModuleList(
+            nn.ConvTranspose2d(cin, cout, KERNEL, STRIDE, PADDING)
+            for cin, cout in zip(channels[:-1], channels[1:]))
+
+    def forward(self, z):
+        h = self.fc(z).view(-1, *self.bottleneck_shape)
+        for i, deconv in enumerate(self.deconvs):
+            h = deconv(h)
+            if i < len(self.deconvs) - 1:
+                h = F.relu(h)
+        return h  # logits
+
+
+class MLPEncoder(nn.Module):
+    """Flatten (C, H, W), then Linear + ReLU for each width (pytorch/examples: 784-400)."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        widths = (config.num_pixels, *config.mlp_widths)
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for linear in self.linears:
+            x = F.relu(linear(x))
+        return x
+
+
+class MLPDecoder(nn.Module):
+    """fc + ReLU, then the encoder's widths in reverse (ReLU between), reshaped to the image."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.image_shape = config.image_shape
+        widths = (config.num_pixels, *config.mlp_widths)[::-1]
+        self.fc = nn.Linear(config.latent_dim, widths[0])
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+
+    def forward(self, z):
+        h = F.relu(self.fc(z))
+        for i, linear in enumerate(self.linears):
+            h = linear(h)
+            if i < len(self.linears) - 1:
+                h = F.relu(h)
+        return h.view(-1, *self.image_shape)  # logits
+
+
+def reparameterize(mu, logvar, eps):
+    """z = mu + sigma * eps with sigma = exp(logvar / 2); eps is explicit so both twins draw the same."""
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+class VAE(nn.Module):
+    """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NCHW images in [0, 1]."""
+
+    def __init__(self, config: VAEConfig, *, dtype=torch.float32):
+        super().__init__()
+        if not isinstance(config, VAEConfig):
+            raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
+        self.config = config
+        conv = config.arch == "conv"
+        self.encoder = ConvEncoder(config) if conv else MLPEncoder(config)
+        self.fc_mu = nn.Linear(config.bottleneck_size, config.latent_dim)
+        self.fc_logvar = nn.Linear(config.bottleneck_size, config.latent_dim)
+        self.decoder = ConvDecoder(config) if conv else MLPDecoder(config)
+        self.to(dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.fc_mu.weight.dtype
+
+    def encode(self, x):
+        """Images (N, C, H, W) -> (mu, logvar), each (N, latent_dim)."""
+        self._check_images("x", x)
+        return self._encode(x)
+
+    def decode(self, z):
+        """Latents (N, latent_dim) -> logits (N, C, H, W)."""
+        self._check_latents("z", z)
+        return self._decode(z)
+
+    def forward(self, x, eps) -> VAEOutput:
+        self._check_images("x", x)
+        self._check_latents("eps", eps, batch_size=x.shape[0])
+        mu, logvar = self._encode(x)
+        z = reparameterize(mu, logvar, eps)
+        return VAEOutput(mu, logvar, z, self._decode(z))
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0):
+        """n images from the prior, as probabilities in [0, 1]; z comes from vae_core's 'sample' stream,
+        so both twins given the same seed and weights return the same images."""
+        checks.check_count("n", n)
+        z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
+        z = torch.as_tensor(z, dtype=self.dtype, device=self.fc_mu.weight.device)
+        return torch.sigmoid(self._decode(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        """Decode the posterior mean: probabilities in [0, 1], the shape of x."""
+        self._check_images("x", x)
+        mu, _ = self._encode(x)
+        return torch.sigmoid(self._decode(mu))
+
+    def _encode(self, x):
+        h = self.encoder(x)
+        return self.fc_mu(h), self.fc_logvar(h)
+
+    def _decode(self, z):
+        return self.decoder(z)
+
+    def _check_images(self, name, x):
+        _check_tensor(name, x, self.fc_mu.weight.device)
+        checks.check_image_batch(name, tuple(x.shape), dtype_name(x.dtype), self.config.image_shape, "NCHW",
+                                 dtype_name(self.dtype))
+        check_values(name, x, bounds=(0.0, 1.0))
+
+    def _check_latents(self, name, z, batch_size=None):
+        _check_tensor(name, z, self.fc_mu.weight.device)
+        checks.check_latent_batch(name, tuple(z.shape), dtype_name(z.dtype), self.config.latent_dim,
+                                  dtype_name(self.dtype), batch_size)
+        check_values(name, z, bounds=None)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _check_tensor(name, x, device):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.device != device:
+        raise ValueError(f"{name} is on {x.device} but the model is on {device}")
+
+
+def check_values(name, x, bounds):
+    """NaN/inf and range checks; skipped while torch.compile traces, so compiled code holds no checks."""
+    if torch.compiler.is_compiling():
+        return
+    with torch.no_grad():
+        low, high = torch.aminmax(x.detach())
+        finite = bool(torch.isfinite(low) & torch.isfinite(high))
+    checks.check_values(name, finite, float(low), float(high), bounds)

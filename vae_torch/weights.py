@@ -1,0 +1,50 @@
+"""Canonical weights for the torch twin: the state_dict *is* the canonical layout, so export and import
+are copies plus the checks of vae_core.weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vae_core import weights as core
+from vae_core.config import VAEConfig
+from vae_torch.model import VAE
+
+_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+
+def export_weights(model: VAE) -> dict[str, np.ndarray]:
+    """Canonical name -> numpy array (a copy, on the host)."""
+    return {key: value.detach().cpu().numpy().copy() for key, value in model.state_dict().items()}
+
+
+def import_weights(model: VAE, weights: dict) -> VAE:
+    """Load canonical weights (cast to the model's dtype); raises WeightsError naming every bad key."""
+    core.check_weights(weights, model.config)
+    state = {key: torch.as_tensor(np.asarray(value)) for key, value in weights.items()}
+    model.load_state_dict(state, strict=True)  # load_state_dict copies into the params' dtype/device
+    return model
+
+
+def init_model(config: VAEConfig, seed: int = 0, dtype=torch.float32) -> VAE:
+    """A VAE with vae_core's canonical initialisation: the same seed gives the same weights in vae_jax."""
+    return import_weights(VAE(config, dtype=dtype), core.init_weights(config, seed))
+
+
+def save_checkpoint(path, model: VAE, config: VAEConfig, metadata: dict | None = None) -> None:
+    """Atomically write one safetensors file: canonical weights, config, format version, metadata."""
+    _check_same_config(model, config)
+    core.write_checkpoint(path, export_weights(model), config, metadata)
+
+
+def load_checkpoint(path, dtype=None) -> tuple[VAE, VAEConfig, dict]:
+    """(model, config, metadata) from a checkpoint written by either twin; dtype defaults to the stored one."""
+    weights, config, metadata = core.read_checkpoint(path)
+    stored = _DTYPES[next(iter(weights.values())).dtype]
+    model = import_weights(VAE(config, dtype=stored if dtype is None else dtype), weights)
+    return model, config, metadata
+
+
+def _check_same_config(model: VAE, config: VAEConfig) -> None:
+    if model.config != config:
+        raise ValueError(f"config {config} does not match the model's config {model.config}")
