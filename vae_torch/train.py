@@ -23,6 +23,12 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
                        ) -> TrainState:
     """Adam with torch.optim.Adam's defaults (the same maths as optax.adam)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, betas=betas, eps=eps)
+    # torch creates Adam's state lazily, with a float32 `step` unless the default dtype is float64, and
+    # torch.compile computes the bias corrections in the step's dtype: a float64 model needs a float64
+    # step to stay float64-exact. So the state is made here, in the model's dtype.
+    for p in model.parameters():
+        optimizer.state[p] = {"step": torch.zeros((), dtype=model.dtype), "exp_avg": torch.zeros_like(p),
+                              "exp_avg_sq": torch.zeros_like(p)}
     return TrainState(model, optimizer)
 
 

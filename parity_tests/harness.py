@@ -1,0 +1,324 @@
+"""The parity harness: both twins from the same canonical weights, fed the same batches and the same eps
+(from vae_core's stream), compared quantity by quantity in the canonical (NCHW, torch-named) layout.
+
+Error measure, per tensor: max|a - b| / max|b|, b the float64 torch reference (max|a - b| where b is all
+zeros). A quantity's error is the largest over its tensors (and over steps, for training).
+float64: the JAX twin against the torch reference, both in float64 (64-bit JAX enabled inside
+`jax.enable_x64` only). float32: each twin run in float32 against the float64 reference.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+
+import vae_jax
+import vae_torch
+from vae_core import seeds
+from vae_core.config import VAEConfig
+from vae_core.weights import init_weights
+
+# float64: layout bugs give O(1) errors, rounding ~1e-16..1e-11 (Adam amplifies gradients near its eps).
+# float32: derived from the errors observed on CPU (README table), with margin. Forward, losses and
+# gradients sit near 1e-7..1e-6. A 50-step float32 Adam trajectory is chaotic against the float64 one: a
+# ReLU unit whose pre-activation sits near 0, or a gradient at rounding level (Adam moves it by about
+# lr * sign(g)), sends single parameters off by whole learning rates (observed up to 0.28 of a tensor's
+# largest value for fc_mu, whose init bound is only 0.018), while the losses stay within 2e-4. So the
+# optimizer's float32 maths is held tightly at the first step (adam.step1), the whole trajectory loosely.
+TOLERANCES = {
+    "float64": {"forward": 1e-10, "loss": 1e-10, "grad": 1e-10, "sample": 1e-10, "checkpoint": 0.0,
+                "adam_loss": 1e-10, "adam_step1": 1e-10, "adam_params": 1e-10},
+    "float32": {"forward": 2e-5, "loss": 2e-5, "grad": 1e-4, "sample": 2e-5, "checkpoint": 0.0,
+                "adam_loss": 1e-3, "adam_step1": 1e-2, "adam_params": 0.5},
+}
+QUANTITY_KIND = {"mu": "forward", "logvar": "forward", "z": "forward", "logits": "forward",
+                 "loss.total": "loss", "loss.reconstruction": "loss", "loss.kl": "loss", "grad": "grad",
+                 "adam.loss": "adam_loss", "adam.params": "adam_params",
+                 "adam.step1": "adam_step1", "sample": "sample", "decode": "sample",
+                 "checkpoint": "checkpoint"}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    config: VAEConfig
+    batch_size: int = 8
+    steps: int = 50  # Adam steps compared; 0 skips the training comparison
+
+
+CASES = [
+    Case("conv 1x28x28 bernoulli (seed)", VAEConfig()),
+    Case("conv 1x28x28 gaussian beta=0.5", VAEConfig(likelihood="gaussian", beta=0.5)),
+    Case("conv 3x32x32 beta=4", VAEConfig(image_shape=(3, 32, 32), conv_channels=(16, 32, 8), latent_dim=16,
+                                          beta=4.0)),
+    Case("conv 1x8x8 (digits)", VAEConfig(image_shape=(1, 8, 8), conv_channels=(16, 32), latent_dim=8)),
+    Case("conv 3x12x20 (H != W)", VAEConfig(image_shape=(3, 12, 20), conv_channels=(8, 16), latent_dim=6)),
+    Case("mlp 1x28x28 bernoulli (pytorch/examples)", VAEConfig(arch="mlp")),
+    Case("mlp 3x32x32 gaussian beta=2", VAEConfig(arch="mlp", image_shape=(3, 32, 32), mlp_widths=(256, 64),
+                                                  likelihood="gaussian", beta=2.0)),
+    Case("mlp 1x8x8", VAEConfig(arch="mlp", image_shape=(1, 8, 8), mlp_widths=(32,), latent_dim=4)),
+]
+
+
+@dataclass
+class Row:
+    case: str
+    quantity: str
+    dtype: str
+    twin: str  # the twin compared with the float64 torch reference, or a checkpoint's direction
+    error: float
+    where: str = ""  # the worst tensor / step, to locate a failure
+    tolerance: float = field(init=False)
+
+    def __post_init__(self):
+        self.tolerance = TOLERANCES[self.dtype][QUANTITY_KIND[self.quantity]]
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.error)) and self.error <= self.tolerance
+
+
+def relative_error(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
+    if not np.array_equal(np.isfinite(a), np.isfinite(b)):
+        return float("inf")  # NaN/inf masks must agree, never be zeroed
+    scale = np.max(np.abs(b)) if b.size else 0.0
+    diff = np.max(np.abs(a - b)) if a.size else 0.0
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def worst(a: dict, b: dict) -> tuple[float, str]:
+    errors = {key: relative_error(a[key], b[key]) for key in b}
+    key = max(errors, key=errors.get)
+    return errors[key], key
+
+
+def device_from_env(device: str | None = None) -> str:
+    """'cpu' or 'cuda', from the argument or TWINVAE_DEVICE; never assumed."""
+    device = device or os.environ.get("TWINVAE_DEVICE", "cpu")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    return device
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 for float32 matmuls/convs on GPUs, set the same way in both frameworks."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    jax.config.update("jax_default_matmul_precision", "tensorfloat32" if enabled else "float32")
+
+
+# --- the twins behind one interface: numpy in, canonical numpy out --------------------------------------
+
+class TorchTwin:
+    name = "torch"
+
+    def __init__(self, config, weights, dtype: str, device: str = "cpu"):
+        self.dtype, self.device = getattr(torch, dtype), device
+        self.model = vae_torch.import_weights(vae_torch.VAE(config, dtype=self.dtype).to(device), weights)
+        self.config = config
+        self.state = None
+
+    def tensor(self, a):
+        return torch.as_tensor(np.asarray(a), dtype=self.dtype, device=self.device)
+
+    def images(self, x):  # canonical NCHW already
+        return self.tensor(x)
+
+    def forward(self, x, eps) -> dict:
+        with torch.no_grad():
+            out = self.model(self.images(x), self.tensor(eps))
+        return {name: value.cpu().numpy() for name, value in out._asdict().items()}
+
+    def loss_and_grads(self, x, eps) -> tuple[dict, dict]:
+        self.model.zero_grad(set_to_none=True)
+        x = self.images(x)
+        losses = vae_torch.vae_loss(self.model(x, self.tensor(eps)), x, self.config)
+        losses.total.backward()
+        grads = {key: p.grad.cpu().numpy() for key, p in self.model.named_parameters()}
+        return {name: v.item() for name, v in losses._asdict().items()}, grads
+
+    def train_step(self, x, eps) -> tuple[float, dict]:
+        if self.state is None:
+            self.state = vae_torch.create_train_state(self.model)
+        self.state, losses = vae_torch.train_step(self.state, self.images(x), self.tensor(eps))
+        return float(losses.total), vae_torch.export_weights(self.model)
+
+    def sample(self, n, seed) -> np.ndarray:
+        return self.model.sample(n, seed).cpu().numpy()
+
+    def decode(self, z) -> np.ndarray:
+        with torch.no_grad():
+            return self.model.decode(self.tensor(z)).cpu().numpy()
+
+
+class JaxTwin:
+    name = "jax"
+
+    def __init__(self, config, weights, dtype: str, device: str = "cpu"):
+        self.dtype, self.device = jnp.dtype(dtype), jax.devices(device)[0]
+        with jax.default_device(self.device):
+            self.model = vae_jax.import_weights(
+                vae_jax.VAE(config, rngs=nnx.Rngs(0), dtype=self.dtype), weights)
+        self.config = config
+        self.state = self.step = None
+        graphdef, params = nnx.split(self.model)
+
+        def forward(params, x, eps):
+            return nnx.merge(graphdef, params)(x, eps)
+
+        def loss(params, x, eps):
+            losses = vae_jax.vae_loss(forward(params, x, eps), x, config)
+            return losses.total, losses
+
+        self._forward = jax.jit(forward)
+        self._grads = jax.jit(jax.grad(loss, has_aux=True))
+        self._params = params
+
+    def array(self, a):
+        return jax.device_put(jnp.asarray(np.asarray(a), self.dtype), self.device)
+
+    def images(self, x):  # canonical NCHW -> NHWC
+        return self.array(np.asarray(x).transpose(0, 2, 3, 1))
+
+    def forward(self, x, eps) -> dict:
+        out = self._forward(self._params, self.images(x), self.array(eps))
+        out = {name: np.asarray(value) for name, value in out._asdict().items()}
+        out["logits"] = out["logits"].transpose(0, 3, 1, 2)
+        return out
+
+    def loss_and_grads(self, x, eps) -> tuple[dict, dict]:
+        grads, losses = self._grads(self._params, self.images(x), self.array(eps))
+        return ({name: float(v) for name, v in losses._asdict().items()},
+                vae_jax.weights.to_canonical(grads, self.config))
+
+    def train_step(self, x, eps) -> tuple[float, dict]:
+        if self.state is None:
+            self.state = vae_jax.create_train_state(self.model)
+            self.step = vae_jax.compile_train_step(self.state)
+        self.state, losses = self.step(self.state, self.images(x), self.array(eps))
+        return float(losses.total), vae_jax.weights.to_canonical(self.state.params, self.config)
+
+    def sample(self, n, seed) -> np.ndarray:
+        return np.asarray(self.model.sample(n, seed)).transpose(0, 3, 1, 2)
+
+    def decode(self, z) -> np.ndarray:
+        return np.asarray(self.model.decode(self.array(z))).transpose(0, 3, 1, 2)
+
+
+# --- the comparisons -------------------------------------------------------------------------------------
+
+def case_data(case: Case, seed: int = 0):
+    """Deterministic batches (4 distinct, cycled) in [0, 1] and the eps of every step, in float64."""
+    rng = np.random.default_rng(seed)
+    batches = [rng.random((case.batch_size, *case.config.image_shape)) for _ in range(4)]
+    eps = [seeds.eps_for_step(seed, step, case.batch_size, case.config.latent_dim)
+           for step in range(max(case.steps, 1))]
+    return batches, eps
+
+
+def compare(case: Case, dtype: str, device: str = "cpu", weights_fn=init_weights, steps=None) -> list[Row]:
+    """Every quantity of one case in one dtype. float64: JAX vs the torch reference; float32: each twin vs
+    the float64 torch reference. `weights_fn` is swappable so a test can feed deliberately bad weights."""
+    if dtype == "float64":
+        with jax.enable_x64(True):
+            return _compare(case, dtype, device, weights_fn, steps)
+    return _compare(case, dtype, device, weights_fn, steps)
+
+
+def _compare(case, dtype, device, weights_fn, steps) -> list[Row]:
+    config = case.config
+    steps = case.steps if steps is None else steps
+    weights = {k: v.astype(dtype) for k, v in weights_fn(config, seed=0).items()}
+    reference = TorchTwin(config, weights, "float64", device)
+    twins = [JaxTwin(config, weights, dtype, device)]
+    if dtype != "float64":
+        twins.insert(0, TorchTwin(config, weights, dtype, device))
+    # Inputs rounded to the run's dtype first, so the reference sees exactly the same numbers.
+    batches, eps = case_data(case)
+    batches = [b.astype(dtype) for b in batches]
+    eps = [e.astype(dtype) for e in eps]
+    rows = []
+
+    def add(twin, quantity, error, where=""):
+        rows.append(Row(case.name, quantity, dtype, twin.name, error, where))
+
+    ref_out = reference.forward(batches[0], eps[0])
+    ref_losses, ref_grads = reference.loss_and_grads(batches[0], eps[0])
+    z = seeds.standard_normal(1, "sample", 0, (5, config.latent_dim)).astype(dtype)
+    ref_sample, ref_decode = reference.sample(5, seed=3), reference.decode(z)
+    for twin in twins:
+        out = twin.forward(batches[0], eps[0])
+        for name in ("mu", "logvar", "z", "logits"):
+            add(twin, name, relative_error(out[name], ref_out[name]))
+        losses, grads = twin.loss_and_grads(batches[0], eps[0])
+        for name in ("total", "reconstruction", "kl"):
+            add(twin, f"loss.{name}", relative_error(losses[name], ref_losses[name]))
+        add(twin, "grad", *worst(grads, ref_grads))
+        add(twin, "sample", relative_error(twin.sample(5, seed=3), ref_sample))
+        add(twin, "decode", relative_error(twin.decode(z), ref_decode))
+    rows += _compare_checkpoints(case, dtype, weights)
+    if steps:
+        rows += _compare_adam(case, dtype, twins, reference, batches, eps, steps)
+    return rows
+
+
+def _compare_checkpoints(case, dtype, weights) -> list[Row]:
+    """A checkpoint written by each twin, read by the other: the weights must come back bitwise."""
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.safetensors")
+        written = vae_torch.import_weights(vae_torch.VAE(case.config, dtype=getattr(torch, dtype)), weights)
+        vae_torch.save_checkpoint(path, written, case.config, {"writer": "torch"})
+        model, _, _ = vae_jax.load_checkpoint(path)
+        read = vae_jax.export_weights(model)
+        rows.append(Row(case.name, "checkpoint", dtype, "torch->jax", *worst(read, weights)))
+        vae_jax.save_checkpoint(path, model, case.config, {"writer": "jax"})
+        model, _, _ = vae_torch.load_checkpoint(path)
+        read = vae_torch.export_weights(model)
+        rows.append(Row(case.name, "checkpoint", dtype, "jax->torch", *worst(read, weights)))
+    return rows
+
+
+def _compare_adam(case, dtype, twins, reference, batches, eps, steps) -> list[Row]:
+    """Adam from the same weights on the same batches and eps; losses and all parameters every step."""
+    loss_err = {twin.name: (0.0, "") for twin in twins}
+    param_err, step1_err = dict(loss_err), dict(loss_err)
+    for step in range(steps):
+        x = batches[step % len(batches)]
+        ref_loss, ref_params = reference.train_step(x, eps[step])
+        for twin in twins:
+            loss, params = twin.train_step(x, eps[step])
+            e = relative_error(loss, ref_loss)
+            if not e <= loss_err[twin.name][0]:
+                loss_err[twin.name] = (e, f"step {step + 1}")
+            e, key = worst(params, ref_params)
+            if step == 0:
+                step1_err[twin.name] = (e, key)
+            if not e <= param_err[twin.name][0]:
+                param_err[twin.name] = (e, f"step {step + 1}, {key}")
+    rows = []
+    for twin in twins:
+        rows.append(Row(case.name, "adam.loss", dtype, twin.name, *loss_err[twin.name]))
+        rows.append(Row(case.name, "adam.step1", dtype, twin.name, *step1_err[twin.name]))
+        rows.append(Row(case.name, "adam.params", dtype, twin.name, *param_err[twin.name]))
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    header = ("| case | quantity | dtype | twin vs float64 torch | max err: max\\|a-b\\|/max\\|b\\| | tolerance "
+              "| ok | worst at |")
+    lines = [header, "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r.case} | {r.quantity} | {r.dtype} | {r.twin} | {r.error:.2e} | {r.tolerance:.0e} | "
+                     f"{'pass' if r.ok else 'FAIL'} | {r.where} |")
+    return "\n".join(lines)

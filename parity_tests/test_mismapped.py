@@ -1,0 +1,77 @@
+"""The suite must fail loudly on a layout bug: each test mis-maps one thing and expects float64 parity to
+report an O(1) error (round-off is ~1e-15, so there is no grey zone)."""
+
+import numpy as np
+import pytest
+
+import vae_jax.model
+from parity_tests import harness
+from vae_core import weights as core
+from vae_core.config import VAEConfig
+
+CASE = harness.Case("conv 3x12x20 (H != W)", VAEConfig(image_shape=(3, 12, 20), conv_channels=(8, 16),
+                                                        latent_dim=6), batch_size=4, steps=0)
+MLP_CASE = harness.Case("mlp 3x8x12", VAEConfig(arch="mlp", image_shape=(3, 8, 12), mlp_widths=(16,),
+                                                latent_dim=4), batch_size=4, steps=0)
+
+
+def _mismap(monkeypatch, kind, change):
+    right = core.to_jax_layout
+
+    def wrong(layer, weight, bias):
+        kernel, bias = right(layer, weight, bias)
+        return (change(kernel), bias) if layer.kind == kind else (kernel, bias)
+
+    monkeypatch.setattr(core, "to_jax_layout", wrong)
+
+
+def _assert_fails_loudly(case):
+    rows = harness.compare(case, "float64")
+    errors = {r.quantity: r.error for r in rows if r.quantity in ("logits", "grad")}
+    assert all(e > 1e-3 for e in errors.values()), errors
+    assert not all(r.ok for r in rows)
+
+
+def test_correct_mapping_passes():
+    assert all(r.ok for r in harness.compare(CASE, "float64"))
+
+
+def test_unflipped_transposed_conv_kernel_fails(monkeypatch):
+    # What you get with Flax ConvTranspose(transpose_kernel=False) and no manual flip.
+    _mismap(monkeypatch, "conv_transpose", lambda k: k[::-1, ::-1])
+    _assert_fails_loudly(CASE)
+
+
+def test_conv_kernel_with_swapped_spatial_axes_fails(monkeypatch):
+    _mismap(monkeypatch, "conv", lambda k: np.swapaxes(k, 0, 1))
+    _assert_fails_loudly(CASE)
+
+
+@pytest.mark.parametrize("case", [CASE, MLP_CASE], ids=["conv", "mlp"])
+def test_nchw_flatten_order_into_fc_mu_fails(monkeypatch, case):
+    # Plain W.T for fc_mu / the MLP's first layer: NHWC activations read with NCHW weights.
+    def wrong(layer, weight, bias):
+        if layer.kind == "linear_from_image":
+            return weight.T, bias
+        return right(layer, weight, bias)
+
+    right = core.to_jax_layout
+    monkeypatch.setattr(core, "to_jax_layout", wrong)
+    _assert_fails_loudly(case)
+
+
+def test_nchw_reshape_behind_decoder_fc_fails(monkeypatch):
+    def wrong(layer, weight, bias):
+        if layer.kind == "linear_to_image":
+            return weight.T, bias
+        return right(layer, weight, bias)
+
+    right = core.to_jax_layout
+    monkeypatch.setattr(core, "to_jax_layout", wrong)
+    _assert_fails_loudly(CASE)
+
+
+def test_shifted_transposed_conv_padding_fails(monkeypatch):
+    # Same output size, one pixel off: the uneven 'SAME'-style padding trap (flax#2993).
+    monkeypatch.setattr(vae_jax.model, "_DECONV_PADDING", ((1, 3), (1, 3)))
+    _assert_fails_loudly(CASE)
