@@ -223,7 +223,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def write_checkpoint(path, weights: dict[str, np.ndarray], config: VAEConfig, metadata: dict | None = None) -> None:
+def write_checkpoint(path, weights: dict[str, np.ndarray], config: VAEConfig,
+                     metadata: dict | None = None) -> None:
     """One safetensors file: canonical weights; header metadata holds format, version, config, metadata."""
     from safetensors.numpy import save
 

@@ -32,10 +32,10 @@ def kl_divergence(mu, logvar):
 
 def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None) -> VAELoss:
     """Total, reconstruction and KL, each averaged over the batch; beta defaults to config.beta."""
-    x = as_array("x", x)
+    x, dtype = as_array("x", x)
     if tuple(x.shape) != tuple(output.logits.shape):
         raise ValueError(f"x has shape {tuple(x.shape)} but the logits have {tuple(output.logits.shape)}")
-    checks.check_dtype("x", str(x.dtype), str(output.logits.dtype))
+    checks.check_dtype("x", dtype, str(output.logits.dtype))
     check_values("x", x, bounds=(0.0, 1.0))
     beta = config.beta if beta is None else beta
     reconstruction = reconstruction_loss(output.logits, x, config.likelihood).mean()

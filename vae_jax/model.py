@@ -166,25 +166,27 @@ class VAE(nnx.Module):
         return self.decoder(z)
 
     def _check_images(self, name, x):
-        x = as_array(name, x)
-        checks.check_image_batch(name, x.shape, str(x.dtype), self.config.image_shape, "NHWC", str(self.dtype))
+        x, dtype = as_array(name, x)
+        checks.check_image_batch(name, x.shape, dtype, self.config.image_shape, "NHWC", str(self.dtype))
         check_values(name, x, bounds=(0.0, 1.0))
         return x
 
     def _check_latents(self, name, z, batch_size=None):
-        z = as_array(name, z)
-        checks.check_latent_batch(name, z.shape, str(z.dtype), self.config.latent_dim, str(self.dtype),
+        z, dtype = as_array(name, z)
+        checks.check_latent_batch(name, z.shape, dtype, self.config.latent_dim, str(self.dtype),
                                   batch_size)
         check_values(name, z, bounds=None)
         return z
 
 
 def as_array(name, x):
+    """(jax array, the dtype it came with): a float64 numpy array stays float64 to the dtype check, not
+    silently float32 as jnp.asarray would make it with 64-bit JAX off."""
     if isinstance(x, np.ndarray):
-        return jnp.asarray(x)
+        return jnp.asarray(x), str(x.dtype)
     if not isinstance(x, jax.Array):
         raise TypeError(f"{name} must be a jax.Array or numpy array, got {type(x).__name__}")
-    return x
+    return x, str(x.dtype)
 
 
 @jax.jit

@@ -1,0 +1,155 @@
+"""Bad input gets the same clear error from both twins, at the public API, before any computation."""
+
+import numpy as np
+import pytest
+import torch
+
+import vae_jax
+import vae_torch
+from vae_core import weights as core
+from vae_core.config import VAEConfig
+
+CONFIG = VAEConfig(image_shape=(1, 8, 12), conv_channels=(4, 8), latent_dim=3)
+
+
+class Torch:
+    pkg = vae_torch
+
+    @staticmethod
+    def images(x):  # canonical NCHW numpy -> this twin's input
+        return torch.as_tensor(x)
+
+    @staticmethod
+    def array(a):
+        return torch.as_tensor(a)
+
+
+class Jax:
+    pkg = vae_jax
+
+    @staticmethod
+    def images(x):  # channels last, for a batch or a single image (numpy: the twin takes it as is)
+        return np.ascontiguousarray(np.moveaxis(np.asarray(x), -3, -1))
+
+    @staticmethod
+    def array(a):
+        return np.asarray(a)
+
+
+@pytest.fixture(params=[Torch, Jax], ids=["torch", "jax"])
+def twin(request):
+    twin = request.param
+    twin.model = twin.pkg.init_model(CONFIG, seed=0)
+    return twin
+
+
+def _good(n=2):
+    rng = np.random.default_rng(0)
+    return rng.random((n, *CONFIG.image_shape)).astype(np.float32), np.zeros((n, 3), np.float32)
+
+
+def test_good_input_runs(twin):
+    x, eps = _good()
+    out = twin.model(twin.images(x), twin.array(eps))
+    assert tuple(out.mu.shape) == (2, 3)
+    recon = np.asarray(twin.model.reconstruct(twin.images(x)))
+    samples = np.asarray(twin.model.sample(4, seed=1))
+    assert recon.shape == np.asarray(twin.images(x)).shape and samples.shape[0] == 4
+    assert recon.min() >= 0 and recon.max() <= 1 and samples.min() >= 0 and samples.max() <= 1
+
+
+@pytest.mark.parametrize("mutate, error, words", [
+    (lambda x: x[0], ValueError, "add a batch dimension"),
+    (lambda x: x[:, :, :4], ValueError, "expected (N,"),
+    (lambda x: x.astype(np.float64), TypeError, "dtype float64"),
+    (lambda x: np.where(x > 0.5, np.nan, x).astype(np.float32), ValueError, "NaN"),
+    (lambda x: (x + np.inf).astype(np.float32), ValueError, "NaN or inf"),
+    (lambda x: x * 255, ValueError, "expected them in [0, 1]"),
+    (lambda x: x[:0], ValueError, "N >= 1"),
+])
+def test_bad_images(twin, mutate, error, words):
+    x, eps = _good()
+    bad = mutate(x)
+    images = twin.images(bad)
+    for call in (lambda: twin.model(images, twin.array(eps[: max(len(bad), 1)])),
+                 lambda: twin.model.encode(images), lambda: twin.model.reconstruct(images)):
+        with pytest.raises(error) as info:
+            call()
+        assert words in str(info.value) and "x" in str(info.value)
+
+
+def test_other_layout_is_named(twin):
+    x, eps = _good()
+    wrong = np.asarray(twin.images(x)).transpose(0, 3, 1, 2) if twin is Jax else x.transpose(0, 2, 3, 1)
+    with pytest.raises(ValueError, match="it looks like N"):
+        twin.model(twin.array(np.ascontiguousarray(wrong)), twin.array(eps))
+
+
+def test_bad_latents(twin):
+    x, eps = _good()
+    with pytest.raises(ValueError, match=r"eps has shape \(3, 3\), expected \(2, 3\)"):
+        twin.model(twin.images(x), twin.array(np.zeros((3, 3), np.float32)))
+    with pytest.raises(ValueError, match=r"z has shape \(2, 4\), expected \(N, 3\)"):
+        twin.model.decode(twin.array(np.zeros((2, 4), np.float32)))
+    with pytest.raises(ValueError, match="z contains NaN"):
+        twin.model.decode(twin.array(np.full((2, 3), np.nan, np.float32)))
+    with pytest.raises(TypeError, match="must be a"):
+        twin.model.decode([[0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        twin.model.sample(0)
+
+
+def test_loss_checks_its_target(twin):
+    x, eps = _good()
+    out = twin.model(twin.images(x), twin.array(eps))
+    with pytest.raises(ValueError, match="x has shape"):
+        twin.pkg.vae_loss(out, twin.images(x[:1]), CONFIG)
+    with pytest.raises(ValueError, match=r"x has values in \[0.00\d+, 1.99\d+\], expected them in \[0, 1\]"):
+        twin.pkg.vae_loss(out, twin.images(x * 2), CONFIG)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_bad_batch_leaves_training_state_untouched(twin, compiled):
+    x, eps = _good()
+    state = twin.pkg.create_train_state(twin.model)
+    step = twin.pkg.compile_train_step(state) if compiled else twin.pkg.train_step
+    before = twin.pkg.export_weights(state.model)
+    with pytest.raises(ValueError, match="NaN"):
+        step(state, twin.images(np.full_like(x, np.nan)), twin.array(eps))
+    after = twin.pkg.export_weights(state.model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    state, losses = step(state, twin.images(x), twin.array(eps))
+    assert np.isfinite(float(losses.total)) and int(state.step) == 1
+
+
+def test_weights_that_do_not_match_the_config(twin):
+    weights = core.init_weights(CONFIG, seed=0)
+    weights["fc_mu.weight"] = weights["fc_mu.weight"][:, :-1]
+    del weights["decoder.fc.bias"]
+    weights["extra.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(core.WeightsError) as info:
+        twin.pkg.import_weights(twin.model, weights)
+    message = str(info.value)
+    assert "missing key 'decoder.fc.bias' (expected shape (48,))" in message
+    assert "unexpected key 'extra.weight' (shape (3,))" in message
+    assert "key 'fc_mu.weight' has shape (3, 47), expected (3, 48)" in message
+
+
+def test_checkpoint_of_another_config_is_refused(twin, tmp_path):
+    path = tmp_path / "m.safetensors"
+    other = VAEConfig(image_shape=(1, 8, 12), conv_channels=(4, 8), latent_dim=5)
+    with pytest.raises(ValueError, match="does not match the model's config"):
+        twin.pkg.save_checkpoint(path, twin.model, other)
+    assert not path.exists()
+    twin.pkg.save_checkpoint(path, twin.model, CONFIG, {"note": "x"})
+    model, config, metadata = twin.pkg.load_checkpoint(path)
+    assert config == CONFIG and metadata == {"note": "x"}
+    with pytest.raises(core.WeightsError, match="fc_mu.weight"):
+        twin.pkg.import_weights(twin.pkg.init_model(other), twin.pkg.export_weights(model))
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        twin.pkg.load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_float64_jax_model_needs_x64():
+    with pytest.raises(ValueError, match="64-bit JAX"):
+        vae_jax.init_model(CONFIG, dtype="float64")

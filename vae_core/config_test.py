@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from vae_core.config import VAEConfig
+
+
+def test_defaults_are_the_seed_model():
+    config = VAEConfig()
+    assert config.image_shape == (1, 28, 28) and config.conv_channels == (32, 64) and config.latent_dim == 20
+    assert config.bottleneck_shape == (64, 7, 7) and config.bottleneck_size == 3136
+    assert VAEConfig(arch="mlp").bottleneck_size == 400
+
+
+def test_json_round_trip():
+    config = VAEConfig(image_shape=(3, 32, 16), latent_dim=7, conv_channels=(8, 16, 32), likelihood="gaussian",
+                       beta=0.25)
+    text = config.to_json()
+    assert VAEConfig.from_json(text) == config
+    assert json.loads(text)["image_shape"] == [3, 32, 16]
+    assert hash(VAEConfig.from_json(text)) == hash(config)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"image_shape": (1, 30, 28)}, "H=30 is not divisible by the total stride 4"),
+    ({"image_shape": (1, 28, 26), "conv_channels": (8, 8, 8)}, "H=28 is not divisible by the total stride 8"),
+    ({"image_shape": (1, 28)}, "image_shape must have 3 entries"),
+    ({"image_shape": (0, 28, 28)}, "image_shape must hold positive ints"),
+    ({"latent_dim": 0}, "latent_dim must be a positive int, got 0"),
+    ({"latent_dim": 2.5}, "latent_dim must be a positive int, got 2.5"),
+    ({"arch": "resnet"}, "arch must be one of ('conv', 'mlp'), got 'resnet'"),
+    ({"likelihood": "poisson"}, "likelihood must be one of ('bernoulli', 'gaussian'), got 'poisson'"),
+    ({"beta": -1.0}, "beta must be a finite number >= 0, got -1.0"),
+    ({"beta": float("nan")}, "beta must be a finite number >= 0, got nan"),
+    ({"conv_channels": ()}, "conv_channels must be a non-empty tuple"),
+    ({"mlp_widths": (400, -1)}, "mlp_widths must hold positive ints, got (400, -1)"),
+])
+def test_invalid_configs_name_the_field_and_value(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        VAEConfig(**kwargs)
+    assert words in str(info.value)
+
+
+def test_mlp_ignores_conv_divisibility():
+    assert VAEConfig(arch="mlp", image_shape=(1, 7, 5)).num_pixels == 35
+
+
+def test_from_json_rejects_unknown_fields_and_bad_json():
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['latent'\]"):
+        VAEConfig.from_dict({"latent": 3})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        VAEConfig.from_json("{")
