@@ -1,4 +1,4 @@
-"""`python -m parity_tests [--device cpu|cuda] [--tf32] [--dtype ...] [--steps N] [--markdown FILE]`:
+"""`python -m parity_tests [--device cpu|cuda] [--tf32] [--dtype ...] [--case ...] [--summary] [--markdown FILE]`:
 the parity table for every standard case; exits non-zero on any failure."""
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ def main(argv=None) -> int:
                         help="repeatable; default both")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps per case (default 50)")
     parser.add_argument("--case", action="append", help="substring of a case name to run (repeatable)")
+    parser.add_argument("--summary", action="store_true",
+                        help="print only the largest error of each quantity over all cases")
     parser.add_argument("--markdown", help="also write the table to this file")
     args = parser.parse_args(argv)
 
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             rows += harness.compare(case, dtype, device, steps=args.steps)
             print(f"  {case.name} {dtype}: {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
-    table = harness.format_table(rows)
+    table = harness.format_summary(rows) if args.summary else harness.format_table(rows)
     print(f"device: {device}, TF32 {'on' if args.tf32 else 'off'}")
     print(table)
     failed = [r for r in rows if not r.ok]

@@ -322,3 +322,18 @@ def format_table(rows: list[Row]) -> str:
         lines.append(f"| {r.case} | {r.quantity} | {r.dtype} | {r.twin} | {r.error:.2e} | {r.tolerance:.0e} | "
                      f"{'pass' if r.ok else 'FAIL'} | {r.where} |")
     return "\n".join(lines)
+
+
+def format_summary(rows: list[Row]) -> str:
+    """The largest error of each (quantity, dtype, twin) over all cases: the README's table."""
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.quantity, r.dtype, r.twin), []).append(r)
+    lines = ["| quantity | dtype | twin vs float64 torch | largest max\\|a-b\\|/max\\|b\\| over cases "
+             "| tolerance | ok | in case |", "|" + "---|" * 7]
+    for (quantity, dtype, twin), group in sorted(groups.items(), key=lambda kv: (kv[0][1] == "float32", kv[0])):
+        top = max(group, key=lambda r: r.error if np.isfinite(r.error) else np.inf)
+        ok = "pass" if all(r.ok for r in group) else "FAIL"
+        lines.append(f"| {quantity} | {dtype} | {twin} | {top.error:.1e} | {top.tolerance:.0e} | {ok} "
+                     f"| {top.case} |")
+    return "\n".join(lines)
