@@ -1,5 +1,4 @@
 import os
 
-# Parity runs on the CPU unless TWINVAE_DEVICE says otherwise; keep XLA from grabbing all cores' threads
-# in ways that differ between runs.
+# The parity tests run on the CPU unless TWINVAE_DEVICE names another device (e.g. cuda on a GPU machine).
 os.environ.setdefault("TWINVAE_DEVICE", "cpu")

@@ -331,7 +331,9 @@ def format_summary(rows: list[Row]) -> str:
         groups.setdefault((r.quantity, r.dtype, r.twin), []).append(r)
     lines = ["| quantity | dtype | twin vs float64 torch | largest max\\|a-b\\|/max\\|b\\| over cases "
              "| tolerance | ok | in case |", "|" + "---|" * 7]
-    for (quantity, dtype, twin), group in sorted(groups.items(), key=lambda kv: (kv[0][1] == "float32", kv[0])):
+    order = list(QUANTITY_KIND)
+    for (quantity, dtype, twin), group in sorted(
+            groups.items(), key=lambda kv: (kv[0][1] == "float32", order.index(kv[0][0]), kv[0][2])):
         top = max(group, key=lambda r: r.error if np.isfinite(r.error) else np.inf)
         ok = "pass" if all(r.ok for r in group) else "FAIL"
         lines.append(f"| {quantity} | {dtype} | {twin} | {top.error:.1e} | {top.tolerance:.0e} | {ok} "

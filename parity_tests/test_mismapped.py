@@ -15,14 +15,26 @@ MLP_CASE = harness.Case("mlp 3x8x12", VAEConfig(arch="mlp", image_shape=(3, 8, 1
                                                 latent_dim=4), batch_size=4, steps=0)
 
 
-def _mismap(monkeypatch, kind, change):
+def _mismap(monkeypatch, kind, wrong_rule):
+    """Replace the layout rule of one layer kind; wrong_rule(layer, weight, bias, right) -> (kernel, bias)."""
     right = core.to_jax_layout
 
-    def wrong(layer, weight, bias):
-        kernel, bias = right(layer, weight, bias)
-        return (change(kernel), bias) if layer.kind == kind else (kernel, bias)
+    def mapped(layer, weight, bias):
+        return wrong_rule(layer, weight, bias, right) if layer.kind == kind else right(layer, weight, bias)
 
-    monkeypatch.setattr(core, "to_jax_layout", wrong)
+    monkeypatch.setattr(core, "to_jax_layout", mapped)
+
+
+def _transpose_only(layer, weight, bias, right):
+    return weight.T, bias  # a plain Linear rule, ignoring the NCHW vs NHWC flatten order
+
+
+def _then(change):
+    def rule(layer, weight, bias, right):
+        kernel, bias = right(layer, weight, bias)
+        return change(kernel), bias
+
+    return rule
 
 
 def _assert_fails_loudly(case):
@@ -38,36 +50,24 @@ def test_correct_mapping_passes():
 
 def test_unflipped_transposed_conv_kernel_fails(monkeypatch):
     # What you get with Flax ConvTranspose(transpose_kernel=False) and no manual flip.
-    _mismap(monkeypatch, "conv_transpose", lambda k: k[::-1, ::-1])
+    _mismap(monkeypatch, "conv_transpose", _then(lambda k: k[::-1, ::-1]))
     _assert_fails_loudly(CASE)
 
 
 def test_conv_kernel_with_swapped_spatial_axes_fails(monkeypatch):
-    _mismap(monkeypatch, "conv", lambda k: np.swapaxes(k, 0, 1))
+    _mismap(monkeypatch, "conv", _then(lambda k: np.swapaxes(k, 0, 1)))
     _assert_fails_loudly(CASE)
 
 
 @pytest.mark.parametrize("case", [CASE, MLP_CASE], ids=["conv", "mlp"])
 def test_nchw_flatten_order_into_fc_mu_fails(monkeypatch, case):
     # Plain W.T for fc_mu / the MLP's first layer: NHWC activations read with NCHW weights.
-    def wrong(layer, weight, bias):
-        if layer.kind == "linear_from_image":
-            return weight.T, bias
-        return right(layer, weight, bias)
-
-    right = core.to_jax_layout
-    monkeypatch.setattr(core, "to_jax_layout", wrong)
+    _mismap(monkeypatch, "linear_from_image", _transpose_only)
     _assert_fails_loudly(case)
 
 
 def test_nchw_reshape_behind_decoder_fc_fails(monkeypatch):
-    def wrong(layer, weight, bias):
-        if layer.kind == "linear_to_image":
-            return weight.T, bias
-        return right(layer, weight, bias)
-
-    right = core.to_jax_layout
-    monkeypatch.setattr(core, "to_jax_layout", wrong)
+    _mismap(monkeypatch, "linear_to_image", _transpose_only)
     _assert_fails_loudly(CASE)
 
 
