@@ -139,11 +139,8 @@ class VAE(nnx.Module):
         return self._decode(z)
 
     def __call__(self, x, eps) -> VAEOutput:
-        x = self._check_images("x", x)
-        eps = self._check_latents("eps", eps, batch_size=x.shape[0])
-        mu, logvar = self._encode(x)
-        z = reparameterize(mu, logvar, eps)
-        return VAEOutput(mu, logvar, z, self._decode(z))
+        x, eps = self._check_batch(x, eps)
+        return self._forward(x, eps)
 
     def sample(self, n: int, seed: int = 0):
         """n images from the prior, as probabilities in [0, 1]; z comes from vae_core's 'sample' stream,
@@ -155,8 +152,17 @@ class VAE(nnx.Module):
     def reconstruct(self, x):
         """Decode the posterior mean: probabilities in [0, 1], the shape of x."""
         x = self._check_images("x", x)
-        mu, _ = self._encode(x)
-        return nnx.sigmoid(self._decode(mu))
+        return self._reconstruct(x)
+
+    # Unchecked internals: the public methods above check their input, then call these; the training
+    # step checks its batch once and calls them, so compiled code never holds a check.
+    def _forward(self, x, eps) -> VAEOutput:
+        mu, logvar = self._encode(x)
+        z = reparameterize(mu, logvar, eps)
+        return VAEOutput(mu, logvar, z, self._decode(z))
+
+    def _reconstruct(self, x):
+        return nnx.sigmoid(self._decode(self._encode(x)[0]))
 
     def _encode(self, x):
         h = self.encoder(x)
@@ -164,6 +170,10 @@ class VAE(nnx.Module):
 
     def _decode(self, z):
         return self.decoder(z)
+
+    def _check_batch(self, x, eps):
+        x = self._check_images("x", x)
+        return x, self._check_latents("eps", eps, batch_size=x.shape[0])
 
     def _check_images(self, name, x):
         x, dtype = as_array(name, x)

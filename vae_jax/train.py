@@ -3,13 +3,15 @@ vae_torch/train.py: `state, losses = train_step(state, x, eps)` in both twins.""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
 from vae_core.outputs import VAELoss
-from vae_jax.losses import vae_loss
+from vae_jax.losses import _vae_loss
 from vae_jax.model import VAE
 
 
@@ -34,12 +36,18 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
                       graphdef=graphdef, tx=tx)
 
 
-def train_step(state: TrainState, x, eps, beta=None) -> tuple[TrainState, VAELoss]:
+def train_step(state: TrainState, x, eps, beta=None, *, check_inputs: bool = True,
+               ) -> tuple[TrainState, VAELoss]:
     """Forward, backward and Adam update on one batch; returns the new state and the step's losses
-    (before the update). Pure: jit it whole (compile_train_step does, with donation)."""
+    (before the update). Pure: jit it whole (compile_train_step does, with donation). check_inputs=False
+    skips the batch checks, for loops that validated their data once (under jit they see only shapes)."""
+    model = nnx.merge(state.graphdef, state.params)
+    if check_inputs:
+        x, eps = model._check_batch(x, eps)
+    beta = model.config.beta if beta is None else beta
+
     def loss_fn(params):
-        model = nnx.merge(state.graphdef, params)
-        losses = vae_loss(model(x, eps), x, model.config, beta)
+        losses = _vae_loss(nnx.merge(state.graphdef, params)._forward(x, eps), x, model.config.likelihood, beta)
         return losses.total, losses
 
     grads, losses = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -48,15 +56,18 @@ def train_step(state: TrainState, x, eps, beta=None) -> tuple[TrainState, VAELos
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1), losses
 
 
-def compile_train_step(state: TrainState):
-    """train_step under jax.jit, the state donated. Inputs are checked eagerly before entering the
-    compiled code; beta is passed as an array so a changing beta (KL warm-up) does not recompile."""
-    compiled = jax.jit(train_step, donate_argnums=0)
+def compile_train_step(state: TrainState, *, check_inputs: bool = True):
+    """train_step under jax.jit, the state donated. With check_inputs (the default) the batch is checked
+    eagerly before entering the compiled code and beta is passed as an array, so a changing beta (KL
+    warm-up) does not recompile; with check_inputs=False this is the bare jitted function (it has
+    `.lower` for ahead-of-time compilation)."""
+    compiled = jax.jit(functools.partial(train_step, check_inputs=False), donate_argnums=0)
+    if not check_inputs:
+        return compiled
     model = state.model
 
     def step(state: TrainState, x, eps, beta=None) -> tuple[TrainState, VAELoss]:
-        x = model._check_images("x", x)
-        eps = model._check_latents("eps", eps, batch_size=x.shape[0])
+        x, eps = model._check_batch(x, eps)
         beta = jnp.asarray(model.config.beta if beta is None else beta, model.dtype)
         return compiled(state, x, eps, beta)
 

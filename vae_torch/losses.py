@@ -37,7 +37,11 @@ def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None) -> VAELoss:
         raise ValueError(f"x has shape {tuple(x.shape)} but the logits have {tuple(output.logits.shape)}")
     checks.check_dtype("x", dtype_name(x.dtype), dtype_name(output.logits.dtype))
     check_values("x", x, bounds=(0.0, 1.0))
-    beta = config.beta if beta is None else beta
-    reconstruction = reconstruction_loss(output.logits, x, config.likelihood).mean()
+    return _vae_loss(output, x, config.likelihood, config.beta if beta is None else beta)
+
+
+def _vae_loss(output: VAEOutput, x, likelihood: str, beta) -> VAELoss:
+    """vae_loss without the input checks: for the training step, which checks its batch once."""
+    reconstruction = reconstruction_loss(output.logits, x, likelihood).mean()
     kl = kl_divergence(output.mu, output.logvar).mean()
     return VAELoss(reconstruction + beta * kl, reconstruction, kl)

@@ -117,11 +117,8 @@ class VAE(nn.Module):
         return self._decode(z)
 
     def forward(self, x, eps) -> VAEOutput:
-        self._check_images("x", x)
-        self._check_latents("eps", eps, batch_size=x.shape[0])
-        mu, logvar = self._encode(x)
-        z = reparameterize(mu, logvar, eps)
-        return VAEOutput(mu, logvar, z, self._decode(z))
+        self._check_batch(x, eps)
+        return self._forward(x, eps)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0):
@@ -136,8 +133,17 @@ class VAE(nn.Module):
     def reconstruct(self, x):
         """Decode the posterior mean: probabilities in [0, 1], the shape of x."""
         self._check_images("x", x)
-        mu, _ = self._encode(x)
-        return torch.sigmoid(self._decode(mu))
+        return self._reconstruct(x)
+
+    # Unchecked internals: the public methods above check their input, then call these; the training
+    # step checks its batch once and calls them, so compiled code never holds a check.
+    def _forward(self, x, eps) -> VAEOutput:
+        mu, logvar = self._encode(x)
+        z = reparameterize(mu, logvar, eps)
+        return VAEOutput(mu, logvar, z, self._decode(z))
+
+    def _reconstruct(self, x):
+        return torch.sigmoid(self._decode(self._encode(x)[0]))
 
     def _encode(self, x):
         h = self.encoder(x)
@@ -145,6 +151,10 @@ class VAE(nn.Module):
 
     def _decode(self, z):
         return self.decoder(z)
+
+    def _check_batch(self, x, eps):
+        self._check_images("x", x)
+        self._check_latents("eps", eps, batch_size=x.shape[0])
 
     def _check_images(self, name, x):
         _check_tensor(name, x, self.fc_mu.weight.device)
@@ -171,7 +181,8 @@ def _check_tensor(name, x, device):
 
 
 def check_values(name, x, bounds):
-    """NaN/inf and range checks; skipped while torch.compile traces, so compiled code holds no checks."""
+    """NaN/inf and range checks; skipped if torch.compile traces a public method, so compiled code never
+    holds a check (and never syncs the device for one)."""
     if torch.compiler.is_compiling():
         return
     with torch.no_grad():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from vae_core.outputs import VAELoss
-from vae_torch.losses import vae_loss
+from vae_torch.losses import _vae_loss
 from vae_torch.model import VAE
 
 
@@ -32,42 +32,41 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     return TrainState(model, optimizer)
 
 
-def train_step(state: TrainState, x, eps, beta=None) -> tuple[TrainState, VAELoss]:
-    """Forward, backward and Adam update on one batch; updates `state` in place and returns it.
-    Losses are detached tensors of the step's loss (before the update)."""
-    model, optimizer = state.model, state.optimizer
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    losses = vae_loss(model(x, eps), x, model.config, beta)
-    losses.total.backward()
-    optimizer.step()
-    state.step += 1
-    return state, VAELoss(*(loss.detach() for loss in losses))
+def train_step(state: TrainState, x, eps, beta=None, *, check_inputs: bool = True,
+               ) -> tuple[TrainState, VAELoss]:
+    """Forward, backward and Adam update on one batch; updates `state` in place and returns it with the
+    step's losses (before the update, detached). check_inputs=False skips the batch checks, for loops
+    that validated their data once."""
+    return _run(_step_body, state, x, eps, beta, check_inputs)
 
 
-def compile_train_step(state: TrainState, mode: str = "default"):
-    """train_step compiled whole (forward, backward, Adam) with torch.compile. Inputs are checked
+def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs: bool = True):
+    """train_step with its body (forward, backward, Adam) compiled by torch.compile. Inputs are checked
     eagerly before entering the compiled code; beta is passed as a tensor so a changing beta (KL warm-up)
-    does not recompile."""
-    compiled = torch.compile(_compiled_body, mode=mode)
+    does not recompile. Shapes are specialised (dynamic=False): a new batch size compiles anew."""
+    compiled = torch.compile(_step_body, mode=mode, dynamic=False)
 
     def step(state: TrainState, x, eps, beta=None) -> tuple[TrainState, VAELoss]:
-        model = state.model
-        model._check_images("x", x)
-        model._check_latents("eps", eps, batch_size=x.shape[0])
-        beta = model.config.beta if beta is None else beta
-        beta = torch.as_tensor(beta, dtype=model.dtype, device=x.device)
-        model.train()
-        losses = compiled(model, state.optimizer, x, eps, beta)
-        state.step += 1
-        return state, losses
+        beta = state.model.config.beta if beta is None else beta
+        beta = torch.as_tensor(beta, dtype=state.model.dtype, device=x.device)
+        return _run(compiled, state, x, eps, beta, check_inputs)
 
     return step
 
 
-def _compiled_body(model, optimizer, x, eps, beta):
+def _run(body, state: TrainState, x, eps, beta, check_inputs: bool) -> tuple[TrainState, VAELoss]:
+    model = state.model
+    if check_inputs:
+        model._check_batch(x, eps)
+    model.train()
+    losses = body(model, state.optimizer, x, eps, model.config.beta if beta is None else beta)
+    state.step += 1
+    return state, losses
+
+
+def _step_body(model: VAE, optimizer, x, eps, beta) -> VAELoss:
     optimizer.zero_grad(set_to_none=True)
-    losses = vae_loss(model(x, eps), x, model.config, beta)
+    losses = _vae_loss(model._forward(x, eps), x, model.config.likelihood, beta)
     losses.total.backward()
     optimizer.step()
     return VAELoss(*(loss.detach() for loss in losses))
