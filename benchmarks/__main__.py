@@ -1,0 +1,118 @@
+"""`python -m benchmarks` (or `twinvae bench`): jit-compiled Flax vs torch.compile vs eager PyTorch.
+
+Each (backend, mode) runs in its own fresh, long-lived worker process with empty compilation caches;
+the coordinator compiles them one after another, refuses any that fails the correctness gate, then
+times them in alternating turns. Writes results.json, results.csv, results.md and throughput.png."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from benchmarks.points import KINDS, MODES, Point
+from vae_core.config import VAEConfig
+
+QUICK = {"batch_sizes": "128", "modes": "eager,compile-default,jit,nnx-jit", "repeats": 5,
+         "repeat_seconds": 0.05, "peak_sizes": "512,1024", "peak_seconds": 0.1}
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _names(choices):
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"{bad or text!r}: choose from {', '.join(choices)}")
+        return values
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    all_modes = [m for modes in MODES.values() for m in modes]
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run, about a minute on 2 CPU cores: {QUICK} unless given")
+    p.add_argument("--backends", type=_names(list(MODES)), default=list(MODES), help="torch,jax (default both)")
+    p.add_argument("--modes", type=_names(all_modes), default=None,
+                   help=f"from {', '.join(all_modes)} (default: all; modes a device lacks are listed as "
+                        "unavailable)")
+    p.add_argument("--kinds", type=_names(KINDS), default=list(KINDS), help="train,infer (default both)")
+    p.add_argument("--arch", choices=["conv", "mlp"], default="conv")
+    p.add_argument("--image", default="1x28x28", help="CxHxW (default 1x28x28)")
+    p.add_argument("--channels", type=_ints, default=[32, 64], help="conv channels (default 32,64)")
+    p.add_argument("--widths", type=_ints, default=[400], help="MLP widths (default 400)")
+    p.add_argument("--latent", type=int, default=20)
+    p.add_argument("--batch-sizes", type=_ints, default=None, help="default 32,128,512")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--device", choices=["cpu", "cuda", "tpu"], default="cpu")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 (GPU); rates then divide by the TF32 peak")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads (default: cores)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per mode (default 20)")
+    p.add_argument("--repeat-seconds", type=float, default=None,
+                   help="steps per repeat are chosen so a repeat lasts about this long (default 0.1)")
+    p.add_argument("--peak-sizes", type=_ints, default=None, help="matmul sizes for the roofline "
+                                                                 "(default 1024,2048,4096)")
+    p.add_argument("--peak-seconds", type=float, default=None, help="time per matmul measurement (default 0.3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def options_from(args):
+    from benchmarks.coordinator import Options
+
+    quick = QUICK if args.quick else {}
+    try:
+        c, h, w = (int(v) for v in args.image.lower().split("x"))
+        config = VAEConfig(image_shape=(c, h, w), latent_dim=args.latent, arch=args.arch,
+                           conv_channels=tuple(args.channels), mlp_widths=tuple(args.widths))
+    except ValueError as err:
+        raise SystemExit(f"python -m benchmarks: error: bad model ({err})") from None
+    batch_sizes = args.batch_sizes or _ints(quick.get("batch_sizes", "32,128,512"))
+    modes = args.modes or (_names(sum(MODES.values(), ()))(quick["modes"]) if quick
+                           else [m for modes in MODES.values() for m in modes])
+    points = [Point(config, b, args.dtype, kind) for kind in args.kinds for b in batch_sizes]
+    return Options(backends=args.backends, modes=modes, points=points, device=args.device, threads=args.threads,
+                   tf32=args.tf32, repeats=args.repeats or quick.get("repeats", 20),
+                   repeat_seconds=args.repeat_seconds or quick.get("repeat_seconds", 0.1),
+                   peak_sizes=args.peak_sizes or _ints(quick.get("peak_sizes", "1024,2048,4096")),
+                   peak_seconds=args.peak_seconds or quick.get("peak_seconds", 0.3), seed=args.seed)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    options = options_from(args)
+
+    from benchmarks import coordinator, report
+
+    workers = sum(1 for b in options.backends for m in options.modes if m in MODES[b])
+    progress = report.Progress(len(options.points) * (workers + options.repeats), enabled=not args.no_progress)
+    results = coordinator.run(options, progress)
+    progress.close()
+    results["meta"] = report.environment(argv, results, options)
+    table = report.rows(results, options.tf32)
+    written = report.write_all(args.out, results, table, options.tf32)
+    print(report.markdown(results, table, options.tf32))
+    print("wrote " + ", ".join(written))
+    failed = [r for r in table if r["status"] in ("error", "refused")]
+    for r in failed:
+        print(f"{r['backend']} {r['mode']} {r['kind']} b={r['batch']}: {r['status']}: {r['reason']}",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The JAX side of a benchmark worker: `jax.jit` of vae_jax's pure step (compiled ahead of time, state
+donated) and NNX's own `nnx.jit` over the module and an nnx.Optimizer, to show its overhead."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import vae_jax
+from benchmarks import peak
+from benchmarks.points import MODES, Point, synthetic_batches
+from vae_jax.losses import _vae_loss
+
+PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "tpu": "tpu"}
+
+
+class Backend:
+    def __init__(self, mode: str, device: str, threads: int, tf32: bool):
+        if mode not in MODES["jax"]:
+            raise ValueError(f"unknown jax mode {mode!r}; modes: {MODES['jax']}")
+        self.mode, self.device_name, self.threads, self.tf32 = mode, device, threads, tf32
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "float32")
+        jax.config.update("jax_compilation_cache_dir", os.environ["TWINVAE_BENCH_CACHE"])
+        self.traces = 0
+
+    def info(self) -> dict:
+        devices = self._devices()
+        import jaxlib
+
+        return {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
+                "device": devices[0].device_kind if devices else None, "platform": PLATFORMS[self.device_name],
+                "matmul_precision": jax.config.jax_default_matmul_precision,
+                "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+    def _devices(self):
+        try:
+            return jax.devices(PLATFORMS[self.device_name])
+        except RuntimeError:
+            return []
+
+    def unavailable(self, point: Point) -> str | None:
+        if not self._devices():
+            return f"jax sees no {PLATFORMS[self.device_name]} device"
+        return None
+
+    def matmul_peak(self, sizes, precisions) -> list[dict]:
+        device = self._devices()[0]
+        results = []
+        for precision in precisions:
+            if precision != "float32" and self.device_name == "cpu":
+                continue
+            dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
+            lax_precision = jax.lax.Precision.HIGHEST if precision == "float32" else jax.lax.Precision.DEFAULT
+            matmul = jax.jit(lambda a, b, p=lax_precision: jnp.matmul(a, b, precision=p))
+            for n in sizes:
+                results.append(peak.measure(
+                    "jax", precision, n, matmul,
+                    lambda a, dtype=dtype: jax.device_put(jnp.asarray(a, dtype), device),
+                    lambda c: np.asarray(c.astype(jnp.float32)), jax.block_until_ready))
+        return results
+
+    def setup(self, point: Point, weights_path: str) -> dict:
+        jax.config.update("jax_enable_x64", point.dtype == "float64")
+        device = self._devices()[0]
+        with jax.default_device(device):
+            model, config, _ = vae_jax.load_checkpoint(weights_path, dtype=point.dtype)
+        if config != point.config:
+            raise ValueError("the weights file's config differs from the benchmark point's")
+        self.batches = [(jax.device_put(x.transpose(0, 2, 3, 1), device), jax.device_put(e, device))
+                        for x, e in synthetic_batches(point)]
+        self.kind, self.i = point.kind, 0
+        self.beta = jax.device_put(jnp.asarray(config.beta, point.dtype), device)
+        if self.mode == "jit":
+            return self._setup_jit(model, point)
+        return self._setup_nnx_jit(model, point)
+
+    def _setup_jit(self, model, point: Point) -> dict:
+        x, eps = self.batches[0]
+        start = time.perf_counter()
+        if point.kind == "train":
+            self.state = vae_jax.create_train_state(model)
+            jitted = vae_jax.compile_train_step(self.state, check_inputs=False)
+            self.fn = jitted.lower(self.state, x, eps, self.beta).compile()  # ahead of time: cannot recompile
+        else:
+            graphdef, self.params = nnx.split(model)
+            jitted = jax.jit(lambda params, x: nnx.merge(graphdef, params)._reconstruct(x))
+            self.fn = jitted.lower(self.params, x).compile()
+        compile_s = time.perf_counter() - start
+        cost = self.fn.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        gate = self._gate(self._call(x, eps))
+        return {"gate": gate, "compile_s": compile_s,
+                "xla_flops_per_image": float(cost.get("flops", float("nan"))) / point.batch_size if cost else None}
+
+    def _setup_nnx_jit(self, model, point: Point) -> dict:
+        worker = self
+
+        if point.kind == "train":
+            likelihood = model.config.likelihood
+            self.model, self.optimizer = model, nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+            @nnx.jit(donate_argnums=(0, 1))
+            def step(model, optimizer, x, eps, beta):
+                worker.traces += 1  # runs only while tracing
+
+                def loss_fn(model):
+                    losses = _vae_loss(model._forward(x, eps), x, likelihood, beta)
+                    return losses.total, losses
+
+                (_, losses), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+                optimizer.update(model, grads)
+                return losses
+        else:
+            self.model = model
+
+            @nnx.jit
+            def step(model, x):
+                worker.traces += 1
+                return model._reconstruct(x)
+
+        self.fn = step
+        start = time.perf_counter()
+        gate = self._gate(self._call(*self.batches[0]))
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        jax.block_until_ready(self._call(*self.batches[1]))
+        return {"gate": gate, "compile_s": first - (time.perf_counter() - start)}
+
+    def _call(self, x, eps):
+        if self.mode == "jit":
+            if self.kind == "train":
+                self.state, losses = self.fn(self.state, x, eps, self.beta)
+                return losses.total
+            return self.fn(self.params, x)
+        if self.kind == "train":
+            return self.fn(self.model, self.optimizer, x, eps, self.beta).total
+        return self.fn(self.model, x)
+
+    def _gate(self, out) -> float:
+        # train: the first step's loss, from the canonical weights; infer: the sum of the reconstructions
+        return float(np.asarray(out, np.float64).sum())
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            self.i = (self.i + 1) % len(self.batches)
+            out = self._call(*self.batches[self.i])
+        jax.block_until_ready((out, self.state if self.mode == "jit" and self.kind == "train" else None))
+
+    def freeze(self) -> None:
+        self.frozen_traces = self.traces
+
+    def check_no_recompile(self) -> None:
+        if self.traces != self.frozen_traces:
+            raise RuntimeError(f"nnx.jit traced again after warm-up ({self.traces - self.frozen_traces} times)")
+
+    def reset_peak_memory(self) -> None:
+        pass  # a fresh worker per point: the device's peak is this point's
+
+    def peak_memory(self) -> int | None:
+        stats = self._devices()[0].memory_stats() if self.device_name != "cpu" else None
+        return stats.get("peak_bytes_in_use") if stats else None

@@ -1,0 +1,49 @@
+"""What one measurement is, the synthetic data every worker builds alike, and the modes each backend has.
+Framework-free: the coordinator and both workers share it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from vae_core import seeds
+from vae_core.config import VAEConfig
+
+MODES = {
+    "torch": ("eager", "compile-default", "compile-max-autotune", "compile-reduce-overhead"),
+    "jax": ("jit", "nnx-jit"),
+}
+KINDS = ("train", "infer")
+N_BATCHES = 4  # distinct synthetic batches, cycled, already on the device
+GATE_RTOL = {"float32": 1e-4, "float64": 1e-10}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One (config, batch size, dtype, kind): every (backend, mode) is measured on it, in alternation."""
+    config: VAEConfig
+    batch_size: int
+    dtype: str
+    kind: str  # "train" (forward, backward, Adam) or "infer" (encode + decode)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Point:
+        return cls(VAEConfig.from_dict(d["config"]), d["batch_size"], d["dtype"], d["kind"])
+
+    @property
+    def label(self) -> str:
+        c, h, w = self.config.image_shape
+        return f"{self.config.arch} {c}x{h}x{w} {self.kind} b={self.batch_size} {self.dtype}"
+
+
+def synthetic_batches(point: Point, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """N_BATCHES (images NCHW in [0, 1], eps) pairs, the same in every worker."""
+    rng = seeds.rng(seed, "data", step=10_000)
+    shape = (point.batch_size, *point.config.image_shape)
+    return [(rng.random(shape).astype(point.dtype),
+             seeds.eps_for_step(seed, i, point.batch_size, point.config.latent_dim, point.dtype))
+            for i in range(N_BATCHES)]

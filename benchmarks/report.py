@@ -1,0 +1,223 @@
+"""Turning the coordinator's results into rows, the printed table, results.json / .csv / .md and the plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from benchmarks.coordinator import summarise
+from benchmarks.peak import best_peak
+from benchmarks.points import Point
+from vae_core.flops import inference_flops, train_step_flops
+
+COLUMNS = ["backend", "mode", "kind", "batch", "dtype", "model", "status", "images_per_s", "iqr", "gflops",
+           "fraction_of_peak", "vs_torch_eager", "compile_s", "rss_delta_mb", "device_peak_mb", "repeats",
+           "reason"]
+
+
+class Progress:
+    """A one-line progress bar on stderr (no dependency)."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.total, self.done, self.label, self.start = max(total, 1), 0, "", time.perf_counter()
+        self.enabled = enabled
+
+    def stage(self, label: str) -> None:
+        self.label = label
+        self._draw()
+
+    def advance(self, n: int = 1) -> None:
+        self.done = min(self.total, self.done + n)
+        self._draw()
+
+    def _draw(self) -> None:
+        if not self.enabled:
+            return
+        width = 24
+        filled = int(width * self.done / self.total)
+        elapsed = time.perf_counter() - self.start
+        line = f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:5.0f}s {self.label}"
+        sys.stderr.write(line[:150].ljust(150))
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def peak_for(results: dict, tf32: bool) -> dict | None:
+    return best_peak(results["peak"], "tf32" if tf32 else "float32")
+
+
+def rows(results: dict, tf32: bool) -> list[dict]:
+    peak = peak_for(results, tf32)
+    table = []
+    for item in results["points"]:
+        point = Point.from_dict(item["point"])
+        flops = (train_step_flops if point.kind == "train" else inference_flops)(point.config)
+        c, h, w = point.config.image_shape
+        channels = point.config.conv_channels if point.config.arch == "conv" else point.config.mlp_widths
+        model = f"{point.config.arch} {c}x{h}x{w} {'-'.join(map(str, channels))} z{point.config.latent_dim}"
+        group = []
+        for entry in item["results"]:
+            row = {"backend": entry["backend"], "mode": entry["mode"], "kind": point.kind,
+                   "batch": point.batch_size, "dtype": point.dtype, "model": model, "status": entry["status"],
+                   "reason": entry.get("reason", ""), "compile_s": entry.get("compile_s"),
+                   "rss_delta_mb": _mb(entry.get("rss_delta")), "device_peak_mb": _mb(entry.get("device_peak"))}
+            if entry["status"] == "ok" and entry["times"]:
+                row.update(summarise(entry, point, flops, peak["gflops"] if peak else None))
+            group.append(row)
+        eager = next((r for r in group if (r["backend"], r["mode"]) == ("torch", "eager") and "images_per_s" in r),
+                     None)
+        for row in group:
+            if eager and "images_per_s" in row:
+                row["vs_torch_eager"] = row["images_per_s"] / eager["images_per_s"]
+        table += group
+    return table
+
+
+def _mb(value):
+    return None if value is None else value / 2**20
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def markdown_table(table: list[dict]) -> str:
+    lines = ["| backend | mode | kind | batch | images/s (median) | IQR | GFLOP/s | % of peak | vs torch eager "
+             "| compile s | mem MB |", "|" + "---|" * 11]
+    for r in table:
+        if r["status"] != "ok":
+            lines.append(f"| {r['backend']} | {r['mode']} | {r['kind']} | {r['batch']} | {r['status']}: "
+                         f"{r['reason'].splitlines()[0][:120] if r['reason'] else ''} | | | | | | |")
+            continue
+        memory = r["device_peak_mb"] if r["device_peak_mb"] is not None else r["rss_delta_mb"]
+        fraction = None if r.get("fraction_of_peak") is None else 100 * r["fraction_of_peak"]
+        lines.append(f"| {r['backend']} | {r['mode']} | {r['kind']} | {r['batch']} | {r['images_per_s']:,.0f} "
+                     f"| {r['iqr']:,.0f} | {r['gflops']:.1f} | {_fmt(fraction, '.1f')} "
+                     f"| {_fmt(r.get('vs_torch_eager'), '.2f')} | {_fmt(r['compile_s'], '.1f')} "
+                     f"| {_fmt(memory, '.0f')} |")
+    return "\n".join(lines)
+
+
+def flop_table(results: dict) -> str:
+    """The analytic count beside XLA's cost analysis and torch's FlopCounterMode, per image."""
+    lines = ["| point | analytic MFLOP/image | XLA cost analysis | torch FlopCounterMode |", "|---|---|---|---|"]
+    for item in results["points"]:
+        point = Point.from_dict(item["point"])
+        analytic = (train_step_flops if point.kind == "train" else inference_flops)(point.config)
+        xla = next((e.get("xla_flops_per_image") for e in item["results"] if e.get("xla_flops_per_image")), None)
+        counter = next((e["torch_flop_counter"]["per_image"] for e in item["results"]
+                        if e.get("torch_flop_counter")), None)
+
+        lines.append(f"| {item['label']} | {analytic / 1e6:.2f} | {_flop_cell(xla, analytic)} "
+                     f"| {_flop_cell(counter, analytic)} |")
+    return "\n".join(lines)
+
+
+def _flop_cell(value, analytic) -> str:
+    return "" if value is None else f"{value / 1e6:.2f} ({100 * (value / analytic - 1):+.1f}%)"
+
+
+def peak_table(results: dict) -> str:
+    lines = ["| library | precision | n | GFLOP/s | rel. error vs float64 | counts |", "|---|---|---|---|---|---|"]
+    for r in results["peak"]:
+        lines.append(f"| {r['library']} | {r['precision']} | {r['n']} | {r['gflops']:.1f} "
+                     f"| {r['relative_error']:.1e} | {'yes' if r['valid'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def environment(argv: list[str], results: dict, options) -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": "python -m benchmarks " + " ".join(argv),
+            "python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu,
+            "cores": os.cpu_count(), "threads": options.threads, "device": options.device, "tf32": options.tf32,
+            "git_commit": commit, "backends": results["info"]}
+
+
+def write_all(out: str, results: dict, table: list[dict], tf32: bool) -> list[str]:
+    os.makedirs(out, exist_ok=True)
+    written = []
+    path = os.path.join(out, "results.json")
+    with open(path, "w") as f:
+        json.dump({**results, "rows": table}, f, indent=1)
+    written.append(path)
+    path = os.path.join(out, "results.csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(table)
+    written.append(path)
+    path = os.path.join(out, "results.md")
+    with open(path, "w") as f:
+        f.write(markdown(results, table, tf32))
+    written.append(path)
+    plotted = plot(table, os.path.join(out, "throughput.png"), results["meta"])
+    if plotted:
+        written.append(plotted)
+    return written
+
+
+def markdown(results: dict, table: list[dict], tf32: bool) -> str:
+    meta = results["meta"]
+    peak = peak_for(results, tf32)
+    versions = "; ".join(f"{name} {info.get(name, info.get('unavailable', ''))}"
+                         for name, info in meta["backends"].items())
+    peak_line = (f"{peak['gflops']:.0f} GFLOP/s ({peak['library']}, {peak['precision']}, n={peak['n']})"
+                 if peak else "not measured")
+    return (f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['threads']} threads, device {meta['device']}; "
+            f"{versions}; Python {meta['python']}; {meta['date']}; commit {meta['git_commit']}.\n"
+            f"Command: `{meta['command']}`\n\nRoofline (best valid matmul): {peak_line}.\n\n"
+            f"{markdown_table(table)}\n\nFLOP counts per image:\n\n{flop_table(results)}\n\n"
+            f"Matmul peak measurements:\n\n{peak_table(results)}\n")
+
+
+def plot(table: list[dict], path: str, meta: dict) -> str | None:
+    """Throughput vs batch size, one line per backend/mode, one panel per kind. Needs matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return None
+    kinds = sorted({r["kind"] for r in table}, reverse=True)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.2), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        lines = {}
+        for r in table:
+            if r["kind"] == kind and "images_per_s" in r:
+                label = f"{r['backend']} {r['mode']}"
+                lines.setdefault(label, []).append((r["batch"], r["images_per_s"], r["iqr"]))
+        for label, points in sorted(lines.items()):
+            points.sort()
+            xs, ys, iqr = zip(*points)
+            ax.errorbar(xs, ys, yerr=[v / 2 for v in iqr], marker="o", capsize=3, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images / s (median, bars: IQR)")
+        ax.set_title(f"{kind} ({'forward+backward+Adam' if kind == 'train' else 'encode+decode'})")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{meta['cpu']}, {meta['threads']} threads, {meta['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,128 @@
+"""A long-lived benchmark worker for one (backend, mode): `python -m benchmarks.worker BACKEND MODE`.
+
+It reads one JSON command per line on stdin and answers one JSON line on stdout; anything else the
+frameworks print goes to stderr. The coordinator sets its environment (threads, fresh compilation caches)
+before it starts, so its compilations are cold."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+
+
+def rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+class PeakRSS:
+    """Samples the process RSS every few ms while a block runs; .peak is the largest seen."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.peak, self._stop = interval, rss_bytes(), threading.Event()
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            value = rss_bytes()
+            if value is not None and (self.peak is None or value > self.peak):
+                self.peak = value
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class Worker:
+    def __init__(self, backend_name: str, mode: str):
+        from benchmarks.points import Point
+
+        self.Point = Point
+        if backend_name == "torch":
+            from benchmarks.torch_backend import Backend
+        else:
+            from benchmarks.jax_backend import Backend
+        self.backend = Backend(mode, device=os.environ["TWINVAE_BENCH_DEVICE"],
+                               threads=int(os.environ["TWINVAE_BENCH_THREADS"]),
+                               tf32=os.environ.get("TWINVAE_BENCH_TF32") == "1")
+        self.steps_per_repeat = 1
+
+    def handle(self, msg: dict) -> dict:
+        cmd = msg["cmd"]
+        if cmd == "info":
+            return self.backend.info()
+        if cmd == "peak":
+            return {"peak": self.backend.matmul_peak(msg["sizes"], msg["precisions"])}
+        if cmd == "setup":
+            return self.setup(self.Point.from_dict(msg["point"]), msg["weights"], msg["repeat_seconds"])
+        if cmd == "measure":
+            return self.measure(msg["repeats"])
+        raise ValueError(f"unknown command {cmd!r}")
+
+    def setup(self, point, weights_path: str, repeat_seconds: float) -> dict:
+        reason = self.backend.unavailable(point)
+        if reason:
+            return {"unavailable": reason}
+        self.rss_before = rss_bytes()
+        result = self.backend.setup(point, weights_path)  # compile, gate value, FLOP counts
+        self.backend.run(1)  # warm-up beyond the compiling call
+        start = time.perf_counter()
+        self.backend.run(3)
+        per_step = (time.perf_counter() - start) / 3
+        self.steps_per_repeat = max(1, math.ceil(repeat_seconds / max(per_step, 1e-6)))
+        self.backend.freeze()  # from here on a recompilation is an error
+        result["steps_per_repeat"] = self.steps_per_repeat
+        return result
+
+    def measure(self, repeats: int) -> dict:
+        times = []
+        self.backend.reset_peak_memory()
+        with PeakRSS() as rss:
+            for _ in range(repeats):
+                start = time.perf_counter()
+                self.backend.run(self.steps_per_repeat)  # ends with a device sync
+                times.append(time.perf_counter() - start)
+        self.backend.check_no_recompile()
+        device_peak = self.backend.peak_memory()
+        return {"times": times, "steps_per_repeat": self.steps_per_repeat,
+                "rss_delta": None if rss.peak is None or self.rss_before is None else rss.peak - self.rss_before,
+                "device_peak": device_peak}
+
+
+def main() -> int:
+    backend_name, mode = sys.argv[1], sys.argv[2]
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # stray prints from the frameworks go to stderr, never into the protocol
+    try:
+        worker = Worker(backend_name, mode)
+        ready = {"ready": True}
+    except Exception as err:  # e.g. the framework is not installed: the coordinator reports the reason
+        worker, ready = None, {"unavailable": f"{type(err).__name__}: {err}"}
+    print(json.dumps(ready), file=protocol, flush=True)
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["cmd"] == "quit" or worker is None:
+            break
+        try:
+            reply = worker.handle(msg)
+        except Exception as err:
+            traceback.print_exc()
+            reply = {"error": f"{type(err).__name__}: {err}"}
+        print(json.dumps(reply), file=protocol, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
