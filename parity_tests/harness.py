@@ -39,6 +39,7 @@ TOLERANCES = {
                 "adam_loss": 1e-3, "adam_step1": 1e-2, "adam_params": 0.5},
 }
 QUANTITY_KIND = {"mu": "forward", "logvar": "forward", "z": "forward", "logits": "forward",
+                 "reconstruct": "forward",
                  "loss.total": "loss", "loss.reconstruction": "loss", "loss.kl": "loss", "grad": "grad",
                  "adam.loss": "adam_loss", "adam.params": "adam_params",
                  "adam.step1": "adam_step1", "sample": "sample", "decode": "sample",
@@ -97,8 +98,9 @@ def relative_error(a, b) -> float:
 
 
 def worst(a: dict, b: dict) -> tuple[float, str]:
+    """The largest error over tensors, and where; NaN counts as the largest (it must never hide)."""
     errors = {key: relative_error(a[key], b[key]) for key in b}
-    key = max(errors, key=errors.get)
+    key = max(errors, key=lambda k: errors[k] if not np.isnan(errors[k]) else np.inf)
     return errors[key], key
 
 
@@ -144,7 +146,7 @@ class TorchTwin:
         x = self.images(x)
         losses = vae_torch.vae_loss(self.model(x, self.tensor(eps)), x, self.config)
         losses.total.backward()
-        grads = {key: p.grad.cpu().numpy() for key, p in self.model.named_parameters()}
+        grads = vae_torch.weights.to_canonical({k: p.grad for k, p in self.model.named_parameters()}, self.config)
         return {name: v.item() for name, v in losses._asdict().items()}, grads
 
     def train_step(self, x, eps) -> tuple[float, dict]:
@@ -159,6 +161,9 @@ class TorchTwin:
     def decode(self, z) -> np.ndarray:
         with torch.no_grad():
             return self.model.decode(self.tensor(z)).cpu().numpy()
+
+    def reconstruct(self, x) -> np.ndarray:
+        return self.model.reconstruct(self.images(x)).cpu().numpy()
 
 
 class JaxTwin:
@@ -214,6 +219,9 @@ class JaxTwin:
     def decode(self, z) -> np.ndarray:
         return np.asarray(self.model.decode(self.array(z))).transpose(0, 3, 1, 2)
 
+    def reconstruct(self, x) -> np.ndarray:
+        return np.asarray(self.model.reconstruct(self.images(x))).transpose(0, 3, 1, 2)
+
 
 # --- the comparisons -------------------------------------------------------------------------------------
 
@@ -256,10 +264,12 @@ def _compare(case, dtype, device, weights_fn, steps) -> list[Row]:
     ref_losses, ref_grads = reference.loss_and_grads(batches[0], eps[0])
     z = seeds.standard_normal(1, "sample", 0, (5, config.latent_dim)).astype(dtype)
     ref_sample, ref_decode = reference.sample(5, seed=3), reference.decode(z)
+    ref_reconstruct = reference.reconstruct(batches[1])
     for twin in twins:
         out = twin.forward(batches[0], eps[0])
         for name in ("mu", "logvar", "z", "logits"):
             add(twin, name, relative_error(out[name], ref_out[name]))
+        add(twin, "reconstruct", relative_error(twin.reconstruct(batches[1]), ref_reconstruct))
         losses, grads = twin.loss_and_grads(batches[0], eps[0])
         for name in ("total", "reconstruction", "kl"):
             add(twin, f"loss.{name}", relative_error(losses[name], ref_losses[name]))

@@ -13,14 +13,18 @@ from parity_tests.harness import TOLERANCES, relative_error, worst
 from vae_core import seeds
 from vae_core.config import VAEConfig
 
-CONFIG = VAEConfig(image_shape=(1, 16, 16), conv_channels=(8, 16), latent_dim=6)
+CONFIG = VAEConfig(image_shape=(1, 16, 16), conv_channels=(8, 16), latent_dim=6, beta=2.0)
 STEPS = 4
+BETAS = [None, 0.25, 0.5, 1.5]  # config.beta, then a KL warm-up style override that changes every step
+# Compiled vs eager in the same dtype: float32 kernels differ in summation order, so a first Adam step
+# can move a near-zero-gradient parameter differently (see harness.TOLERANCES); observed up to 1.7e-5.
+FLOAT32_PARAMS = 1e-4
 
 
 def _trajectory(step_fn, state, batches, eps, to_array, export):
     losses, params = [], []
-    for x, e in zip(batches, eps):
-        state, loss = step_fn(state, to_array(x), to_array(e) if e.ndim == 2 else e)
+    for x, e, beta in zip(batches, eps, BETAS):
+        state, loss = step_fn(state, to_array(x), to_array(e), beta)
         losses.append(float(loss.total))
         params.append(export(state))
     return losses, params
@@ -53,5 +57,5 @@ def test_compiled_torch_step_matches_eager_and_jax(dtype):
         for step in range(STEPS):
             assert relative_error(run[0][step], eager[0][step]) <= tol["adam_loss"], (name, step)
             error, key = worst(run[1][step], eager[1][step])
-            limit = tol["adam_step1"] if dtype == "float32" else tol["adam_params"]
+            limit = FLOAT32_PARAMS if dtype == "float32" else tol["adam_params"]
             assert error <= limit, (name, step, key, error)

@@ -40,7 +40,7 @@ def _then(change):
 def _assert_fails_loudly(case):
     rows = harness.compare(case, "float64")
     errors = {r.quantity: r.error for r in rows if r.quantity in ("logits", "grad")}
-    assert all(e > 1e-3 for e in errors.values()), errors
+    assert set(errors) == {"logits", "grad"} and all(e > 1e-3 for e in errors.values()), errors
     assert not all(r.ok for r in rows)
 
 

@@ -27,7 +27,7 @@ def configs(draw):
 
 
 @seed(20261127)
-@settings(max_examples=20, deadline=None, derandomize=False, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=configs(), batch_size=st.integers(1, 5))
 def test_random_configs_agree_in_float64(config, batch_size):
     case = harness.Case(f"random {config}", config, batch_size=batch_size, steps=2)

@@ -3,6 +3,8 @@ reduced numbers, so they never import a framework; the twins skip the value chec
 
 from __future__ import annotations
 
+import numbers
+
 LAYOUT_AXES = {"NCHW": (0, 1, 2), "NHWC": (1, 2, 0)}  # positions of C, H, W in the per-image shape
 
 
@@ -55,6 +57,6 @@ def check_values(name: str, finite: bool, low: float, high: float, bounds: tuple
 
 
 def check_count(name: str, n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"{name} must be a positive int, got {n!r}")
-    return n
+    return int(n)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from dataclasses import dataclass
 
 ARCHS = ("conv", "mlp")
@@ -29,11 +30,14 @@ class VAEConfig:
     beta: float = 1.0
 
     def __post_init__(self):
-        # Normalise lists (from JSON) to tuples so configs hash and compare by value.
+        # Normalise lists (from JSON) to tuples and numpy scalars to Python numbers, so configs hash,
+        # compare and serialise by value.
         for name in ("image_shape", "conv_channels", "mlp_widths"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
-                object.__setattr__(self, name, tuple(value))
+                object.__setattr__(self, name, tuple(_plain(v) for v in value))
+        for name in ("latent_dim", "beta"):
+            object.__setattr__(self, name, _plain(getattr(self, name)))
         _validate(self)
 
     # Derived sizes, shared by both twins and the weight table.
@@ -67,22 +71,36 @@ class VAEConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> VAEConfig:
+    def from_dict(cls, data: dict, complete: bool = False) -> VAEConfig:
+        """From a dict such as to_dict() gives; missing fields take their defaults unless `complete`
+        (a checkpoint's config must name every field, so a default never stands in for a lost one)."""
         if not isinstance(data, dict):
             raise ValueError(f"VAEConfig: expected a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"VAEConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        missing = sorted(known - set(data))
+        if complete and missing:
+            raise ValueError(f"VAEConfig: missing field(s) {missing}")
         return cls(**data)
 
     @classmethod
-    def from_json(cls, text: str) -> VAEConfig:
+    def from_json(cls, text: str, complete: bool = False) -> VAEConfig:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
+        except (TypeError, json.JSONDecodeError) as err:
             raise ValueError(f"VAEConfig: not valid JSON ({err})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(data, complete)
+
+
+def _plain(value):
+    """numpy integers and floats -> int and float; anything else unchanged (validation judges it)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, int)):
+        return float(value)
+    return value
 
 
 def _is_int(value) -> bool:

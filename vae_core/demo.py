@@ -14,6 +14,8 @@ from vae_core.config import VAEConfig
 from vae_core.data import load_digits
 
 DIGITS_CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(16, 32), latent_dim=8)
+# The demo fails (exit 1) if the twins' forward pass, losses or samples differ by more than this.
+TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 
 
 def _relative_error(a, b) -> float:
@@ -23,6 +25,9 @@ def _relative_error(a, b) -> float:
 
 def run_demo(out: str = "runs/demo", seed: int = 0, steps: int = 20, batch_size: int = 64,
              dtype: str = "float32") -> int:
+    for name, value in (("steps", steps), ("batch size", batch_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
     import jax
 
     with jax.enable_x64(dtype == "float64"):
@@ -88,6 +93,7 @@ def _demo(out, seed, steps, batch_size, dtype) -> int:
         j_state, j_l = j_step(j_state, nhwc(batches[i]), jnp.asarray(eps[i]))
         t_losses.append(float(t_l.total))
         j_losses.append(float(j_l.total))
+    checked = len(rows)  # the rows above must agree within TOLERANCE; training rows are shown, not judged
     rows.append((f"{steps} more Adam steps: losses", np.array(t_losses), np.array(j_losses)))
     t_w = vae_torch.export_weights(t_state.model)
     j_w = vae_jax.export_weights(j_state.model)
@@ -100,4 +106,9 @@ def _demo(out, seed, steps, batch_size, dtype) -> int:
         show = (lambda v: f"{v:.4f}") if np.ndim(t) == 0 else (lambda v: f"shape {np.shape(v)}")
         print(f"| {name} | {show(t)} | {show(j)} | {_relative_error(j, t):.1e} |")
     print(f"\nfinal losses: torch {t_losses[-1]:.4f}, jax {j_losses[-1]:.4f}")
+    worst = max(_relative_error(j, t) for _, t, j in rows[:checked])
+    if not worst <= TOLERANCE[dtype]:
+        print(f"the twins disagree: {worst:.1e} > {TOLERANCE[dtype]:.0e}")
+        return 1
+    print(f"the twins agree: largest error {worst:.1e} <= {TOLERANCE[dtype]:.0e}")
     return 0

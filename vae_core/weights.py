@@ -207,6 +207,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; give the file the mode a plain open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -221,6 +222,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _file_mode(path: Path) -> int:
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_checkpoint(path, weights: dict[str, np.ndarray], config: VAEConfig,
@@ -249,20 +258,22 @@ def read_checkpoint(path) -> tuple[dict[str, np.ndarray], VAEConfig, dict]:
     data = path.read_bytes()
     header = _read_safetensors_header(path, data)
     info = header.get("__metadata__") or {}
-    if info.get("format") != FORMAT_NAME:
+    if not isinstance(info, dict) or info.get("format") != FORMAT_NAME:
         raise CheckpointError(f"checkpoint {path}: a safetensors file, but not written by twinvae "
                               f"(its header has no format={FORMAT_NAME!r})")
     try:
         version = int(info.get("format_version", ""))
-    except ValueError:
-        raise CheckpointError(f"checkpoint {path}: bad format_version {info.get('format_version')!r}") from None
+    except (TypeError, ValueError):
+        version = 0
+    if version < 1:
+        raise CheckpointError(f"checkpoint {path}: bad format_version {info.get('format_version')!r}")
     if version > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path}: format version {version} is newer than this twinvae "
                               f"reads ({FORMAT_VERSION}); upgrade twinvae")
     try:
-        config = VAEConfig.from_json(info.get("config", ""))
+        config = VAEConfig.from_json(info.get("config", ""), complete=True)
         metadata = json.loads(info.get("metadata", "{}"))
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {path}: bad config or metadata in header: {err}") from None
     try:
         weights = load(data)
@@ -289,8 +300,15 @@ def _read_safetensors_header(path: Path, data: bytes) -> dict:
         raise CheckpointError(f"checkpoint {path}: header is not JSON (not a safetensors file)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"checkpoint {path}: header is not a JSON object (not a safetensors file)")
-    end = max((t.get("data_offsets", [0, 0])[1] for k, t in header.items()
-               if k != "__metadata__" and isinstance(t, dict)), default=0)
+    end = 0
+    for key, tensor in header.items():
+        if key == "__metadata__":
+            continue
+        offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise CheckpointError(f"checkpoint {path}: header entry {key!r} has no valid data_offsets "
+                                  "(corrupt or not a safetensors file)")
+        end = max(end, offsets[1])
     if 8 + header_len + end > len(data):
         raise CheckpointError(f"checkpoint {path}: tensor data ends at byte {8 + header_len + end} but the "
                               f"file has {len(data)} bytes (truncated)")

@@ -58,6 +58,16 @@ def test_flatten_rule_matches_an_nhwc_activation():
     np.testing.assert_allclose(fmap.transpose(1, 2, 0).reshape(-1) @ kernel, weight @ fmap.reshape(-1))
 
 
+def test_unflatten_rule_matches_an_nhwc_activation():
+    # decoder.fc then view(C, H, W) with the torch weight == the converted kernel then reshape(H, W, C).
+    layer = core.LayerSpec("decoder.fc", "linear_to_image", 4, 2 * 3 * 5, (2, 3, 5))
+    rng = np.random.default_rng(2)
+    weight, bias, z = rng.standard_normal((30, 4)), rng.standard_normal(30), rng.standard_normal(4)
+    kernel, jax_bias = core.to_jax_layout(layer, weight, bias)
+    nchw = (weight @ z + bias).reshape(2, 3, 5)
+    np.testing.assert_allclose((z @ kernel + jax_bias).reshape(3, 5, 2), nchw.transpose(1, 2, 0))
+
+
 def test_init_is_seeded_and_torch_like():
     config = VAEConfig()
     a, b = core.init_weights(config, 0), core.init_weights(config, 0)
@@ -142,6 +152,34 @@ def _rewrite_header(path, change):
     text += b" " * (n - len(text)) if len(text) <= n else b""
     assert len(text) == n, "test rewrite must keep the header length"
     path.write_bytes(data[:8] + text + data[8 + n:])
+
+
+def test_checkpoint_gets_a_plain_file_mode(tmp_path):
+    path = tmp_path / "m.safetensors"
+    _write(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    path.chmod(0o640)
+    _write(path)  # overwriting keeps the file's mode
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda h: h.update(__metadata__=["x"]), "not written by twinvae"),
+    (lambda h: h["__metadata__"].update(format_version="0"), "bad format_version '0'"),
+    (lambda h: h["__metadata__"].update(format_version=None), "bad format_version None"),
+    (lambda h: h["__metadata__"].update(config='{"latent_dim": 2}'), "missing field(s)"),
+    (lambda h: h["fc_mu.bias"].update(data_offsets=None), "'fc_mu.bias' has no valid data_offsets"),
+    (lambda h: h["fc_mu.bias"].update(data_offsets=[0]), "'fc_mu.bias' has no valid data_offsets"),
+])
+def test_corrupt_headers_name_the_path_and_problem(tmp_path, change, words):
+    path = tmp_path / "m.safetensors"
+    _write(path)
+    _rewrite_header(path, change)
+    with pytest.raises(core.CheckpointError) as info:
+        core.read_checkpoint(path)
+    assert str(info.value).startswith(f"checkpoint {path}") and words in str(info.value)
 
 
 def test_newer_format_and_mismatched_config(tmp_path):

@@ -10,7 +10,7 @@ from flax import nnx
 from vae_core import checks
 from vae_core.config import VAEConfig
 from vae_core.outputs import VAELoss, VAEOutput
-from vae_jax.model import as_array, check_values
+from vae_jax.model import _as_array, check_values
 
 
 def reconstruction_loss(logits, x, likelihood: str):
@@ -32,7 +32,7 @@ def kl_divergence(mu, logvar):
 
 def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None) -> VAELoss:
     """Total, reconstruction and KL, each averaged over the batch; beta defaults to config.beta."""
-    x, dtype = as_array("x", x)
+    x, dtype = _as_array("x", x)
     if tuple(x.shape) != tuple(output.logits.shape):
         raise ValueError(f"x has shape {tuple(x.shape)} but the logits have {tuple(output.logits.shape)}")
     checks.check_dtype("x", dtype, str(output.logits.dtype))

@@ -113,7 +113,7 @@ class VAE(nnx.Module):
     def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
-        dtype = jnp.dtype(dtype)
+        dtype = float_dtype(dtype)
         if dtype == jnp.float64 and not jax.config.jax_enable_x64:
             raise ValueError("a float64 model needs 64-bit JAX: set jax.config.update('jax_enable_x64', True) "
                              "or JAX_ENABLE_X64=1, or build inside `with jax.enable_x64(True):`")
@@ -145,7 +145,7 @@ class VAE(nnx.Module):
     def sample(self, n: int, seed: int = 0):
         """n images from the prior, as probabilities in [0, 1]; z comes from vae_core's 'sample' stream,
         so both twins given the same seed and weights return the same images."""
-        checks.check_count("n", n)
+        n = checks.check_count("n", n)
         z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
         return nnx.sigmoid(self._decode(jnp.asarray(z, self.dtype)))
 
@@ -176,20 +176,31 @@ class VAE(nnx.Module):
         return x, self._check_latents("eps", eps, batch_size=x.shape[0])
 
     def _check_images(self, name, x):
-        x, dtype = as_array(name, x)
+        x, dtype = _as_array(name, x)
         checks.check_image_batch(name, x.shape, dtype, self.config.image_shape, "NHWC", str(self.dtype))
         check_values(name, x, bounds=(0.0, 1.0))
         return x
 
     def _check_latents(self, name, z, batch_size=None):
-        z, dtype = as_array(name, z)
+        z, dtype = _as_array(name, z)
         checks.check_latent_batch(name, z.shape, dtype, self.config.latent_dim, str(self.dtype),
                                   batch_size)
         check_values(name, z, bounds=None)
         return z
 
 
-def as_array(name, x):
+def float_dtype(dtype) -> jnp.dtype:
+    """jnp.float32, 'float32' or np.float32 -> float32; anything but a float dtype is an error."""
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a floating-point dtype such as jnp.float32 or 'float64', got {dtype!r}")
+    return dtype
+
+
+def _as_array(name, x):
     """(jax array, the dtype it came with): a float64 numpy array stays float64 to the dtype check, not
     silently float32 as jnp.asarray would make it with 64-bit JAX off."""
     if isinstance(x, np.ndarray):

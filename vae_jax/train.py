@@ -29,9 +29,12 @@ class TrainState(struct.PyTreeNode):
 
 def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                        ) -> TrainState:
-    """Adam with torch.optim.Adam's defaults (optax.adam is the same maths)."""
+    """Adam with torch.optim.Adam's defaults (optax.adam is the same maths). The state holds a copy of the
+    model's parameters, so the compiled step can donate them and `model` stays usable; the trained model
+    is `state.model` (in vae_torch it is the same object, trained in place)."""
     tx = optax.adam(learning_rate, b1=betas[0], b2=betas[1], eps=eps)
     graphdef, params = nnx.split(model, nnx.Param)
+    params = jax.tree.map(jnp.copy, params)
     return TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
                       graphdef=graphdef, tx=tx)
 

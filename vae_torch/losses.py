@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from vae_core import checks
 from vae_core.config import VAEConfig
 from vae_core.outputs import VAELoss, VAEOutput
-from vae_torch.model import check_values, dtype_name
+from vae_torch.model import _dtype_name, check_values
 
 
 def reconstruction_loss(logits, x, likelihood: str):
@@ -35,7 +35,7 @@ def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None) -> VAELoss:
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if tuple(x.shape) != tuple(output.logits.shape):
         raise ValueError(f"x has shape {tuple(x.shape)} but the logits have {tuple(output.logits.shape)}")
-    checks.check_dtype("x", dtype_name(x.dtype), dtype_name(output.logits.dtype))
+    checks.check_dtype("x", _dtype_name(x.dtype), _dtype_name(output.logits.dtype))
     check_values("x", x, bounds=(0.0, 1.0))
     return _vae_loss(output, x, config.likelihood, config.beta if beta is None else beta)
 

@@ -100,7 +100,7 @@ class VAE(nn.Module):
         self.fc_mu = nn.Linear(config.bottleneck_size, config.latent_dim)
         self.fc_logvar = nn.Linear(config.bottleneck_size, config.latent_dim)
         self.decoder = ConvDecoder(config) if conv else MLPDecoder(config)
-        self.to(dtype)
+        self.to(float_dtype(dtype))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -124,7 +124,7 @@ class VAE(nn.Module):
     def sample(self, n: int, seed: int = 0):
         """n images from the prior, as probabilities in [0, 1]; z comes from vae_core's 'sample' stream,
         so both twins given the same seed and weights return the same images."""
-        checks.check_count("n", n)
+        n = checks.check_count("n", n)
         z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
         z = torch.as_tensor(z, dtype=self.dtype, device=self.fc_mu.weight.device)
         return torch.sigmoid(self._decode(z))
@@ -158,18 +158,28 @@ class VAE(nn.Module):
 
     def _check_images(self, name, x):
         _check_tensor(name, x, self.fc_mu.weight.device)
-        checks.check_image_batch(name, tuple(x.shape), dtype_name(x.dtype), self.config.image_shape, "NCHW",
-                                 dtype_name(self.dtype))
+        checks.check_image_batch(name, tuple(x.shape), _dtype_name(x.dtype), self.config.image_shape, "NCHW",
+                                 _dtype_name(self.dtype))
         check_values(name, x, bounds=(0.0, 1.0))
 
     def _check_latents(self, name, z, batch_size=None):
         _check_tensor(name, z, self.fc_mu.weight.device)
-        checks.check_latent_batch(name, tuple(z.shape), dtype_name(z.dtype), self.config.latent_dim,
-                                  dtype_name(self.dtype), batch_size)
+        checks.check_latent_batch(name, tuple(z.shape), _dtype_name(z.dtype), self.config.latent_dim,
+                                  _dtype_name(self.dtype), batch_size)
         check_values(name, z, bounds=None)
 
 
-def dtype_name(dtype: torch.dtype) -> str:
+def float_dtype(dtype) -> torch.dtype:
+    """torch.float32, 'float32' or np.float32 -> torch.float32; anything but a float dtype is an error."""
+    if not isinstance(dtype, torch.dtype):
+        name = getattr(dtype, "__name__", None) or str(getattr(dtype, "name", dtype))
+        dtype = getattr(torch, str(name), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point dtype such as torch.float32 or 'float64', got {dtype!r}")
+    return dtype
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 

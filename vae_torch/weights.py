@@ -13,9 +13,17 @@ from vae_torch.model import VAE
 _DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
 
+def to_canonical(tree: dict, config: VAEConfig) -> dict[str, np.ndarray]:
+    """Any name -> tensor dict shaped like the model's parameters (state_dict, gradients, Adam moments)
+    -> canonical numpy dict. torch's layout is the canonical one: this checks and copies."""
+    weights = {key: value.detach().cpu().numpy().copy() for key, value in tree.items()}
+    core.check_weights(weights, config)
+    return weights
+
+
 def export_weights(model: VAE) -> dict[str, np.ndarray]:
     """Canonical name -> numpy array (a copy, on the host)."""
-    return {key: value.detach().cpu().numpy().copy() for key, value in model.state_dict().items()}
+    return to_canonical(model.state_dict(), model.config)
 
 
 def import_weights(model: VAE, weights: dict) -> VAE:
@@ -28,7 +36,13 @@ def import_weights(model: VAE, weights: dict) -> VAE:
 
 def init_model(config: VAEConfig, seed: int = 0, dtype=torch.float32) -> VAE:
     """A VAE with vae_core's canonical initialisation: the same seed gives the same weights in vae_jax."""
-    return import_weights(VAE(config, dtype=dtype), core.init_weights(config, seed))
+    return import_weights(_new_model(config, dtype), core.init_weights(config, seed))
+
+
+def _new_model(config: VAEConfig, dtype) -> VAE:
+    # torch's own init, about to be overwritten, must not consume the user's global RNG stream.
+    with torch.random.fork_rng(devices=[]):
+        return VAE(config, dtype=dtype)
 
 
 def save_checkpoint(path, model: VAE, config: VAEConfig, metadata: dict | None = None) -> None:
@@ -41,7 +55,7 @@ def load_checkpoint(path, dtype=None) -> tuple[VAE, VAEConfig, dict]:
     """(model, config, metadata) from a checkpoint written by either twin; dtype defaults to the stored one."""
     weights, config, metadata = core.read_checkpoint(path)
     stored = _DTYPES[next(iter(weights.values())).dtype]
-    model = import_weights(VAE(config, dtype=stored if dtype is None else dtype), weights)
+    model = import_weights(_new_model(config, stored if dtype is None else dtype), weights)
     return model, config, metadata
 
 

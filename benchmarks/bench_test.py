@@ -1,0 +1,82 @@
+"""The harness itself: gate and summary logic, and `python -m benchmarks --quick` end to end (smoke: no
+speed assertions)."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import coordinator
+from benchmarks.points import Point, synthetic_batches
+from vae_core.config import VAEConfig
+
+POINT = Point(VAEConfig(image_shape=(1, 8, 8), conv_channels=(4,), latent_dim=2), 16, "float32", "train")
+
+
+def _entries(**gates):
+    return {tuple(key.split("_", 1)): {"status": "ok", "gate": value, "times": []} for key, value in gates.items()}
+
+
+def test_gate_passes_agreeing_twins():
+    entries = _entries(torch_eager=100.0, **{"torch_compile-default": 100.00001}, jax_jit=100.00002,
+                       **{"jax_nnx-jit": 100.0})
+    coordinator._gate(entries, POINT)
+    assert all(e["status"] == "ok" for e in entries.values())
+
+
+def test_gate_refuses_both_twins_when_they_disagree():
+    entries = _entries(torch_eager=100.0, jax_jit=101.0)
+    coordinator._gate(entries, POINT)
+    assert all(e["status"] == "refused" and "twins disagree" in e["reason"] for e in entries.values())
+
+
+def test_gate_refuses_a_mode_that_differs_from_its_baseline():
+    entries = _entries(torch_eager=100.0, **{"torch_compile-default": 100.5}, jax_jit=100.0)
+    coordinator._gate(entries, POINT)
+    assert entries[("torch", "compile-default")]["status"] == "refused"
+    assert entries[("torch", "eager")]["status"] == entries[("jax", "jit")]["status"] == "ok"
+
+
+def test_summary_is_median_and_iqr_of_images_per_second():
+    entry = {"times": [0.1, 0.2, 0.4, 0.2, 0.1], "steps_per_repeat": 2}
+    summary = coordinator.summarise(entry, POINT, flops_per_image=1e6, peak_gflops=1.0)
+    images = 2 * 16 / np.array(entry["times"])
+    assert summary["images_per_s"] == pytest.approx(np.median(images))
+    assert summary["iqr"] == pytest.approx(np.percentile(images, 75) - np.percentile(images, 25))
+    assert summary["gflops"] == pytest.approx(np.median(images) * 1e6 / 1e9)
+    assert summary["fraction_of_peak"] == pytest.approx(summary["gflops"])
+
+
+def test_every_worker_gets_the_same_batches():
+    a, b = synthetic_batches(POINT), synthetic_batches(POINT)
+    assert all(np.array_equal(x1, x2) and np.array_equal(e1, e2) for (x1, e1), (x2, e2) in zip(a, b))
+    assert a[0][0].min() >= 0 and a[0][0].max() <= 1 and a[0][0].dtype == np.float32
+
+
+def test_quick_run_end_to_end(tmp_path):
+    out = tmp_path / "bench"
+    modes = "eager,compile-default,compile-reduce-overhead,jit,nnx-jit"
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--modes", modes, "--out", str(out),
+                             "--no-progress"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    rows = {(r["backend"], r["mode"], r["kind"]): r for r in results["rows"]}
+    assert set(rows) == {(b, m, k) for b, m in [("torch", "eager"), ("torch", "compile-default"),
+                                               ("torch", "compile-reduce-overhead"), ("jax", "jit"),
+                                               ("jax", "nnx-jit")] for k in ("train", "infer")}
+    for key, row in rows.items():
+        mode = key[1]
+        if mode == "compile-reduce-overhead":
+            assert row["status"] == "unavailable" and "CUDA" in row["reason"]
+            continue
+        assert row["status"] == "ok", row
+        assert row["images_per_s"] > 0 and row["repeats"] == 5 and row["fraction_of_peak"] > 0
+        assert (row["compile_s"] is None) == (mode == "eager")
+    assert any(p["valid"] and p["library"] in ("torch", "jax", "numpy") for p in results["peak"])
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    assert "| backend | mode |" in (out / "results.md").read_text()
+    assert (out / "throughput.png").stat().st_size > 10_000
