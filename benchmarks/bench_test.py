@@ -5,12 +5,13 @@ import csv
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from benchmarks import coordinator
-from benchmarks.points import Point, synthetic_batches
+from benchmarks.points import Point, compile_seconds, synthetic_batches
 from vae_core.config import VAEConfig
 
 POINT = Point(VAEConfig(image_shape=(1, 8, 8), conv_channels=(4,), latent_dim=2), 16, "float32", "train")
@@ -48,6 +49,18 @@ def test_summary_is_median_and_iqr_of_images_per_second():
     assert summary["iqr"] == pytest.approx(np.percentile(images, 75) - np.percentile(images, 25))
     assert summary["gflops"] == pytest.approx(np.median(images) * 1e6 / 1e9)
     assert summary["fraction_of_peak"] == pytest.approx(summary["gflops"])
+
+
+def test_compile_seconds_counts_the_first_two_calls_beyond_steady_ones():
+    durations = [0.30, 0.12, 0.02]  # a compile, a re-lowering, then steady
+
+    def call(i):
+        time.sleep(durations[i])
+        return f"value {i}"
+
+    seconds, first = compile_seconds(call)
+    assert first == "value 0"
+    assert seconds == pytest.approx(0.30 + 0.12 - 2 * 0.02, abs=0.03)
 
 
 def test_every_worker_gets_the_same_batches():

@@ -3,6 +3,7 @@ Framework-free: the coordinator and both workers share it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -47,3 +48,17 @@ def synthetic_batches(point: Point, seed: int = 0) -> list[tuple[np.ndarray, np.
     return [(rng.random(shape).astype(point.dtype),
              seeds.eps_for_step(seed, i, point.batch_size, point.config.latent_dim, point.dtype))
             for i in range(N_BATCHES)]
+
+
+def compile_seconds(call) -> tuple[float, float]:
+    """(compile seconds, first call's value) for a callable that compiles on first use: three calls, the
+    compile time is what the first two took beyond two steady (third) calls. The second call counts too:
+    JAX re-lowers when its inputs turn from uncommitted to committed arrays, and torch may recompile
+    once on a guard, without either being a steady-state cost. `call` must return after a device sync."""
+    times, first = [], None
+    for i in range(3):
+        start = time.perf_counter()
+        value = call(i)
+        times.append(time.perf_counter() - start)
+        first = value if i == 0 else first
+    return max(0.0, times[0] + times[1] - 2 * times[2]), first

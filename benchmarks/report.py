@@ -141,8 +141,12 @@ def environment(argv: list[str], results: dict, options) -> dict:
     except OSError:
         pass
     try:
+        here = os.path.dirname(os.path.abspath(__file__))
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+                                cwd=here, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=here, timeout=10).stdout.strip()
+        commit += "+uncommitted changes" if commit and dirty else ""
     except (OSError, subprocess.TimeoutExpired):
         commit = ""
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": "python -m benchmarks " + " ".join(argv),
