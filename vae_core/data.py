@@ -1,17 +1,270 @@
-"""Datasets as float32 NCHW arrays in [0, 1]. For now the embedded default: scikit-learn's 8x8 digits."""
+"""Datasets as float32 NCHW arrays in [0, 1], with integer labels where the dataset has them.
+
+- digits: scikit-learn's 8x8 handwritten digits (embedded: no download), a fixed seeded split.
+- fashion-mnist, mnist: IDX files, gzipped or not, from --data-dir, $TWINVAE_DATA, the Debian package's
+  folder, or downloaded (checksum-verified, written atomically) where the network allows.
+- cifar10: the python batches, read with an unpickler that accepts only numpy arrays, lists and strings.
+- folder: any directory of images, resized to image_size.
+Every missing, truncated or corrupt file is an error that says what was expected and where it looked.
+"""
 
 from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+import tarfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from vae_core import seeds
+from vae_core.weights import atomic_write_bytes
 
+DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "folder")
 DIGITS_TEST_FRACTION = 0.2
+FOLDER_TEST_FRACTION = 0.1
+NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-def load_digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train_x, train_y, test_x, test_y): 1797 images (1, 8, 8), values 0-16 scaled to [0, 1], split by
-    a fixed permutation drawn from vae_core's 'data' stream (seed 0 is the canonical split)."""
+class DataError(ValueError):
+    """A dataset that cannot be found or read; the message names what was expected and where."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train_x: np.ndarray  # (N, C, H, W) float32 in [0, 1]
+    train_y: np.ndarray | None  # (N,) int64 labels, or None for unlabelled data
+    test_x: np.ndarray
+    test_y: np.ndarray | None
+    classes: tuple[str, ...] | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.train_x.shape[1:])
+
+
+# --- IDX (MNIST, Fashion-MNIST) ---------------------------------------------------------------------------
+
+IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+             "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
+IDX_SOURCES = {  # mirrors and the published MD5 of each gzipped file
+    "fashion-mnist": {
+        "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        "md5": {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+                "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+                "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
+        "debian": "/usr/share/datasets/fashion-mnist",
+        "classes": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                    "Ankle boot"),
+    },
+    "mnist": {
+        "mirrors": ("https://ossci-datasets.s3.amazonaws.com/mnist/",),
+        "md5": {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+                "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+                "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
+        "debian": None,
+        "classes": tuple(str(d) for d in range(10)),
+    },
+}
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file of unsigned bytes (gzipped or not) with `ndim` dimensions."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise DataError(f"{path}: corrupt or truncated gzip ({err})") from None
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise DataError(f"{path}: not an IDX file of unsigned bytes (expected magic 0x0000080{ndim})")
+    if raw[3] != ndim:
+        raise DataError(f"{path}: an IDX file with {raw[3]} dimensions, expected {ndim}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims))
+    if len(raw) - header != expected:
+        raise DataError(f"{path}: IDX data of shape {dims} needs {expected} bytes, the file holds "
+                        f"{len(raw) - header} (truncated or corrupt)")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _search_dirs(name: str, data_dir) -> list[Path]:
+    dirs = []
+    if data_dir:
+        dirs += [Path(data_dir), Path(data_dir) / name]
+    if os.environ.get("TWINVAE_DATA"):
+        dirs += [Path(os.environ["TWINVAE_DATA"]), Path(os.environ["TWINVAE_DATA"]) / name]
+    debian = IDX_SOURCES.get(name, {}).get("debian")
+    if debian:
+        dirs.append(Path(debian))
+    return dirs
+
+
+def _cache_dir(name: str, data_dir) -> Path:
+    if data_dir:
+        return Path(data_dir)
+    root = os.environ.get("TWINVAE_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "twinvae")
+    return Path(root) / name
+
+
+def _find(filename: str, dirs: list[Path]) -> Path | None:
+    for folder in dirs:
+        for candidate in (folder / filename, folder / f"{filename}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def download(url: str, target: Path, md5: str, timeout: float = 60.0) -> Path:
+    """Fetch url into target, verified against md5 before it is written (atomically)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            data = response.read()
+    except (urllib.error.URLError, OSError) as err:
+        raise DataError(f"could not download {url}: {err}") from None
+    digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    if digest != md5:
+        raise DataError(f"download of {url} has MD5 {digest}, expected {md5} (corrupt or altered); "
+                        "nothing was written")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, data)
+    return target
+
+
+def load_idx(name: str, data_dir=None, download_missing: bool = True) -> Dataset:
+    source = IDX_SOURCES[name]
+    dirs = _search_dirs(name, data_dir)
+    arrays = {}
+    for key, filename in IDX_FILES.items():
+        path = _find(filename, dirs)
+        if path is None and download_missing:
+            path = _download_first(source, f"{filename}.gz", _cache_dir(name, data_dir), dirs)
+        if path is None:
+            raise DataError(f"{name}: {filename}[.gz] not found in {', '.join(map(str, dirs)) or 'no folder'} "
+                            "(pass --data-dir or set $TWINVAE_DATA; downloading is off)")
+        arrays[key] = read_idx(path, ndim=3 if key.endswith("_x") else 1)
+    for split in ("train", "test"):
+        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
+            raise DataError(f"{name}: {len(arrays[f'{split}_x'])} {split} images but "
+                            f"{len(arrays[f'{split}_y'])} labels")
+    return Dataset(name, _to_float(arrays["train_x"][:, None]), arrays["train_y"].astype(np.int64),
+                   _to_float(arrays["test_x"][:, None]), arrays["test_y"].astype(np.int64), source["classes"])
+
+
+def _download_first(source: dict, filename: str, cache: Path, searched: list[Path]) -> Path:
+    errors = []
+    for mirror in source["mirrors"]:
+        try:
+            return download(mirror + filename, cache / filename, source["md5"][filename])
+        except DataError as err:
+            errors.append(str(err))
+    raise DataError(f"{filename} not found in {', '.join(map(str, searched)) or 'no folder'} and not "
+                    f"downloadable: {'; '.join(errors)}")
+
+
+def _to_float(images: np.ndarray) -> np.ndarray:
+    return (images.astype(np.float32) / 255.0).astype(np.float32)
+
+
+# --- CIFAR-10 ---------------------------------------------------------------------------------------------
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays, lists, dicts, strings and numbers; refuses every other global, so a
+    malicious batch file cannot run code. (_codecs.encode rebuilds bytes in protocol-2 pickles that
+    Python 3 wrote.)"""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only arrays, lists and strings")
+        if NUMPY_2:  # numpy 2 renamed numpy.core to numpy._core; the batches were pickled before that
+            module = module.replace("numpy.core.", "numpy._core.")
+        return super().find_class(module, name)
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = _ArraysOnly(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise DataError(f"{path}: not a readable CIFAR-10 batch ({err})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: not a CIFAR-10 batch (expected a dict, got {type(batch).__name__})")
+    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    data, labels = batch.get("data"), batch.get("labels")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072)")
+    if not isinstance(labels, list) or len(labels) != len(data):
+        raise DataError(f"{path}: 'labels' must be a list of {len(data)} ints")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
+
+
+def load_cifar10(data_dir=None, download_missing: bool = True) -> Dataset:
+    dirs = [d / CIFAR10_FOLDER for d in _search_dirs("cifar10", data_dir)] + _search_dirs("cifar10", data_dir)
+    folder = next((d for d in dirs if (d / "test_batch").is_file()), None)
+    if folder is None and download_missing:
+        folder = _download_cifar10(_cache_dir("cifar10", data_dir))
+    if folder is None:
+        raise DataError(f"cifar10: {CIFAR10_FOLDER}/test_batch not found in {', '.join(map(str, dirs))} "
+                        "(pass --data-dir or set $TWINVAE_DATA; downloading is off)")
+    splits = {}
+    for split, names in CIFAR10_BATCHES.items():
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise DataError(f"cifar10: {folder} lacks {missing}")
+        parts = [read_cifar_batch(folder / n) for n in names]
+        splits[split] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    return Dataset("cifar10", _to_float(splits["train"][0]), splits["train"][1], _to_float(splits["test"][0]),
+                   splits["test"][1], CIFAR10_CLASSES)
+
+
+def _download_cifar10(cache: Path) -> Path:
+    archive = download(CIFAR10_URL, cache / "cifar-10-python.tar.gz", CIFAR10_MD5)
+    wanted = {f"{CIFAR10_FOLDER}/{n}" for names in CIFAR10_BATCHES.values() for n in names}
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():  # only the known batch files, never a path from the archive
+            if member.name in wanted and member.isfile():
+                data = tar.extractfile(member).read()
+                target = cache / member.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(target, data)
+    return cache / CIFAR10_FOLDER
+
+
+# --- digits and folders -----------------------------------------------------------------------------------
+
+def _split(n: int, fraction: float, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    order = seeds.rng(seed, "data", step=step).permutation(n)
+    n_test = int(round(n * fraction))
+    return order[n_test:], order[:n_test]
+
+
+def load_digits(seed: int = 0) -> Dataset:
+    """1797 images (1, 8, 8), values 0-16 scaled to [0, 1], split by a fixed permutation from vae_core's
+    'data' stream (seed 0 is the canonical split)."""
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError:
@@ -20,7 +273,49 @@ def load_digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     digits = sklearn_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None]
     labels = digits.target.astype(np.int64)
-    order = seeds.rng(seed, "data", step=0).permutation(len(images))
-    n_test = int(round(len(images) * DIGITS_TEST_FRACTION))
-    test, train = order[:n_test], order[n_test:]
-    return images[train], labels[train], images[test], labels[test]
+    train, test = _split(len(images), DIGITS_TEST_FRACTION, seed, step=0)
+    return Dataset("digits", images[train], labels[train], images[test], labels[test],
+                   tuple(str(d) for d in range(10)))
+
+
+def load_folder(folder, image_size: int, channels: int = 1, seed: int = 0) -> Dataset:
+    """Every image file under `folder`, resized to image_size x image_size, grey (1) or RGB (3)."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"folder dataset: {folder} is not a directory")
+    if channels not in (1, 3):
+        raise DataError(f"folder dataset: channels must be 1 or 3, got {channels}")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if len(paths) < 2:
+        raise DataError(f"folder dataset: {folder} holds {len(paths)} image file(s) ({', '.join(IMAGE_SUFFIXES)})"
+                        "; at least 2 are needed for a train/test split")
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB").resize((image_size, image_size))
+                images.append(np.asarray(image, np.uint8).reshape(image_size, image_size, channels))
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(f"folder dataset: cannot read {path} ({err})") from None
+    images = _to_float(np.stack(images).transpose(0, 3, 1, 2))
+    train, test = _split(len(images), FOLDER_TEST_FRACTION, seed, step=0)
+    return Dataset(f"folder:{folder}", images[train], None, images[test], None, None)
+
+
+def load_dataset(name: str, data_dir=None, *, download_missing: bool = True, image_size: int | None = None,
+                 channels: int = 1, seed: int = 0) -> Dataset:
+    """Load one of DATASETS; for 'folder', data_dir is the image folder and image_size is required."""
+    if name == "digits":
+        return load_digits(seed)
+    if name in IDX_SOURCES:
+        return load_idx(name, data_dir, download_missing)
+    if name == "cifar10":
+        return load_cifar10(data_dir, download_missing)
+    if name == "folder":
+        if not data_dir or not image_size:
+            raise DataError("the folder dataset needs --data-dir (the image folder) and --image-size")
+        return load_folder(data_dir, image_size, channels, seed)
+    raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+

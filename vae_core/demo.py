@@ -42,8 +42,8 @@ def _demo(out, seed, steps, batch_size, dtype) -> int:
     import vae_torch
 
     config = DIGITS_CONFIG
-    train_x, _, test_x, _ = load_digits()
-    train_x, test_x = train_x.astype(dtype), test_x.astype(dtype)
+    digits = load_digits()
+    train_x, test_x = digits.train_x.astype(dtype), digits.test_x.astype(dtype)
     per_epoch = len(train_x) // batch_size
     if per_epoch < 1:
         raise ValueError(f"batch size {batch_size} is larger than the {len(train_x)} training digits")
