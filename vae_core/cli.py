@@ -24,16 +24,86 @@ def main(argv=None) -> int:
     inspect = commands.add_parser("inspect", help="print a checkpoint's config, metadata and weights")
     inspect.add_argument("checkpoint")
 
+    train = commands.add_parser("train", help="train a VAE with either backend; writes a run folder")
+    train.add_argument("--backend", choices=["jax", "torch"], default="jax")
+    train.add_argument("--dataset", choices=list(DATASET_SHAPES) + ["folder"], default="digits")
+    train.add_argument("--data-dir", help="where the dataset's files are (or go), or the image folder")
+    train.add_argument("--image-size", type=int, help="folder dataset: resize images to this square size")
+    train.add_argument("--channels", type=int, choices=[1, 3], default=1, help="folder dataset: grey or RGB")
+    group = train.add_mutually_exclusive_group()
+    group.add_argument("--config", help="a VAEConfig JSON file (image_shape is the dataset's)")
+    group.add_argument("--preset", choices=list(PRESETS), default="seed", help="default: seed (the conv VAE)")
+    train.add_argument("--arch", choices=["conv", "mlp"])
+    train.add_argument("--latent-dim", type=int)
+    train.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
+    train.add_argument("--beta", type=float)
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS",
+                       help="raise beta linearly over this many steps (default 0: off)")
+    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default="runs/train")
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="compile the step (default: jax yes, torch no: eager is faster on CPU here)")
+    train.add_argument("--no-progress", action="store_true")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             from vae_core.demo import run_demo
 
             return run_demo(args.out, args.seed, args.steps, args.batch_size, args.dtype)
+        if args.command == "train":
+            return _train(args)
         return _inspect(args.checkpoint)
-    except (ValueError, OSError) as err:  # bad input: a clear message, no traceback
+    except (ValueError, OSError, RuntimeError) as err:  # bad input, missing data, divergence: no traceback
         print(f"twinvae {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+# image shape of each named dataset (the folder dataset's comes from --channels and --image-size)
+DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28),
+                  "cifar10": (3, 32, 32)}
+PRESETS = {
+    "seed": {"arch": "conv", "conv_channels": (32, 64), "latent_dim": 20},  # the seed's conv VAE
+    "mlp": {"arch": "mlp", "mlp_widths": (400,), "latent_dim": 20},  # pytorch/examples
+}
+
+
+def _train(args) -> int:
+    import dataclasses
+
+    from vae_core.config import VAEConfig
+    from vae_core.trainer import TrainOptions, train
+
+    if args.dataset == "folder":
+        if not args.image_size:
+            raise ValueError("the folder dataset needs --image-size")
+        shape = (args.channels, args.image_size, args.image_size)
+    else:
+        shape = DATASET_SHAPES[args.dataset]
+    if args.config:
+        with open(args.config) as f:
+            data = json.loads(f.read())
+        if isinstance(data, dict) and tuple(data.get("image_shape", shape)) != shape:
+            raise ValueError(f"{args.config}: image_shape {data['image_shape']} does not match the "
+                             f"{args.dataset} images {shape}")
+        config = VAEConfig.from_dict({**data, "image_shape": shape} if isinstance(data, dict) else data)
+    else:
+        config = VAEConfig(image_shape=shape, **PRESETS[args.preset])
+    overrides = {k: v for k, v in (("arch", args.arch), ("latent_dim", args.latent_dim),
+                                   ("likelihood", args.likelihood), ("beta", args.beta)) if v is not None}
+    config = dataclasses.replace(config, **overrides)
+    options = TrainOptions(backend=args.backend, dataset=args.dataset, data_dir=args.data_dir,
+                           image_size=args.image_size, channels=args.channels, epochs=args.epochs,
+                           batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, dtype=args.dtype,
+                           seed=args.seed, out=args.out, compile=args.compile)
+    record = train(config, options, progress=not args.no_progress)
+    print(f"test negative ELBO {record['test']['total']:.3f} nats/image after {record['epoch']} epochs; "
+          f"run folder {args.out}")
+    return 0
 
 
 def _inspect(path: str) -> int:

@@ -10,11 +10,11 @@ import zlib
 
 import numpy as np
 
-PURPOSES = ("init", "data", "eps", "sample")
+PURPOSES = ("init", "data", "eps", "sample", "eval")
 
 
 def derive_seed(seed: int, purpose: str) -> int:
-    """A 63-bit seed for one purpose ('init', 'data', 'eps', 'sample'), stable across runs and platforms."""
+    """A 63-bit seed for one purpose (PURPOSES), stable across runs and platforms."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if purpose not in PURPOSES:

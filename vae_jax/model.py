@@ -189,6 +189,18 @@ class VAE(nnx.Module):
         return z
 
 
+def as_input(array, model: VAE):
+    """A canonical numpy batch (images NCHW, or latents) -> an array this model takes: NHWC, its dtype."""
+    array = np.asarray(array)
+    return jnp.asarray(array.transpose(0, 2, 3, 1) if array.ndim == 4 else array, model.dtype)
+
+
+def to_numpy(array) -> np.ndarray:
+    """This twin's output -> canonical numpy (images NHWC -> NCHW)."""
+    array = np.asarray(array)
+    return array.transpose(0, 3, 1, 2) if array.ndim == 4 else array
+
+
 def float_dtype(dtype) -> jnp.dtype:
     """jnp.float32, 'float32' or np.float32 -> float32; anything but a float dtype is an error."""
     try:

@@ -11,7 +11,7 @@ import optax
 from flax import nnx, struct
 
 from vae_core.outputs import VAELoss
-from vae_jax.losses import _vae_loss
+from vae_jax.losses import _vae_loss, kl_divergence, reconstruction_loss
 from vae_jax.model import VAE
 
 
@@ -75,3 +75,18 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True):
         return compiled(state, x, eps, beta)
 
     return step
+
+
+def evaluate(model: VAE, x, eps) -> VAELoss:
+    """Per-image negative ELBO terms at beta = 1 (shape (N,) each), for test-set figures; unchecked."""
+    graphdef, params = nnx.split(model)
+    return _evaluate(graphdef, params, jnp.asarray(x), jnp.asarray(eps))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _evaluate(graphdef, params, x, eps) -> VAELoss:
+    model = nnx.merge(graphdef, params)
+    out = model._forward(x, eps)
+    reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood)
+    kl = kl_divergence(out.mu, out.logvar)
+    return VAELoss(reconstruction + kl, reconstruction, kl)

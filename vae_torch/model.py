@@ -3,6 +3,7 @@ module's state_dict keys."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -167,6 +168,16 @@ class VAE(nn.Module):
         checks.check_latent_batch(name, tuple(z.shape), _dtype_name(z.dtype), self.config.latent_dim,
                                   _dtype_name(self.dtype), batch_size)
         check_values(name, z, bounds=None)
+
+
+def as_input(array, model: VAE):
+    """A canonical numpy batch (images NCHW, or latents) -> a tensor this model takes: its dtype, device."""
+    return torch.as_tensor(np.asarray(array), dtype=model.dtype, device=model.fc_mu.weight.device)
+
+
+def to_numpy(array) -> np.ndarray:
+    """This twin's output -> canonical numpy (images NCHW: already torch's layout)."""
+    return array.detach().cpu().numpy()
 
 
 def float_dtype(dtype) -> torch.dtype:

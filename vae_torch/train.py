@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from vae_core.outputs import VAELoss
-from vae_torch.losses import _vae_loss
+from vae_torch.losses import _vae_loss, kl_divergence, reconstruction_loss
 from vae_torch.model import VAE
 
 
@@ -52,6 +52,15 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
         return _run(compiled, state, x, eps, beta, check_inputs)
 
     return step
+
+
+@torch.no_grad()
+def evaluate(model: VAE, x, eps) -> VAELoss:
+    """Per-image negative ELBO terms at beta = 1 (shape (N,) each), for test-set figures; unchecked."""
+    out = model._forward(x, eps)
+    reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood)
+    kl = kl_divergence(out.mu, out.logvar)
+    return VAELoss(reconstruction + kl, reconstruction, kl)
 
 
 def _run(body, state: TrainState, x, eps, beta, check_inputs: bool) -> tuple[TrainState, VAELoss]:

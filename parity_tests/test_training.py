@@ -1,0 +1,110 @@
+"""The training loop (`twinvae train`) on the embedded digits: both backends, same seed, same losses."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vae_jax
+import vae_torch
+from vae_core import seeds, trainer
+from vae_core.cli import main as cli_main
+from vae_core.config import VAEConfig
+from vae_core.trainer import TrainingDiverged, TrainOptions, beta_at, train
+
+CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, beta=2.0)
+TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+
+
+def _run(tmp_path, backend, dtype, **kwargs):
+    options = TrainOptions(backend=backend, epochs=2, batch_size=256, dtype=dtype, seed=3,
+                           out=str(tmp_path / f"{backend}-{dtype}"), kl_warmup=8, **kwargs)
+    train(CONFIG, options, progress=False, log=lambda *a: None)
+    with open(tmp_path / f"{backend}-{dtype}" / "log.jsonl") as f:
+        return [json.loads(line) for line in f], options.out
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_both_backends_train_alike(tmp_path, dtype):
+    if dtype == "float64":
+        import jax
+
+        with jax.enable_x64(True):
+            jax_log, jax_out = _run(tmp_path, "jax", dtype)
+    else:
+        jax_log, jax_out = _run(tmp_path, "jax", dtype)
+    torch_log, torch_out = _run(tmp_path, "torch", dtype)
+    assert [r["step"] for r in jax_log] == [5, 10] and [r["beta"] for r in jax_log] == [1.25, 2.0]
+    for jax_record, torch_record in zip(jax_log, torch_log):
+        for split in ("train", "test"):
+            for term in ("total", "reconstruction", "kl"):
+                a, b = jax_record[split][term], torch_record[split][term]
+                assert abs(a - b) <= TOLERANCE[dtype] * abs(b), (split, term, a, b)
+    # the checkpoints each backend wrote load in the other and hold the same weights
+    torch_model, _, meta = vae_torch.load_checkpoint(f"{jax_out}/model.safetensors", dtype="float32")
+    jax_model, _, _ = vae_jax.load_checkpoint(f"{torch_out}/model.safetensors", dtype="float32")
+    a, b = vae_torch.export_weights(torch_model), vae_jax.export_weights(jax_model)
+    assert meta["epoch"] == 2 and meta["backend"] == "jax"
+    assert max(np.max(np.abs(a[k] - b[k])) / np.max(np.abs(b[k])) for k in a) <= 10 * TOLERANCE[dtype]
+
+
+def test_training_lowers_the_test_loss_and_records_the_run(tmp_path):
+    log, out = _run(tmp_path, "torch", "float32")
+    assert log[1]["test"]["total"] < log[0]["test"]["total"]
+    run = json.loads(Path(out, "run.json").read_text())
+    assert VAEConfig.from_dict(run["config"]) == CONFIG and run["options"]["seed"] == 3
+    assert "torch" in run["versions"] and run["command"]
+
+
+def test_divergence_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    real = seeds.eps_for_step
+
+    def poisoned(seed, step, *args):
+        eps = real(seed, step, *args)
+        return eps * np.nan if step >= 7 else eps  # epoch 2 (5 steps per epoch) goes bad at step 8
+
+    monkeypatch.setattr(trainer.seeds, "eps_for_step", poisoned)
+    out = tmp_path / "run"
+    options = TrainOptions(backend="torch", epochs=3, batch_size=256, out=str(out))
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 8 \(epoch 2\).*intact"):
+        train(CONFIG, options, progress=False, log=lambda *a: None)
+    model, _, meta = vae_torch.load_checkpoint(out / "model.safetensors")
+    assert meta["epoch"] == 1 and all(np.isfinite(w).all() for w in vae_torch.export_weights(model).values())
+
+
+def test_kl_warmup_schedule():
+    assert [beta_at(s, 2.0, 4) for s in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert beta_at(0, 0.7, 0) == 0.7
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"batch_size": 5000}, "batch size 5000 is larger than the 1438 training images"),
+    ({"epochs": 0}, "epochs must be at least 1"),
+    ({"lr": -1.0}, "lr must be a positive number"),
+    ({"backend": "tensorflow"}, "backend must be one of"),
+])
+def test_bad_options(tmp_path, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        train(CONFIG, TrainOptions(**{"out": str(tmp_path / "x"), **kwargs}), progress=False)
+
+
+def test_refuses_a_folder_that_holds_a_run_and_a_config_of_other_images(tmp_path):
+    _, out = _run(tmp_path, "torch", "float32")
+    before = Path(out, "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(CONFIG, TrainOptions(backend="torch", out=out), progress=False)
+    assert Path(out, "model.safetensors").read_bytes() == before
+    with pytest.raises(ValueError, match=r"image_shape \(1, 28, 28\) does not match the digits images"):
+        train(VAEConfig(), TrainOptions(out=str(tmp_path / "y")), progress=False)
+
+
+def test_cli_train(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert cli_main(["train", "--backend", "torch", "--epochs", "1", "--batch-size", "512", "--latent-dim", "3",
+                     "--out", str(out), "--no-progress"]) == 0
+    assert "test negative ELBO" in capsys.readouterr().out
+    _, config, _ = vae_torch.load_checkpoint(out / "model.safetensors")
+    assert config.latent_dim == 3 and config.image_shape == (1, 8, 8)
+    assert cli_main(["train", "--out", str(out), "--no-progress"]) == 2  # a clear error, not a traceback
+    assert "already holds a run" in capsys.readouterr().err
