@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from vae_core import __version__
 
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
                        help="raise beta linearly over this many steps (default 0: off)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", default="runs/train")
+    train.add_argument("--out", help="run folder (default: runs/DATASET-BACKEND-TIMESTAMP)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the step (default: jax yes, torch no: eager is faster on CPU here)")
     train.add_argument("--no-progress", action="store_true")
@@ -96,13 +97,14 @@ def _train(args) -> int:
     overrides = {k: v for k, v in (("arch", args.arch), ("latent_dim", args.latent_dim),
                                    ("likelihood", args.likelihood), ("beta", args.beta)) if v is not None}
     config = dataclasses.replace(config, **overrides)
+    out = args.out or time.strftime(f"runs/{args.dataset}-{args.backend}-%Y%m%d-%H%M%S")
     options = TrainOptions(backend=args.backend, dataset=args.dataset, data_dir=args.data_dir,
                            image_size=args.image_size, channels=args.channels, epochs=args.epochs,
                            batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, dtype=args.dtype,
-                           seed=args.seed, out=args.out, compile=args.compile)
+                           seed=args.seed, out=out, compile=args.compile)
     record = train(config, options, progress=not args.no_progress)
     print(f"test negative ELBO {record['test']['total']:.3f} nats/image after {record['epoch']} epochs; "
-          f"run folder {args.out}")
+          f"run folder {out}")
     return 0
 
 
