@@ -28,6 +28,16 @@ def main(argv=None) -> int:
     inspect = commands.add_parser("inspect", help="print a checkpoint's config, metadata and weights")
     inspect.add_argument("checkpoint")
 
+    evaluate = commands.add_parser("evaluate", help="negative ELBO, IWAE -log p(x), bits/dim, active units")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--dataset", help="default: the one in the checkpoint's metadata")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--k", type=int, default=1000, help="importance samples per image (default 1000)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--backend", choices=["jax", "torch"], default="jax")
+    evaluate.add_argument("--json", help="also write the figures to this JSON file")
+    evaluate.add_argument("--no-progress", action="store_true")
+
     train = commands.add_parser("train", help="train a VAE with either backend; writes a run folder")
     train.add_argument("--backend", choices=["jax", "torch"], default="jax")
     train.add_argument("--dataset", choices=list(DATASET_SHAPES) + ["folder"], default="digits")
@@ -66,6 +76,8 @@ def main(argv=None) -> int:
             return run_demo(args.out, args.seed, args.steps, args.batch_size, args.dtype)
         if args.command == "train":
             return _train(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
         return _inspect(args.checkpoint)
     except (ValueError, OSError, RuntimeError) as err:  # bad input, missing data, divergence: no traceback
         print(f"twinvae {args.command}: error: {err}", file=sys.stderr)
@@ -113,6 +125,19 @@ def _train(args) -> int:
     record = train(config, options, progress=not args.no_progress)
     print(f"test negative ELBO {record['test']['total']:.3f} nats/image after {record['epoch']} epochs; "
           f"run folder {out}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from vae_core.evaluation import evaluate_checkpoint, format_report
+    from vae_core.weights import atomic_write_bytes, read_checkpoint
+
+    read_checkpoint(args.checkpoint)  # a bad file fails here, before a framework is imported
+    result = evaluate_checkpoint(args.checkpoint, backend=args.backend, dataset=args.dataset,
+                                 data_dir=args.data_dir, k=args.k, seed=args.seed, progress=not args.no_progress)
+    print(format_report(result))
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(result, indent=1) + "\n").encode())
     return 0
 
 

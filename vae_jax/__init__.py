@@ -2,16 +2,23 @@
 
 from vae_core.config import VAEConfig
 from vae_core.outputs import VAELoss, VAEOutput
-from vae_jax.losses import kl_divergence, reconstruction_loss, vae_loss
+from vae_jax.losses import kl_divergence, log_likelihood, reconstruction_loss, vae_loss
 from vae_jax.model import VAE, as_input, reparameterize, to_numpy
-from vae_jax.train import TrainState, compile_train_step, create_train_state, evaluate, train_step
+from vae_jax.train import (
+    TrainState,
+    compile_train_step,
+    create_train_state,
+    evaluate,
+    importance_log_weights,
+    train_step,
+)
 from vae_jax.weights import export_weights, import_weights, init_model, load_checkpoint, save_checkpoint
 
 LAYOUT = "NHWC"
 
 __all__ = [
     "LAYOUT", "VAE", "TrainState", "VAEConfig", "VAELoss", "VAEOutput", "as_input", "compile_train_step",
-    "create_train_state", "evaluate", "export_weights", "import_weights", "init_model", "kl_divergence",
-    "load_checkpoint", "reconstruction_loss", "reparameterize", "save_checkpoint", "to_numpy", "train_step",
-    "vae_loss",
+    "create_train_state", "evaluate", "export_weights", "import_weights", "importance_log_weights",
+    "init_model", "kl_divergence", "load_checkpoint", "log_likelihood", "reconstruction_loss", "reparameterize",
+    "save_checkpoint", "to_numpy", "train_step", "vae_loss",
 ]

@@ -4,6 +4,7 @@ vae_torch/train.py: `state, losses = train_step(state, x, eps)` in both twins.""
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +12,10 @@ import optax
 from flax import nnx, struct
 
 from vae_core.outputs import VAELoss
-from vae_jax.losses import _vae_loss, kl_divergence, reconstruction_loss
+from vae_jax.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
 from vae_jax.model import VAE
+
+LOG_2PI = math.log(2 * math.pi)
 
 
 class TrainState(struct.PyTreeNode):
@@ -90,3 +93,24 @@ def _evaluate(graphdef, params, x, eps) -> VAELoss:
     reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood)
     kl = kl_divergence(out.mu, out.logvar)
     return VAELoss(reconstruction + kl, reconstruction, kl)
+
+
+def importance_log_weights(model: VAE, x, eps):
+    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, latent): (K, N).
+    Their log-mean-exp over K is the IWAE bound on log p(x); unchecked."""
+    graphdef, params = nnx.split(model)
+    return _importance_log_weights(graphdef, params, jnp.asarray(x), jnp.asarray(eps))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _importance_log_weights(graphdef, params, x, eps):
+    model = nnx.merge(graphdef, params)
+    mu, logvar = model._encode(x)
+    k, n, latent = eps.shape
+    z = mu + jnp.exp(0.5 * logvar) * eps
+    logits = model._decode(z.reshape(k * n, latent))
+    images = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * n, *x.shape[1:])
+    log_px = log_likelihood(logits, images, model.config.likelihood).reshape(k, n)
+    log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
+    log_qz = -0.5 * (eps**2 + LOG_2PI + logvar).sum(-1)
+    return log_px + log_pz - log_qz

@@ -3,11 +3,14 @@ over the batch. Mirrors vae_jax/losses.py."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from vae_core import checks
 from vae_core.config import VAEConfig
+from vae_core.likelihood import gaussian_normaliser
 from vae_core.outputs import VAELoss, VAEOutput
 from vae_torch.model import _dtype_name, check_values
 
@@ -22,6 +25,13 @@ def reconstruction_loss(logits, x, likelihood: str):
     else:
         raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
     return per_pixel.flatten(1).sum(1)
+
+
+def log_likelihood(logits, x, likelihood: str):
+    """log p(x | z) per image, shape (N,), in nats: minus the reconstruction loss, plus for the Gaussian
+    the normaliser of its fixed variance (vae_core/likelihood.py), so both likelihoods give real nats."""
+    log_p = -reconstruction_loss(logits, x, likelihood)
+    return log_p - gaussian_normaliser(math.prod(x.shape[1:])) if likelihood == "gaussian" else log_p
 
 
 def kl_divergence(mu, logvar):

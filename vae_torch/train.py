@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from vae_core.outputs import VAELoss
-from vae_torch.losses import _vae_loss, kl_divergence, reconstruction_loss
+from vae_torch.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
 from vae_torch.model import VAE
+
+LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
@@ -61,6 +64,21 @@ def evaluate(model: VAE, x, eps) -> VAELoss:
     reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood)
     kl = kl_divergence(out.mu, out.logvar)
     return VAELoss(reconstruction + kl, reconstruction, kl)
+
+
+@torch.no_grad()
+def importance_log_weights(model: VAE, x, eps):
+    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, latent): (K, N).
+    Their log-mean-exp over K is the IWAE bound on log p(x); unchecked."""
+    mu, logvar = model._encode(x)
+    k, n, latent = eps.shape
+    z = mu + torch.exp(0.5 * logvar) * eps
+    logits = model._decode(z.reshape(k * n, latent))
+    images = x.expand(k, *x.shape).reshape(k * n, *x.shape[1:])
+    log_px = log_likelihood(logits, images, model.config.likelihood).reshape(k, n)
+    log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
+    log_qz = -0.5 * (eps**2 + LOG_2PI + logvar).sum(-1)
+    return log_px + log_pz - log_qz
 
 
 def _run(body, state: TrainState, x, eps, beta, check_inputs: bool) -> tuple[TrainState, VAELoss]:
