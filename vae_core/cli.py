@@ -38,6 +38,25 @@ def main(argv=None) -> int:
     evaluate.add_argument("--json", help="also write the figures to this JSON file")
     evaluate.add_argument("--no-progress", action="store_true")
 
+    sample = commands.add_parser("sample", help="images from the prior, as a PNG grid")
+    interpolate = commands.add_parser("interpolate", help="linear and spherical paths between test images")
+    arithmetic = commands.add_parser("arithmetic", help="latent arithmetic on class means: A + (B - C)")
+    for command in (sample, interpolate, arithmetic):
+        command.add_argument("checkpoint")
+        command.add_argument("--backend", choices=["jax", "torch"], default="jax")
+        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--out", help="folder for the PNGs (default: the checkpoint's folder)")
+    sample.add_argument("--n", type=int, default=64)
+    for command in (interpolate, arithmetic):
+        command.add_argument("--dataset", help="default: the one in the checkpoint's metadata")
+        command.add_argument("--data-dir")
+    interpolate.add_argument("--pairs", type=int, default=6)
+    interpolate.add_argument("--steps", type=int, default=10)
+    arithmetic.add_argument("--a", required=True, help="class (name or index) whose images are shifted")
+    arithmetic.add_argument("--b", required=True, help="class added")
+    arithmetic.add_argument("--c", required=True, help="class subtracted")
+    arithmetic.add_argument("--n", type=int, default=8)
+
     train = commands.add_parser("train", help="train a VAE with either backend; writes a run folder")
     train.add_argument("--backend", choices=["jax", "torch"], default="jax")
     train.add_argument("--dataset", choices=list(DATASET_SHAPES) + ["folder"], default="digits")
@@ -78,6 +97,8 @@ def main(argv=None) -> int:
             return _train(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command in ("sample", "interpolate", "arithmetic"):
+            return _application(args)
         return _inspect(args.checkpoint)
     except (ValueError, OSError, RuntimeError) as err:  # bad input, missing data, divergence: no traceback
         print(f"twinvae {args.command}: error: {err}", file=sys.stderr)
@@ -138,6 +159,36 @@ def _evaluate(args) -> int:
     print(format_report(result))
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(result, indent=1) + "\n").encode())
+    return 0
+
+
+def _application(args) -> int:
+    import importlib
+    from pathlib import Path
+
+    from vae_core import apps
+    from vae_core.data import load_dataset
+    from vae_core.weights import read_checkpoint
+
+    read_checkpoint(args.checkpoint)  # a bad file fails here, before a framework is imported
+    twin = importlib.import_module(f"vae_{args.backend}")
+    model, config, metadata = twin.load_checkpoint(args.checkpoint)
+    out = Path(args.out or Path(args.checkpoint).parent)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.command == "sample":
+        written = [apps.write_samples(twin, model, out, args.n, args.seed)]
+    else:
+        name = args.dataset or metadata.get("dataset")
+        if not name:
+            raise ValueError(f"checkpoint {args.checkpoint} names no dataset in its metadata; pass --dataset")
+        data = load_dataset(name, args.data_dir)
+        if data.image_shape != config.image_shape:
+            raise ValueError(f"the checkpoint takes images {config.image_shape}, {name} has {data.image_shape}")
+        if args.command == "interpolate":
+            written = apps.write_interpolations(twin, model, data, out, args.pairs, args.steps, args.seed)
+        else:
+            written = [apps.write_arithmetic(twin, model, data, out, args.a, args.b, args.c, args.n)]
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 

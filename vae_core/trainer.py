@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_core import __version__, seeds
+from vae_core.apps import write_run_pictures
 from vae_core.config import VAEConfig
 from vae_core.data import load_dataset
 from vae_core.progress import Progress
@@ -83,7 +84,8 @@ def evaluate(backend, model, images: np.ndarray, seed: int, dtype: str) -> dict:
 
 
 def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=print) -> dict:
-    """Train, evaluate each epoch, write the run folder; returns the last epoch's record."""
+    """Train, evaluate each epoch, write the run folder (log, checkpoint, run record, loss curve,
+    reconstructions, prior samples, interpolations); returns the last epoch's record."""
     dataset = load_dataset(options.dataset, options.data_dir, image_size=options.image_size,
                            channels=options.channels, seed=0)
     if dataset.image_shape != config.image_shape:
@@ -106,7 +108,7 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=p
     kwargs = {} if compiled else {"check_inputs": False}  # the dataset was checked when it was loaded
     checkpoint = out / "model.safetensors"
     bar = Progress(options.epochs * n_batches, enabled=progress)
-    step, record = 0, None
+    step, records = 0, []
     with open(out / "log.jsonl", "a") as log_file:
         for epoch in range(options.epochs):
             start, sums = time.perf_counter(), np.zeros(3)
@@ -134,6 +136,7 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=p
             record = {"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - start, 3),
                       "beta": beta, "train": train_losses,
                       "test": evaluate(backend, trained, dataset.test_x, options.seed, options.dtype)}
+            records.append(record)
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
             backend.save_checkpoint(checkpoint, trained, config, {
@@ -143,6 +146,7 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=p
                 bar.close()
             log(f"epoch {epoch + 1}: train {record['train']['total']:.3f}, test {record['test']['total']:.3f} "
                 f"nats/image ({record['seconds']:.1f}s)")
+    write_run_pictures(backend, trained, dataset, out, records, seed=options.seed)
     return record
 
 

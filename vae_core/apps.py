@@ -1,0 +1,129 @@
+"""The seed's applications on a trained model of either backend: prior samples, reconstructions, latent
+interpolation (linear and spherical) and latent arithmetic on class means. Framework-free: each function
+takes the twin module and its model, and writes PNG grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vae_core import seeds
+from vae_core.data import DataError, Dataset
+from vae_core.images import lerp, save_png, slerp
+
+
+def _probabilities(twin, model, z: np.ndarray) -> np.ndarray:
+    logits = twin.to_numpy(model.decode(twin.as_input(z, model))).astype(np.float64)
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _means(twin, model, images: np.ndarray) -> np.ndarray:
+    dtype = str(model.dtype).removeprefix("torch.")
+    parts = [twin.to_numpy(model.encode(twin.as_input(images[s:s + 500].astype(dtype), model))[0])
+             for s in range(0, len(images), 500)]
+    return np.concatenate(parts).astype(np.float64)
+
+
+def write_samples(twin, model, out, n: int = 64, seed: int = 0) -> Path:
+    """n images from the prior (z from the 'sample' stream: the same in both backends)."""
+    return save_png(Path(out) / "samples.png", twin.to_numpy(model.sample(n, seed)))
+
+
+def write_reconstructions(twin, model, data: Dataset, out, n: int = 32) -> Path:
+    """Test images (odd rows) above their reconstructions from the posterior mean (even rows)."""
+    x = data.test_x[:n].astype(str(model.dtype).removeprefix("torch."))
+    recon = twin.to_numpy(model.reconstruct(twin.as_input(x, model)))
+    ncol = min(8, n)
+    rows = []
+    for start in range(0, n, ncol):
+        rows += [x[start:start + ncol], recon[start:start + ncol]]
+    return save_png(Path(out) / "reconstructions.png", np.concatenate(rows), ncol=ncol)
+
+
+def write_interpolations(twin, model, data: Dataset, out, pairs: int = 6, steps: int = 10,
+                         seed: int = 0) -> list[Path]:
+    """Between pairs of test images: each row is image a, `steps` decoded points from mu(a) to mu(b),
+    image b; one grid linear, one spherical."""
+    picks = seeds.rng(seed, "sample", step=1).choice(len(data.test_x), 2 * pairs, replace=False)
+    images = data.test_x[picks]
+    mu = _means(twin, model, images)
+    t = np.linspace(0.0, 1.0, steps)
+    written = []
+    for name, path_fn in (("linear", lerp), ("spherical", slerp)):
+        rows = []
+        for i in range(pairs):
+            a, b = 2 * i, 2 * i + 1
+            decoded = _probabilities(twin, model, path_fn(mu[a], mu[b], t))
+            rows.append(np.concatenate([images[a:a + 1], decoded, images[b:b + 1]]))
+        written.append(save_png(Path(out) / f"interpolation-{name}.png", np.concatenate(rows), ncol=steps + 2))
+    return written
+
+
+def class_index(data: Dataset, name: str) -> int:
+    if data.train_y is None or data.classes is None:
+        raise DataError(f"{data.name} has no labels: latent arithmetic on class means needs a labelled dataset")
+    if name in data.classes:
+        return data.classes.index(name)
+    if name.isdigit() and int(name) < len(data.classes):
+        return int(name)
+    raise DataError(f"unknown class {name!r} for {data.name}; classes: {', '.join(data.classes)} (or 0-"
+                    f"{len(data.classes) - 1})")
+
+
+def write_arithmetic(twin, model, data: Dataset, out, a: str, b: str, c: str, n: int = 8) -> Path:
+    """z + (mean_b - mean_c) for n test images of class a, with the class means over the test set.
+    Rows: the images, their reconstructions, the shifted decodings; last row: decode(mean_a + mean_b -
+    mean_c) beside the three class means decoded."""
+    ia, ib, ic = (class_index(data, name) for name in (a, b, c))
+    mu = _means(twin, model, data.test_x)
+    means = {i: mu[data.test_y == i].mean(0) for i in (ia, ib, ic)}
+    chosen = np.flatnonzero(data.test_y == ia)[:n]
+    if len(chosen) == 0:
+        raise DataError(f"no test image of class {a!r}")
+    shifted = mu[chosen] + (means[ib] - means[ic])
+    summary = np.stack([means[ia], means[ib], means[ic], means[ia] + means[ib] - means[ic]])
+    k = len(chosen)
+    summary_row = np.concatenate([_probabilities(twin, model, summary), np.ones((k - 4, *data.image_shape))]) \
+        if k >= 4 else _probabilities(twin, model, summary)[:k]
+    grid_images = np.concatenate([data.test_x[chosen], _probabilities(twin, model, mu[chosen]),
+                                  _probabilities(twin, model, shifted), summary_row])
+    return save_png(Path(out) / "arithmetic.png", grid_images, ncol=k)
+
+
+def write_loss_curve(records: list[dict], path) -> Path | None:
+    """Train and test negative ELBO per epoch (matplotlib; None without it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    import io
+
+    from vae_core.weights import atomic_write_bytes
+
+    epochs = [r["epoch"] for r in records]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for split in ("train", "test"):
+        ax.plot(epochs, [r[split]["total"] for r in records], marker="o", label=f"{split} (total)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("negative ELBO, nats per image")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def write_run_pictures(twin, model, data: Dataset, out, records: list[dict], seed: int = 0) -> list[Path]:
+    """What a training run leaves: loss curve, reconstructions, prior samples, interpolations."""
+    written = [write_loss_curve(records, Path(out) / "loss.png"),
+               write_reconstructions(twin, model, data, out),
+               write_samples(twin, model, out, seed=seed),
+               *write_interpolations(twin, model, data, out, seed=seed)]
+    return [p for p in written if p is not None]
