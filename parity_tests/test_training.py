@@ -1,6 +1,8 @@
 """The training loop (`twinvae train`) on the embedded digits: both backends, same seed, same losses."""
 
+import dataclasses
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import vae_torch
 from vae_core import seeds, trainer
 from vae_core.cli import main as cli_main
 from vae_core.config import VAEConfig
-from vae_core.trainer import TrainingDiverged, TrainOptions, beta_at, train
+from vae_core.trainer import TrainingDiverged, TrainingInterrupted, TrainOptions, beta_at, resume, train
 
 CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, beta=2.0)
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
@@ -108,3 +110,74 @@ def test_cli_train(tmp_path, capsys):
     assert config.latent_dim == 3 and config.image_shape == (1, 8, 8)
     assert cli_main(["train", "--out", str(out), "--no-progress"]) == 2  # a clear error, not a traceback
     assert "already holds a run" in capsys.readouterr().err
+
+
+def _log(out):
+    return [json.loads(line) for line in Path(out, "log.jsonl").read_text().splitlines()]
+
+
+def _without_time(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_resume_in_the_same_backend_is_bitwise(tmp_path, backend):
+    full = TrainOptions(backend=backend, epochs=3, batch_size=256, out=str(tmp_path / "full"), kl_warmup=7)
+    train(CONFIG, full, progress=False, log=lambda *a: None)
+    part = dataclasses.replace(full, epochs=1, out=str(tmp_path / "part"))
+    train(CONFIG, part, progress=False, log=lambda *a: None)
+    resume(part.out, epochs=3, progress=False, log=lambda *a: None)
+    assert _without_time(_log(part.out)) == _without_time(_log(full.out))
+    a = vae_torch.export_weights(vae_torch.load_checkpoint(Path(full.out, "model.safetensors"))[0])
+    b = vae_torch.export_weights(vae_torch.load_checkpoint(Path(part.out, "model.safetensors"))[0])
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_resume_in_the_other_backend_continues_the_same_optimizer(tmp_path):
+    full = TrainOptions(backend="torch", epochs=3, batch_size=256, out=str(tmp_path / "full"))
+    train(CONFIG, full, progress=False, log=lambda *a: None)
+    part = dataclasses.replace(full, epochs=1, out=str(tmp_path / "part"))
+    train(CONFIG, part, progress=False, log=lambda *a: None)
+    resume(part.out, backend="jax", epochs=3, progress=False, log=lambda *a: None)
+    for a, b in zip(_log(part.out)[1:], _log(full.out)[1:]):
+        assert a["test"]["total"] == pytest.approx(b["test"]["total"], rel=1e-4)
+        assert a["train"]["total"] == pytest.approx(b["train"]["total"], rel=1e-4)
+
+
+def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path, monkeypatch):
+    full = TrainOptions(backend="torch", epochs=2, batch_size=256, out=str(tmp_path / "full"))
+    train(CONFIG, full, progress=False, log=lambda *a: None)
+    real = seeds.eps_for_step
+
+    def ctrl_c_at_step_7(seed, step, *args):
+        if step == 7:
+            signal.raise_signal(signal.SIGINT)  # lands while step 8 is under way
+        return real(seed, step, *args)
+
+    monkeypatch.setattr(trainer.seeds, "eps_for_step", ctrl_c_at_step_7)
+    part = dataclasses.replace(full, out=str(tmp_path / "part"))
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 8; the state is saved"):
+        train(CONFIG, part, progress=False, log=lambda *a: None)
+    monkeypatch.setattr(trainer.seeds, "eps_for_step", real)
+    _, position = trainer.read_train_state(Path(part.out, trainer.TRAIN_STATE))
+    assert (position.epoch, position.batch, position.step) == (1, 3, 8)
+    resume(part.out, progress=False, log=lambda *a: None)
+    assert _without_time(_log(part.out)) == _without_time(_log(full.out))
+
+
+def test_checkpoint_every_saves_mid_epoch(tmp_path):
+    options = TrainOptions(backend="torch", epochs=1, batch_size=256, checkpoint_every=2, out=str(tmp_path / "r"))
+    train(CONFIG, options, progress=False, log=lambda *a: None)
+    _, position = trainer.read_train_state(Path(options.out, trainer.TRAIN_STATE))
+    assert (position.epoch, position.batch, position.step) == (1, 0, 5)  # the end-of-epoch save is the last
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(ValueError, match="holds no run to resume"):
+        resume(tmp_path, progress=False)
+    _, out = _run(tmp_path, "torch", "float32")
+    with pytest.raises(ValueError, match="already finished 2 epochs"):
+        resume(out, progress=False)
+    Path(out, trainer.TRAIN_STATE).write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="unreadable training state"):
+        resume(out, epochs=3, progress=False)

@@ -58,7 +58,10 @@ def main(argv=None) -> int:
     arithmetic.add_argument("--n", type=int, default=8)
 
     train = commands.add_parser("train", help="train a VAE with either backend; writes a run folder")
-    train.add_argument("--backend", choices=["jax", "torch"], default="jax")
+    train.add_argument("--backend", choices=["jax", "torch"], help="default jax (or, with --resume, the run's)")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last saved state")
+    train.add_argument("--checkpoint-every", type=int, default=0, metavar="STEPS",
+                       help="also save model and training state every this many steps")
     train.add_argument("--dataset", choices=list(DATASET_SHAPES) + ["folder"], default="digits")
     train.add_argument("--data-dir", help="where the dataset's files are (or go), or the image folder")
     train.add_argument("--image-size", type=int, help="folder dataset: resize images to this square size")
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
     train.add_argument("--latent-dim", type=int)
     train.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
     train.add_argument("--beta", type=float)
-    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--epochs", type=int, help="default 10 (or, with --resume, the run's)")
     train.add_argument("--batch-size", type=int, default=128)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS",
@@ -118,7 +121,18 @@ def _train(args) -> int:
     import dataclasses
 
     from vae_core.config import VAEConfig
-    from vae_core.trainer import TrainOptions, train
+    from vae_core.trainer import TrainingInterrupted, TrainOptions, resume, train
+
+    if args.resume:
+        try:
+            record = resume(args.resume, args.backend, args.epochs, progress=not args.no_progress)
+        except TrainingInterrupted as err:
+            print(f"twinvae train: {err}", file=sys.stderr)
+            return 130
+        print(f"test negative ELBO {record['test']['total']:.3f} nats/image after {record['epoch']} epochs; "
+              f"run folder {args.resume}")
+        return 0
+    args.backend = args.backend or "jax"
 
     if args.dataset == "folder":
         if not args.image_size:
@@ -140,10 +154,14 @@ def _train(args) -> int:
     config = dataclasses.replace(config, **overrides)
     out = args.out or time.strftime(f"runs/{args.dataset}-{args.backend}-%Y%m%d-%H%M%S")
     options = TrainOptions(backend=args.backend, dataset=args.dataset, data_dir=args.data_dir,
-                           image_size=args.image_size, channels=args.channels, epochs=args.epochs,
+                           image_size=args.image_size, channels=args.channels, epochs=args.epochs or 10,
                            batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, dtype=args.dtype,
-                           seed=args.seed, out=out, compile=args.compile)
-    record = train(config, options, progress=not args.no_progress)
+                           seed=args.seed, out=out, compile=args.compile, checkpoint_every=args.checkpoint_every)
+    try:
+        record = train(config, options, progress=not args.no_progress)
+    except TrainingInterrupted as err:
+        print(f"twinvae train: {err}", file=sys.stderr)
+        return 130
     print(f"test negative ELBO {record['test']['total']:.3f} nats/image after {record['epoch']} epochs; "
           f"run folder {out}")
     return 0

@@ -10,8 +10,10 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,11 +26,18 @@ from vae_core.data import load_dataset
 from vae_core.progress import Progress
 
 BACKENDS = ("jax", "torch")
+CHECKPOINT = "model.safetensors"
+TRAIN_STATE = "train_state.safetensors"
+TRAIN_STATE_FORMAT = "twinvae-train-state"
 EVAL_BATCH = 500
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the message names the step, and the last checkpoint is intact."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C: the state was saved first; the message says how to continue."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +55,7 @@ class TrainOptions:
     seed: int = 0
     out: str = "runs/train"
     compile: bool | None = None  # None: each backend's fastest here (torch eager, jax jit)
+    checkpoint_every: int = 0  # also save every this many steps (0: at the end of each epoch only)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -55,6 +65,8 @@ class TrainOptions:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint-every must be >= 0 steps, got {self.checkpoint_every}")
         if self.kl_warmup < 0:
             raise ValueError(f"kl-warmup must be >= 0 steps, got {self.kl_warmup}")
         if self.dtype not in ("float32", "float64"):
@@ -84,8 +96,62 @@ def evaluate(backend, model, images: np.ndarray, seed: int, dtype: str) -> dict:
 
 
 def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=print) -> dict:
-    """Train, evaluate each epoch, write the run folder (log, checkpoint, run record, loss curve,
-    reconstructions, prior samples, interpolations); returns the last epoch's record."""
+    """Train, evaluate each epoch, write the run folder (log, checkpoint, training state, run record, loss
+    curve, reconstructions, prior samples, interpolations); returns the last epoch's record."""
+    out = Path(options.out)
+    if (out / "log.jsonl").exists() or (out / CHECKPOINT).exists():
+        raise ValueError(f"{out} already holds a run (log.jsonl / {CHECKPOINT}); choose another --out, or "
+                         f"continue it with --resume {out}")
+    dataset, n_batches = _data(config, options)
+    backend = importlib.import_module(f"vae_{options.backend}")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "run.json", run_record(config, options))
+    state = backend.create_train_state(backend.init_model(config, options.seed, options.dtype),
+                                       learning_rate=options.lr)
+    return _fit(backend, state, config, options, dataset, n_batches, Position(), progress, log)
+
+
+def resume(run_dir, backend: str | None = None, epochs: int | None = None, progress: bool = True,
+           log=print) -> dict:
+    """Continue a run from its last saved state, in the same backend (bitwise the same as an uninterrupted
+    run) or the other one (the same optimizer state; equal within float32 rounding)."""
+    out = Path(run_dir)
+    try:
+        run = json.loads((out / "run.json").read_text())
+        config = VAEConfig.from_dict(run["config"], complete=True)
+        stored = TrainOptions(**run["options"])
+    except FileNotFoundError:
+        raise ValueError(f"{out} holds no run to resume (no run.json)") from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{out}/run.json is not a twinvae run record: {err}") from None
+    options = dataclasses.replace(stored, out=str(out), backend=backend or stored.backend,
+                                  epochs=epochs or stored.epochs)
+    arrays, position = read_train_state(out / TRAIN_STATE)
+    twin = importlib.import_module(f"vae_{options.backend}")
+    model, saved_config, metadata = twin.load_checkpoint(out / CHECKPOINT, dtype=options.dtype)
+    if saved_config != config or metadata.get("step") != position.step:
+        raise ValueError(f"{out}: the checkpoint (step {metadata.get('step')}) and the training state (step "
+                         f"{position.step}) do not belong together")
+    if position.epoch >= options.epochs:
+        raise ValueError(f"{out} already finished {position.epoch} epochs; pass a larger --epochs to go on")
+    dataset, n_batches = _data(config, options)
+    state = twin.import_optimizer_state(twin.create_train_state(model, learning_rate=options.lr), arrays)
+    log(f"resuming {out} at epoch {position.epoch + 1}, step {position.step}, with {options.backend}")
+    return _fit(twin, state, config, options, dataset, n_batches, position, progress, log)
+
+
+@dataclasses.dataclass
+class Position:
+    """Where a run is: the epoch under way (0-based), the next batch in it, the global step, and the
+    running sums of that epoch's training losses. With the counter-based seed streams this is all the
+    RNG state there is: data order and eps follow from (seed, epoch, step)."""
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    sums: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
+
+
+def _data(config: VAEConfig, options: TrainOptions):
     dataset = load_dataset(options.dataset, options.data_dir, image_size=options.image_size,
                            channels=options.channels, seed=0)
     if dataset.image_shape != config.image_shape:
@@ -95,25 +161,35 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=p
     if n_batches < 1:
         raise ValueError(f"batch size {options.batch_size} is larger than the {len(dataset.train_x)} training "
                          "images")
+    return dataset, n_batches
+
+
+def _fit(backend, state, config, options, dataset, n_batches, position: Position, progress, log) -> dict:
     out = Path(options.out)
-    if (out / "log.jsonl").exists() or (out / "model.safetensors").exists():
-        raise ValueError(f"{out} already holds a run (log.jsonl / model.safetensors); choose another --out")
-    backend = importlib.import_module(f"vae_{options.backend}")
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "run.json", run_record(config, options))
-    model = backend.init_model(config, options.seed, options.dtype)
-    state = backend.create_train_state(model, learning_rate=options.lr)
+    model = state.model
     compiled = options.compile if options.compile is not None else options.backend == "jax"
     step_fn = backend.compile_train_step(state, check_inputs=False) if compiled else backend.train_step
     kwargs = {} if compiled else {"check_inputs": False}  # the dataset was checked when it was loaded
-    checkpoint = out / "model.safetensors"
     bar = Progress(options.epochs * n_batches, enabled=progress)
-    step, records = 0, []
-    with open(out / "log.jsonl", "a") as log_file:
-        for epoch in range(options.epochs):
-            start, sums = time.perf_counter(), np.zeros(3)
+    bar.advance(position.epoch * n_batches + position.batch)
+    step, record = position.step, None
+
+    def save(epoch, batch, sums, test_loss=None):
+        # the training state first: a crash between the two files leaves them at different steps, which
+        # resume detects; each file itself is written atomically
+        save_train_state(out / TRAIN_STATE, backend.export_optimizer_state(state),
+                         Position(epoch, batch, step, [float(v) for v in sums]))
+        backend.save_checkpoint(out / CHECKPOINT, state.model, config, {
+            "dataset": options.dataset, "epoch": epoch, "step": step, "backend": options.backend,
+            "seed": options.seed, "test_loss": test_loss})
+
+    with open(out / "log.jsonl", "a") as log_file, _CtrlC() as interrupt:
+        for epoch in range(position.epoch, options.epochs):
+            start = time.perf_counter()
+            first = position.batch if epoch == position.epoch else 0
+            sums = np.array(position.sums if epoch == position.epoch else [0.0, 0.0, 0.0])
             order = epoch_order(options.seed, epoch, len(dataset.train_x))
-            for b in range(n_batches):
+            for b in range(first, n_batches):
                 batch = order[b * options.batch_size:(b + 1) * options.batch_size]
                 x = dataset.train_x[batch].astype(options.dtype)
                 eps = seeds.eps_for_step(options.seed, step, options.batch_size, config.latent_dim, options.dtype)
@@ -123,6 +199,7 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=p
                 values = [float(backend.to_numpy(v)) for v in losses]
                 if not all(math.isfinite(v) for v in values):
                     bar.close()
+                    checkpoint = out / CHECKPOINT
                     raise TrainingDiverged(
                         f"the loss became {values[0]} at step {step + 1} (epoch {epoch + 1}); stopped. "
                         + (f"The last good checkpoint, {checkpoint}, is intact." if checkpoint.exists()
@@ -131,23 +208,76 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=p
                 step += 1
                 bar.advance()
                 bar.stage(f"epoch {epoch + 1}/{options.epochs} loss {values[0]:.3f}")
-            trained = state.model
-            train_losses = dict(zip(("total", "reconstruction", "kl"), (sums / n_batches).tolist()))
+                if interrupt.requested:  # Ctrl-C lands between steps, never inside one
+                    save(epoch, b + 1, sums)
+                    bar.close()
+                    raise TrainingInterrupted(f"interrupted at step {step}; the state is saved: continue with "
+                                              f"twinvae train --resume {out}")
+                if options.checkpoint_every and step % options.checkpoint_every == 0:
+                    save(epoch, b + 1, sums)
+            test = evaluate(backend, state.model, dataset.test_x, options.seed, options.dtype)
             record = {"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - start, 3),
-                      "beta": beta, "train": train_losses,
-                      "test": evaluate(backend, trained, dataset.test_x, options.seed, options.dtype)}
-            records.append(record)
+                      "beta": beta_at(step - 1, config.beta, options.kl_warmup),
+                      "train": dict(zip(("total", "reconstruction", "kl"), (sums / n_batches).tolist())),
+                      "test": test}
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
-            backend.save_checkpoint(checkpoint, trained, config, {
-                "dataset": options.dataset, "epoch": epoch + 1, "step": step, "backend": options.backend,
-                "seed": options.seed, "test_loss": record["test"]["total"]})
-            if epoch == options.epochs - 1:
-                bar.close()
-            log(f"epoch {epoch + 1}: train {record['train']['total']:.3f}, test {record['test']['total']:.3f} "
+            save(epoch + 1, 0, [0.0, 0.0, 0.0], test["total"])
+            log(f"epoch {epoch + 1}: train {record['train']['total']:.3f}, test {test['total']:.3f} "
                 f"nats/image ({record['seconds']:.1f}s)")
-    write_run_pictures(backend, trained, dataset, out, records, seed=options.seed)
+    bar.close()
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    write_run_pictures(backend, state.model, dataset, out, records, seed=options.seed)
     return record
+
+
+class _CtrlC:
+    """While training, the first Ctrl-C asks the loop to save and stop after the step under way (a step
+    cut in half would leave torch's parameters half-updated and JAX's donated buffers gone); a second one
+    interrupts at once."""
+
+    def __enter__(self):
+        self.requested, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def save_train_state(path: Path, arrays: dict, position: Position) -> None:
+    """Adam's moments and step (canonical layout) plus the run's position, atomically, as safetensors."""
+    from safetensors.numpy import save
+
+    from vae_core.weights import atomic_write_bytes
+
+    header = {"format": TRAIN_STATE_FORMAT, "format_version": "1",
+              "position": json.dumps(dataclasses.asdict(position))}
+    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=header))
+
+
+def read_train_state(path: Path) -> tuple[dict, Position]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    if not Path(path).is_file():
+        raise ValueError(f"{path} does not exist: nothing to resume from")
+    data = Path(path).read_bytes()
+    try:
+        arrays = load(data)
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
+        if header.get("format") != TRAIN_STATE_FORMAT:
+            raise ValueError("not a twinvae training state")
+        position = Position(**json.loads(header["position"]))
+    except (SafetensorError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: unreadable training state ({err})") from None
+    return arrays, position
 
 
 def run_record(config: VAEConfig, options: TrainOptions) -> dict:

@@ -8,12 +8,15 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx, struct
 
+from vae_core import weights as core
 from vae_core.outputs import VAELoss
 from vae_jax.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
 from vae_jax.model import VAE
+from vae_jax.weights import import_weights, to_canonical
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -40,6 +43,33 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     params = jax.tree.map(jnp.copy, params)
     return TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
                       graphdef=graphdef, tx=tx)
+
+
+def export_optimizer_state(state: TrainState) -> dict[str, np.ndarray]:
+    """Adam's moments in canonical layout ('exp_avg.<key>', 'exp_avg_sq.<key>', torch's names for optax's
+    mu and nu) and its step count."""
+    adam = state.opt_state[0]
+    arrays = {"step": np.asarray(int(adam.count), np.int64)}
+    for moment, tree in (("exp_avg", adam.mu), ("exp_avg_sq", adam.nu)):
+        arrays.update({f"{moment}.{k}": v for k, v in to_canonical(tree, state.model.config).items()})
+    return arrays
+
+
+def import_optimizer_state(state: TrainState, arrays: dict) -> TrainState:
+    """A new state with Adam's moments and step count (canonical layout, from either twin)."""
+    config = state.model.config
+    moments = {}
+    for moment in ("exp_avg", "exp_avg_sq"):
+        weights = {k.removeprefix(f"{moment}."): v for k, v in arrays.items() if k.startswith(f"{moment}.")}
+        core.check_weights(weights, config)
+        # a scratch model takes the moments through the tested weight import; its params are the tree
+        model = nnx.merge(state.graphdef, jax.tree.map(jnp.copy, state.params))
+        moments[moment] = nnx.state(import_weights(model, weights), nnx.Param)
+    step = int(np.asarray(arrays["step"]).reshape(-1)[0])  # 0-d, or (1,) after a safetensors round trip
+    adam = state.opt_state[0]
+    adam = adam._replace(count=jnp.asarray(step, adam.count.dtype), mu=moments["exp_avg"],
+                         nu=moments["exp_avg_sq"])
+    return state.replace(opt_state=(adam, *state.opt_state[1:]), step=jnp.asarray(step, jnp.int32))
 
 
 def train_step(state: TrainState, x, eps, beta=None, *, check_inputs: bool = True,

@@ -9,6 +9,8 @@ from vae_torch.train import (
     compile_train_step,
     create_train_state,
     evaluate,
+    export_optimizer_state,
+    import_optimizer_state,
     importance_log_weights,
     train_step,
 )
@@ -18,7 +20,8 @@ LAYOUT = "NCHW"
 
 __all__ = [
     "LAYOUT", "VAE", "TrainState", "VAEConfig", "VAELoss", "VAEOutput", "as_input", "compile_train_step",
-    "create_train_state", "evaluate", "export_weights", "import_weights", "importance_log_weights",
+    "create_train_state", "evaluate", "export_optimizer_state", "export_weights", "import_optimizer_state",
+    "import_weights", "importance_log_weights",
     "init_model", "kl_divergence", "load_checkpoint", "log_likelihood", "reconstruction_loss", "reparameterize",
     "save_checkpoint", "to_numpy", "train_step", "vae_loss",
 ]

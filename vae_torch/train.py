@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from vae_core import weights as core
 from vae_core.outputs import VAELoss
 from vae_torch.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
 from vae_torch.model import VAE
@@ -33,6 +35,32 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
         optimizer.state[p] = {"step": torch.zeros((), dtype=model.dtype), "exp_avg": torch.zeros_like(p),
                               "exp_avg_sq": torch.zeros_like(p)}
     return TrainState(model, optimizer)
+
+
+def export_optimizer_state(state: TrainState) -> dict[str, np.ndarray]:
+    """Adam's moments in canonical layout ('exp_avg.<key>', 'exp_avg_sq.<key>') and its step count."""
+    names = {p: key for key, p in state.model.named_parameters()}
+    arrays = {"step": np.asarray(int(state.step), np.int64)}
+    for p, slot in state.optimizer.state.items():
+        for moment in ("exp_avg", "exp_avg_sq"):
+            arrays[f"{moment}.{names[p]}"] = slot[moment].detach().cpu().numpy().copy()
+    return arrays
+
+
+def import_optimizer_state(state: TrainState, arrays: dict) -> TrainState:
+    """Load Adam's moments and step count (canonical layout, from either twin) into `state`, in place."""
+    model = state.model
+    for moment in ("exp_avg", "exp_avg_sq"):
+        core.check_weights({k.removeprefix(f"{moment}."): v for k, v in arrays.items()
+                            if k.startswith(f"{moment}.")}, model.config)
+    step = int(np.asarray(arrays["step"]).reshape(-1)[0])  # 0-d, or (1,) after a safetensors round trip
+    for key, p in model.named_parameters():
+        state.optimizer.state[p] = {
+            "step": torch.tensor(float(step), dtype=model.dtype),
+            "exp_avg": torch.as_tensor(np.asarray(arrays[f"exp_avg.{key}"]), dtype=p.dtype, device=p.device),
+            "exp_avg_sq": torch.as_tensor(np.asarray(arrays[f"exp_avg_sq.{key}"]), dtype=p.dtype, device=p.device)}
+    state.step = step
+    return state
 
 
 def train_step(state: TrainState, x, eps, beta=None, *, check_inputs: bool = True,

@@ -29,7 +29,7 @@ def export_weights(model: VAE) -> dict[str, np.ndarray]:
 def import_weights(model: VAE, weights: dict) -> VAE:
     """Load canonical weights (cast to the model's dtype); raises WeightsError naming every bad key."""
     core.check_weights(weights, model.config)
-    state = {key: torch.as_tensor(np.asarray(value)) for key, value in weights.items()}
+    state = {key: torch.from_numpy(np.array(value)) for key, value in weights.items()}  # a writable copy
     model.load_state_dict(state, strict=True)  # load_state_dict copies into the params' dtype/device
     return model
 
