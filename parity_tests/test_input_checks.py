@@ -172,3 +172,22 @@ def test_beta_override_weighs_the_kl(twin, compiled):
 
 def _values(losses):
     return [float(np.asarray(v.detach() if isinstance(v, torch.Tensor) else v)) for v in losses]
+
+
+def test_free_bits_clamp_each_dimensions_batch_mean_kl(twin):
+    x, _ = _good()
+    eps = np.random.default_rng(2).standard_normal((2, 3)).astype(np.float32)
+    state = twin.pkg.create_train_state(twin.model, free_bits=0.5)
+    mu, logvar = (np.asarray(_values_of(v), np.float64) for v in twin.model.encode(twin.images(x)))
+    kl_per_dim = (-0.5 * (1 + logvar - mu**2 - np.exp(logvar))).mean(0)
+    state, losses = twin.pkg.train_step(state, twin.images(x), twin.array(eps), 2.0)
+    total, reconstruction, kl = _values(losses)
+    assert kl == pytest.approx(kl_per_dim.sum(), rel=1e-5)  # the KL reported is the true one
+    assert total == pytest.approx(reconstruction + 2.0 * np.maximum(kl_per_dim, 0.5).sum(), rel=1e-5)
+    assert np.maximum(kl_per_dim, 0.5).sum() > kl_per_dim.sum()  # the clamp is active here
+    with pytest.raises(ValueError, match="free_bits must be a finite number >= 0, got -1"):
+        twin.pkg.create_train_state(twin.model, free_bits=-1)
+
+
+def _values_of(v):
+    return v.detach().numpy() if isinstance(v, torch.Tensor) else v

@@ -21,7 +21,7 @@ TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 
 def _run(tmp_path, backend, dtype, **kwargs):
     options = TrainOptions(backend=backend, epochs=2, batch_size=256, dtype=dtype, seed=3,
-                           out=str(tmp_path / f"{backend}-{dtype}"), kl_warmup=8, **kwargs)
+                           out=str(tmp_path / f"{backend}-{dtype}"), kl_warmup=8, free_bits=0.05, **kwargs)
     train(CONFIG, options, progress=False, log=lambda *a: None)
     with open(tmp_path / f"{backend}-{dtype}" / "log.jsonl") as f:
         return [json.loads(line) for line in f], options.out

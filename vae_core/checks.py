@@ -60,3 +60,10 @@ def check_count(name: str, n) -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"{name} must be a positive int, got {n!r}")
     return int(n)
+
+
+def check_free_bits(value) -> float:
+    """Free bits: nats per latent dimension, a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
+        raise ValueError(f"free_bits must be a finite number >= 0, got {value!r}")
+    return float(value)

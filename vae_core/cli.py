@@ -78,6 +78,8 @@ def main(argv=None) -> int:
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS",
                        help="raise beta linearly over this many steps (default 0: off)")
+    train.add_argument("--free-bits", type=float, default=0.0, metavar="NATS",
+                       help="free bits per latent dimension in the training objective (default 0: off)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="run folder (default: runs/DATASET-BACKEND-TIMESTAMP)")
@@ -155,7 +157,8 @@ def _train(args) -> int:
     out = args.out or time.strftime(f"runs/{args.dataset}-{args.backend}-%Y%m%d-%H%M%S")
     options = TrainOptions(backend=args.backend, dataset=args.dataset, data_dir=args.data_dir,
                            image_size=args.image_size, channels=args.channels, epochs=args.epochs or 10,
-                           batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup, dtype=args.dtype,
+                           batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup,
+                           free_bits=args.free_bits, dtype=args.dtype,
                            seed=args.seed, out=out, compile=args.compile, checkpoint_every=args.checkpoint_every)
     try:
         record = train(config, options, progress=not args.no_progress)

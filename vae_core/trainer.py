@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_core import __version__, seeds
+from vae_core import __version__, checks, seeds
 from vae_core.apps import write_run_pictures
 from vae_core.config import VAEConfig
 from vae_core.data import load_dataset
@@ -51,6 +51,7 @@ class TrainOptions:
     batch_size: int = 128
     lr: float = 1e-3
     kl_warmup: int = 0  # steps over which beta rises linearly from beta/kl_warmup to beta
+    free_bits: float = 0.0  # nats per latent dimension in the training objective (never in evaluation)
     dtype: str = "float32"
     seed: int = 0
     out: str = "runs/train"
@@ -69,6 +70,7 @@ class TrainOptions:
             raise ValueError(f"checkpoint-every must be >= 0 steps, got {self.checkpoint_every}")
         if self.kl_warmup < 0:
             raise ValueError(f"kl-warmup must be >= 0 steps, got {self.kl_warmup}")
+        checks.check_free_bits(self.free_bits)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
 
@@ -107,7 +109,7 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=p
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "run.json", run_record(config, options))
     state = backend.create_train_state(backend.init_model(config, options.seed, options.dtype),
-                                       learning_rate=options.lr)
+                                       learning_rate=options.lr, free_bits=options.free_bits)
     return _fit(backend, state, config, options, dataset, n_batches, Position(), progress, log)
 
 
@@ -135,7 +137,8 @@ def resume(run_dir, backend: str | None = None, epochs: int | None = None, progr
     if position.epoch >= options.epochs:
         raise ValueError(f"{out} already finished {position.epoch} epochs; pass a larger --epochs to go on")
     dataset, n_batches = _data(config, options)
-    state = twin.import_optimizer_state(twin.create_train_state(model, learning_rate=options.lr), arrays)
+    state = twin.create_train_state(model, learning_rate=options.lr, free_bits=options.free_bits)
+    state = twin.import_optimizer_state(state, arrays)
     log(f"resuming {out} at epoch {position.epoch + 1}, step {position.step}, with {options.backend}")
     return _fit(twin, state, config, options, dataset, n_batches, position, progress, log)
 

@@ -37,7 +37,11 @@ def log_likelihood(logits, x, likelihood: str):
 
 def kl_divergence(mu, logvar):
     """KL(N(mu, exp(logvar)) || N(0, I)) per image, shape (N,)."""
-    return -0.5 * jnp.sum(1 + logvar - mu**2 - jnp.exp(logvar), axis=1)
+    return _kl_per_dim(mu, logvar).sum(axis=1)
+
+
+def _kl_per_dim(mu, logvar):
+    return -0.5 * (1 + logvar - mu**2 - jnp.exp(logvar))
 
 
 def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None) -> VAELoss:
@@ -50,8 +54,13 @@ def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None) -> VAELoss:
     return _vae_loss(output, x, config.likelihood, config.beta if beta is None else beta)
 
 
-def _vae_loss(output: VAEOutput, x, likelihood: str, beta) -> VAELoss:
-    """vae_loss without the input checks: for the training step, which checks its batch once."""
+def _vae_loss(output: VAEOutput, x, likelihood: str, beta, free_bits: float = 0.0) -> VAELoss:
+    """vae_loss without the input checks: for the training step, which checks its batch once. With free
+    bits (Kingma et al. 2016) the KL the objective weighs is, per latent dimension, its batch mean but at
+    least `free_bits` nats, so no dimension is pushed all the way to the prior; the KL returned stays the
+    true one, so total = reconstruction + beta * KL only when free_bits is 0."""
     reconstruction = reconstruction_loss(output.logits, x, likelihood).mean()
-    kl = kl_divergence(output.mu, output.logvar).mean()
-    return VAELoss(reconstruction + beta * kl, reconstruction, kl)
+    kl_per_dim = _kl_per_dim(output.mu, output.logvar)
+    kl = kl_per_dim.sum(axis=1).mean()
+    objective = jnp.maximum(kl_per_dim.mean(0), free_bits).sum() if free_bits > 0 else kl
+    return VAELoss(reconstruction + beta * objective, reconstruction, kl)

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
+from vae_core import checks
 from vae_core import weights as core
 from vae_core.outputs import VAELoss
 from vae_jax.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
@@ -27,6 +28,7 @@ class TrainState(struct.PyTreeNode):
     step: jax.Array
     graphdef: nnx.GraphDef = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    free_bits: float = struct.field(pytree_node=False, default=0.0)  # nats per latent dim (see _vae_loss)
 
     @property
     def model(self) -> VAE:
@@ -34,15 +36,16 @@ class TrainState(struct.PyTreeNode):
 
 
 def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                       ) -> TrainState:
+                       free_bits: float = 0.0) -> TrainState:
     """Adam with torch.optim.Adam's defaults (optax.adam is the same maths). The state holds a copy of the
     model's parameters, so the compiled step can donate them and `model` stays usable; the trained model
-    is `state.model` (in vae_torch it is the same object, trained in place)."""
+    is `state.model` (in vae_torch it is the same object, trained in place). free_bits >= 0 nats per latent
+    dimension for the training objective."""
     tx = optax.adam(learning_rate, b1=betas[0], b2=betas[1], eps=eps)
     graphdef, params = nnx.split(model, nnx.Param)
     params = jax.tree.map(jnp.copy, params)
     return TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
-                      graphdef=graphdef, tx=tx)
+                      graphdef=graphdef, tx=tx, free_bits=checks.check_free_bits(free_bits))
 
 
 def export_optimizer_state(state: TrainState) -> dict[str, np.ndarray]:
@@ -83,7 +86,8 @@ def train_step(state: TrainState, x, eps, beta=None, *, check_inputs: bool = Tru
     beta = model.config.beta if beta is None else beta
 
     def loss_fn(params):
-        losses = _vae_loss(nnx.merge(state.graphdef, params)._forward(x, eps), x, model.config.likelihood, beta)
+        losses = _vae_loss(nnx.merge(state.graphdef, params)._forward(x, eps), x, model.config.likelihood, beta,
+                           state.free_bits)
         return losses.total, losses
 
     grads, losses = jax.grad(loss_fn, has_aux=True)(state.params)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vae_core import checks
 from vae_core import weights as core
 from vae_core.outputs import VAELoss
 from vae_torch.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
@@ -22,11 +23,13 @@ class TrainState:
     model: VAE
     optimizer: torch.optim.Adam
     step: int = 0
+    free_bits: float = 0.0  # nats per latent dimension, in the training objective only (see _vae_loss)
 
 
 def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                       ) -> TrainState:
-    """Adam with torch.optim.Adam's defaults (the same maths as optax.adam)."""
+                       free_bits: float = 0.0) -> TrainState:
+    """Adam with torch.optim.Adam's defaults (the same maths as optax.adam); free_bits >= 0 nats per
+    latent dimension for the training objective."""
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, betas=betas, eps=eps)
     # torch creates Adam's state lazily, with a float32 `step` unless the default dtype is float64, and
     # torch.compile computes the bias corrections in the step's dtype: a float64 model needs a float64
@@ -34,7 +37,7 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     for p in model.parameters():
         optimizer.state[p] = {"step": torch.zeros((), dtype=model.dtype), "exp_avg": torch.zeros_like(p),
                               "exp_avg_sq": torch.zeros_like(p)}
-    return TrainState(model, optimizer)
+    return TrainState(model, optimizer, free_bits=checks.check_free_bits(free_bits))
 
 
 def export_optimizer_state(state: TrainState) -> dict[str, np.ndarray]:
@@ -114,14 +117,14 @@ def _run(body, state: TrainState, x, eps, beta, check_inputs: bool) -> tuple[Tra
     if check_inputs:
         model._check_batch(x, eps)
     model.train()
-    losses = body(model, state.optimizer, x, eps, model.config.beta if beta is None else beta)
+    losses = body(model, state.optimizer, x, eps, model.config.beta if beta is None else beta, state.free_bits)
     state.step += 1
     return state, losses
 
 
-def _step_body(model: VAE, optimizer, x, eps, beta) -> VAELoss:
+def _step_body(model: VAE, optimizer, x, eps, beta, free_bits) -> VAELoss:
     optimizer.zero_grad(set_to_none=True)
-    losses = _vae_loss(model._forward(x, eps), x, model.config.likelihood, beta)
+    losses = _vae_loss(model._forward(x, eps), x, model.config.likelihood, beta, free_bits)
     losses.total.backward()
     optimizer.step()
     return VAELoss(*(loss.detach() for loss in losses))
