@@ -125,15 +125,19 @@ def _train(args) -> int:
     from vae_core.config import VAEConfig
     from vae_core.trainer import TrainingInterrupted, TrainOptions, resume, train
 
-    if args.resume:
+    def report(run, out) -> int:
         try:
-            record = resume(args.resume, args.backend, args.epochs, progress=not args.no_progress)
-        except TrainingInterrupted as err:
+            record = run()
+        except TrainingInterrupted as err:  # Ctrl-C: the state was saved; say how to go on
             print(f"twinvae train: {err}", file=sys.stderr)
             return 130
         print(f"test negative ELBO {record['test']['total']:.3f} nats/image after {record['epoch']} epochs; "
-              f"run folder {args.resume}")
+              f"run folder {out}")
         return 0
+
+    if args.resume:
+        return report(lambda: resume(args.resume, args.backend, args.epochs, progress=not args.no_progress),
+                      args.resume)
     args.backend = args.backend or "jax"
 
     if args.dataset == "folder":
@@ -160,14 +164,7 @@ def _train(args) -> int:
                            batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup,
                            free_bits=args.free_bits, dtype=args.dtype,
                            seed=args.seed, out=out, compile=args.compile, checkpoint_every=args.checkpoint_every)
-    try:
-        record = train(config, options, progress=not args.no_progress)
-    except TrainingInterrupted as err:
-        print(f"twinvae train: {err}", file=sys.stderr)
-        return 130
-    print(f"test negative ELBO {record['test']['total']:.3f} nats/image after {record['epoch']} epochs; "
-          f"run folder {out}")
-    return 0
+    return report(lambda: train(config, options, progress=not args.no_progress), out)
 
 
 def _evaluate(args) -> int:
