@@ -18,11 +18,19 @@ def _probabilities(twin, model, z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def _means(twin, model, images: np.ndarray) -> np.ndarray:
-    dtype = str(model.dtype).removeprefix("torch.")
-    parts = [twin.to_numpy(model.encode(twin.as_input(images[s:s + 500].astype(dtype), model))[0])
-             for s in range(0, len(images), 500)]
-    return np.concatenate(parts).astype(np.float64)
+def dtype_name(model) -> str:
+    """'float32' or 'float64', for either twin's model."""
+    return str(model.dtype).removeprefix("torch.")
+
+
+def encode_all(twin, model, images: np.ndarray, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, logvar) of every image, in float64, encoded `batch` images at a time."""
+    mus, logvars = [], []
+    for start in range(0, len(images), batch):
+        mu, logvar = model.encode(twin.as_input(images[start:start + batch].astype(dtype_name(model)), model))
+        mus.append(twin.to_numpy(mu).astype(np.float64))
+        logvars.append(twin.to_numpy(logvar).astype(np.float64))
+    return np.concatenate(mus), np.concatenate(logvars)
 
 
 def write_samples(twin, model, out, n: int = 64, seed: int = 0) -> Path:
@@ -32,7 +40,7 @@ def write_samples(twin, model, out, n: int = 64, seed: int = 0) -> Path:
 
 def write_reconstructions(twin, model, data: Dataset, out, n: int = 32) -> Path:
     """Test images (odd rows) above their reconstructions from the posterior mean (even rows)."""
-    x = data.test_x[:n].astype(str(model.dtype).removeprefix("torch."))
+    x = data.test_x[:n].astype(dtype_name(model))
     recon = twin.to_numpy(model.reconstruct(twin.as_input(x, model)))
     ncol = min(8, n)
     rows = []
@@ -47,7 +55,7 @@ def write_interpolations(twin, model, data: Dataset, out, pairs: int = 6, steps:
     image b; one grid linear, one spherical."""
     picks = seeds.rng(seed, "sample", step=1).choice(len(data.test_x), 2 * pairs, replace=False)
     images = data.test_x[picks]
-    mu = _means(twin, model, images)
+    mu, _ = encode_all(twin, model, images)
     t = np.linspace(0.0, 1.0, steps)
     written = []
     for name, path_fn in (("linear", lerp), ("spherical", slerp)):
@@ -76,7 +84,7 @@ def write_arithmetic(twin, model, data: Dataset, out, a: str, b: str, c: str, n:
     Rows: the images, their reconstructions, the shifted decodings; last row: decode(mean_a + mean_b -
     mean_c) beside the three class means decoded."""
     ia, ib, ic = (class_index(data, name) for name in (a, b, c))
-    mu = _means(twin, model, data.test_x)
+    mu, _ = encode_all(twin, model, data.test_x)
     means = {i: mu[data.test_y == i].mean(0) for i in (ia, ib, ic)}
     chosen = np.flatnonzero(data.test_y == ia)[:n]
     if len(chosen) == 0:

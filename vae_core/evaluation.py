@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from vae_core import seeds
+from vae_core.apps import dtype_name, encode_all
 from vae_core.data import load_dataset
 from vae_core.progress import Progress
 from vae_core.trainer import evaluate as negative_elbo
@@ -54,15 +55,10 @@ def evaluate_checkpoint(path, *, backend: str = "jax", dataset: str | None = Non
     if data.image_shape != config.image_shape:
         raise ValueError(f"checkpoint {path} takes images {config.image_shape}, the {name} images are "
                          f"{data.image_shape}")
-    dtype = str(model.dtype).removeprefix("torch.")
+    dtype = dtype_name(model)
     images = data.test_x
     elbo = negative_elbo(twin, model, images, seed, dtype)
-    mus, logvars = [], []
-    for start in range(0, len(images), 500):
-        mu, logvar = model.encode(twin.as_input(images[start:start + 500].astype(dtype), model))
-        mus.append(twin.to_numpy(mu).astype(np.float64))
-        logvars.append(twin.to_numpy(logvar).astype(np.float64))
-    mu, logvar = np.concatenate(mus), np.concatenate(logvars)
+    mu, logvar = encode_all(twin, model, images)
     kl_per_dim = (0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)).mean(0)
     active = int(np.sum(mu.var(0) > ACTIVE_UNIT_THRESHOLD))
     bar = Progress(len(images), enabled=progress)
