@@ -181,3 +181,87 @@ def test_resume_errors(tmp_path):
     Path(out, trainer.TRAIN_STATE).write_bytes(b"garbage")
     with pytest.raises(ValueError, match="unreadable training state"):
         resume(out, epochs=3, progress=False)
+
+
+def test_train_step_scores_the_reconstruction_against_the_target():
+    """The denoising step in float64: target=x is the plain step; a different target changes it, the same
+    way in both twins."""
+    import jax
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(6, 1, 8, 8))
+    target = np.clip(x + 0.3 * rng.standard_normal(x.shape), 0, 1)
+    eps = rng.standard_normal((6, CONFIG.latent_dim))
+    results = {}
+    with jax.enable_x64(True):
+        for twin in (vae_torch, vae_jax):
+            losses = []
+            for kwargs in ({}, {"target": x}, {"target": target}):
+                model = twin.init_model(CONFIG, seed=0, dtype="float64")
+                state = twin.create_train_state(model)
+                extra = {k: twin.as_input(v, model) for k, v in kwargs.items()}
+                state, loss = twin.train_step(state, twin.as_input(x, model), twin.as_input(eps, model), **extra)
+                weights = twin.export_weights(state.model)
+                losses.append((float(twin.to_numpy(loss.reconstruction)), weights))
+            results[twin.__name__] = losses
+            plain, same, other = losses
+            assert plain[0] == same[0] and abs(other[0] - plain[0]) > 0.01
+        jax_model = vae_jax.init_model(CONFIG, dtype="float64")
+        with pytest.raises(ValueError, match=r"target has shape \(5, 8, 8, 1\) but x has \(6, 8, 8, 1\)"):
+            vae_jax.train_step(vae_jax.create_train_state(jax_model), vae_jax.as_input(x, jax_model), eps,
+                               target=vae_jax.as_input(target[:5], jax_model))
+    for a, b in zip(results["vae_torch"], results["vae_jax"]):
+        assert abs(a[0] - b[0]) <= 1e-10 * abs(a[0])
+        assert max(np.max(np.abs(a[1][k] - b[1][k])) for k in a[1]) <= 1e-10
+    torch_model = vae_torch.init_model(CONFIG)
+    with pytest.raises(ValueError, match=r"target has values in .*expected them in \[0, 1\]"):
+        vae_torch.train_step(vae_torch.create_train_state(torch_model), vae_torch.as_input(x, torch_model),
+                             vae_torch.as_input(eps, torch_model),
+                             target=vae_torch.as_input(np.clip(2 * x - 1, -1, 1), torch_model))
+
+
+def test_denoising_runs_agree_across_backends_and_report_psnr(tmp_path, capsys):
+    """--denoise: the same noisy inputs in both backends (float32 tolerance), PSNR in the log, the
+    evaluation and the run's pictures, and `twinvae denoise` on image files."""
+    logs = {}
+    for backend in ("torch", "jax"):
+        out = tmp_path / backend
+        train(CONFIG, TrainOptions(backend=backend, epochs=2, batch_size=128, denoise=0.3, out=str(out)),
+              progress=False, log=lambda *a: None)
+        logs[backend] = _log(out)
+    for a, b in zip(logs["torch"], logs["jax"]):
+        assert abs(a["train"]["total"] - b["train"]["total"]) <= 1e-4 * abs(b["train"]["total"])
+        for key in ("psnr_noisy", "psnr_denoised"):
+            assert abs(a["denoising"][key] - b["denoising"][key]) <= 1e-3
+    plain = tmp_path / "plain"
+    train(CONFIG, TrainOptions(backend="torch", epochs=2, batch_size=128, out=str(plain)), progress=False,
+          log=lambda *a: None)
+    noisy, clean = (vae_torch.export_weights(vae_torch.load_checkpoint(run / "model.safetensors")[0])
+                    for run in (tmp_path / "torch", plain))
+    assert max(np.max(np.abs(noisy[k] - clean[k])) for k in clean) > 1e-3  # the noise was added
+    assert (tmp_path / "torch" / "denoising.png").stat().st_size > 100
+    assert not (plain / "denoising.png").exists()
+
+    from vae_core.evaluation import evaluate_checkpoint
+    ckpt = tmp_path / "jax" / "model.safetensors"
+    report = evaluate_checkpoint(ckpt, backend="torch", k=2)
+    assert report["denoising"]["sigma"] == 0.3  # from the checkpoint's metadata
+    assert report["denoising"]["psnr_noisy"] == pytest.approx(logs["jax"][-1]["denoising"]["psnr_noisy"])
+    assert evaluate_checkpoint(plain / "model.safetensors", k=2)["denoising"] is None
+    assert evaluate_checkpoint(plain / "model.safetensors", k=2, noise=0.5)["denoising"]["sigma"] == 0.5
+
+    from PIL import Image
+    files = tmp_path / "files"
+    files.mkdir()
+    digits = trainer.load_dataset("digits").test_x[:3]
+    for i, image in enumerate(digits):
+        Image.fromarray((image[0] * 255).astype(np.uint8)).save(files / f"d{i}.png")
+    assert cli_main(["denoise", str(ckpt), str(files), "--out", str(tmp_path / "dn"), "--backend", "torch"]) == 0
+    assert "3 image(s), noise sigma 0.3: PSNR noisy" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "dn" / "denoised").iterdir()) == ["d0.png", "d1.png", "d2.png"]
+    with Image.open(tmp_path / "dn" / "denoised" / "d0.png") as image:
+        assert image.size == (8, 8)
+    assert cli_main(["denoise", str(ckpt), str(files / "missing.png"), "--out", str(tmp_path / "dn")]) == 2
+    assert "missing.png does not exist" in capsys.readouterr().err
+    assert cli_main(["denoise", str(ckpt), str(files), "--noise", "-1", "--out", str(tmp_path / "dn")]) == 2
+    assert "sigma" in capsys.readouterr().err

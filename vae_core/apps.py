@@ -128,10 +128,15 @@ def write_loss_curve(records: list[dict], path) -> Path | None:
     return Path(path)
 
 
-def write_run_pictures(twin, model, data: Dataset, out, records: list[dict], seed: int = 0) -> list[Path]:
-    """What a training run leaves: loss curve, reconstructions, prior samples, interpolations."""
+def write_run_pictures(twin, model, data: Dataset, out, records: list[dict], seed: int = 0,
+                       denoise: float = 0.0) -> list[Path]:
+    """What a training run leaves: loss curve, reconstructions, prior samples, interpolations, and for a
+    denoising run test images before and after denoising."""
+    from vae_core.denoising import write_denoising
+
     written = [write_loss_curve(records, Path(out) / "loss.png"),
                write_reconstructions(twin, model, data, out),
                write_samples(twin, model, out, seed=seed),
-               *write_interpolations(twin, model, data, out, seed=seed)]
+               *write_interpolations(twin, model, data, out, seed=seed),
+               write_denoising(twin, model, data.test_x, out, denoise, seed) if denoise else None]
     return [p for p in written if p is not None]

@@ -41,6 +41,12 @@ def check_latent_batch(name: str, shape: tuple[int, ...], dtype: str, latent_dim
     check_dtype(name, dtype, model_dtype)
 
 
+def check_same_shape(name: str, shape: tuple[int, ...], other: str, other_shape: tuple[int, ...]) -> None:
+    shape, other_shape = tuple(int(s) for s in shape), tuple(int(s) for s in other_shape)
+    if shape != other_shape:
+        raise ValueError(f"{name} has shape {shape} but {other} has {other_shape}; they must match")
+
+
 def check_dtype(name: str, dtype: str, model_dtype: str) -> None:
     if dtype != model_dtype:
         raise TypeError(f"{name} has dtype {dtype} but the model computes in {model_dtype}; "
@@ -60,6 +66,13 @@ def check_count(name: str, n) -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"{name} must be a positive int, got {n!r}")
     return int(n)
+
+
+def check_noise(value) -> float:
+    """Denoising noise level: the standard deviation of Gaussian pixel noise, a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
+        raise ValueError(f"the noise level (sigma) must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def check_free_bits(value) -> float:

@@ -35,17 +35,25 @@ def main(argv=None) -> int:
     evaluate.add_argument("--k", type=int, default=1000, help="importance samples per image (default 1000)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--backend", choices=["jax", "torch"], default="jax")
+    evaluate.add_argument("--noise", type=float, metavar="SIGMA",
+                          help="also report denoising PSNR at this noise level (default: the sigma a "
+                               "denoising model was trained at)")
     evaluate.add_argument("--json", help="also write the figures to this JSON file")
     evaluate.add_argument("--no-progress", action="store_true")
 
     sample = commands.add_parser("sample", help="images from the prior, as a PNG grid")
     interpolate = commands.add_parser("interpolate", help="linear and spherical paths between test images")
     arithmetic = commands.add_parser("arithmetic", help="latent arithmetic on class means: A + (B - C)")
-    for command in (sample, interpolate, arithmetic):
+    denoise = commands.add_parser("denoise", help="denoise image files (noise added at --noise first)")
+    denoise.add_argument("--noise", type=float, metavar="SIGMA",
+                         help="Gaussian noise added before denoising, the result clipped to [0, 1] (default: the "
+                              "sigma the model was trained at; 0: the files are noisy already)")
+    for command in (sample, interpolate, arithmetic, denoise):
         command.add_argument("checkpoint")
         command.add_argument("--backend", choices=["jax", "torch"], default="jax")
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--out", help="folder for the PNGs (default: the checkpoint's folder)")
+    denoise.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of them")
     sample.add_argument("--n", type=int, default=64)
     for command in (interpolate, arithmetic):
         command.add_argument("--dataset", help="default: the one in the checkpoint's metadata")
@@ -80,6 +88,8 @@ def main(argv=None) -> int:
                        help="raise beta linearly over this many steps (default 0: off)")
     train.add_argument("--free-bits", type=float, default=0.0, metavar="NATS",
                        help="free bits per latent dimension in the training objective (default 0: off)")
+    train.add_argument("--denoise", type=float, default=0.0, metavar="SIGMA",
+                       help="train a denoising VAE: inputs get Gaussian noise of this sigma, clipped to [0, 1]")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="run folder (default: runs/DATASET-BACKEND-TIMESTAMP)")
@@ -102,7 +112,7 @@ def main(argv=None) -> int:
             return _train(args)
         if args.command == "evaluate":
             return _evaluate(args)
-        if args.command in ("sample", "interpolate", "arithmetic"):
+        if args.command in ("sample", "interpolate", "arithmetic", "denoise"):
             return _application(args)
         return _inspect(args.checkpoint)
     except (ValueError, OSError, RuntimeError) as err:  # bad input, missing data, divergence: no traceback
@@ -162,7 +172,7 @@ def _train(args) -> int:
     options = TrainOptions(backend=args.backend, dataset=args.dataset, data_dir=args.data_dir,
                            image_size=args.image_size, channels=args.channels, epochs=args.epochs or 10,
                            batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup,
-                           free_bits=args.free_bits, dtype=args.dtype,
+                           free_bits=args.free_bits, denoise=args.denoise, dtype=args.dtype,
                            seed=args.seed, out=out, compile=args.compile, checkpoint_every=args.checkpoint_every)
     return report(lambda: train(config, options, progress=not args.no_progress), out)
 
@@ -173,7 +183,8 @@ def _evaluate(args) -> int:
 
     read_checkpoint(args.checkpoint)  # a bad file fails here, before a framework is imported
     result = evaluate_checkpoint(args.checkpoint, backend=args.backend, dataset=args.dataset,
-                                 data_dir=args.data_dir, k=args.k, seed=args.seed, progress=not args.no_progress)
+                                 data_dir=args.data_dir, k=args.k, seed=args.seed, noise=args.noise,
+                                 progress=not args.no_progress)
     print(format_report(result))
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(result, indent=1) + "\n").encode())
@@ -195,6 +206,15 @@ def _application(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.command == "sample":
         written = [apps.write_samples(twin, model, out, args.n, args.seed)]
+    elif args.command == "denoise":
+        from vae_core.denoising import denoise_files
+
+        sigma = float(metadata.get("denoise") or 0.0) if args.noise is None else args.noise
+        result = denoise_files(twin, model, args.paths, out, sigma, args.seed)
+        if "psnr_noisy" in result:
+            print(f"{result['files']} image(s), noise sigma {sigma:g}: PSNR noisy {result['psnr_noisy']:.2f} dB, "
+                  f"denoised {result['psnr_denoised']:.2f} dB")
+        written = [result["written"][-1], f"{result['files']} denoised image(s) in {out / 'denoised'}"]
     else:
         name = args.dataset or metadata.get("dataset")
         if not name:

@@ -280,8 +280,6 @@ def load_digits(seed: int = 0) -> Dataset:
 
 def load_folder(folder, image_size: int, channels: int = 1, seed: int = 0) -> Dataset:
     """Every image file under `folder`, resized to image_size x image_size, grey (1) or RGB (3)."""
-    from PIL import Image, UnidentifiedImageError
-
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"folder dataset: {folder} is not a directory")
@@ -291,17 +289,31 @@ def load_folder(folder, image_size: int, channels: int = 1, seed: int = 0) -> Da
     if len(paths) < 2:
         raise DataError(f"folder dataset: {folder} holds {len(paths)} image file(s) ({', '.join(IMAGE_SUFFIXES)})"
                         "; at least 2 are needed for a train/test split")
+    try:
+        images = read_images(paths, (channels, image_size, image_size))
+    except DataError as err:
+        raise DataError(f"folder dataset: {err}") from None
+    train, test = _split(len(images), FOLDER_TEST_FRACTION, seed, step=0)
+    return Dataset(f"folder:{folder}", images[train], None, images[test], None, None)
+
+
+def read_images(paths, image_shape: tuple[int, int, int]) -> np.ndarray:
+    """Image files as one (N, C, H, W) float32 batch in [0, 1]: converted to grey (C=1) or RGB (C=3) and
+    resized to H x W."""
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = image_shape
+    if c not in (1, 3):
+        raise DataError(f"image files are read as grey (1 channel) or RGB (3), not {c} channels")
     images = []
     for path in paths:
         try:
             with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB").resize((image_size, image_size))
-                images.append(np.asarray(image, np.uint8).reshape(image_size, image_size, channels))
+                image = image.convert("L" if c == 1 else "RGB").resize((w, h))
+                images.append(np.asarray(image, np.uint8).reshape(h, w, c))
         except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"folder dataset: cannot read {path} ({err})") from None
-    images = _to_float(np.stack(images).transpose(0, 3, 1, 2))
-    train, test = _split(len(images), FOLDER_TEST_FRACTION, seed, step=0)
-    return Dataset(f"folder:{folder}", images[train], None, images[test], None, None)
+            raise DataError(f"cannot read {path} as an image ({err})") from None
+    return _to_float(np.stack(images).transpose(0, 3, 1, 2))
 
 
 def load_dataset(name: str, data_dir=None, *, download_missing: bool = True, image_size: int | None = None,

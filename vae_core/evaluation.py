@@ -3,7 +3,8 @@
 Always at beta = 1 and without free bits, so every figure bounds the same likelihood: the negative ELBO
 (one eps per image, the 'eval' stream), the IWAE estimate of -log p(x) with K importance samples
 (Burda et al. 2016; vectorised over K and over images), bits per dimension beside nats, the KL of each
-latent dimension and the number of active units (variance over the test set of E_q[z] above 0.01)."""
+latent dimension and the number of active units (variance over the test set of E_q[z] above 0.01), and
+for denoising the PSNR of noisy and denoised test images (vae_core/denoising.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import math
 
 import numpy as np
 
-from vae_core import seeds
+from vae_core import checks, seeds
 from vae_core.apps import dtype_name, encode_all
 from vae_core.data import load_dataset
+from vae_core.denoising import denoising_figures
 from vae_core.progress import Progress
 from vae_core.trainer import evaluate as negative_elbo
 
@@ -43,9 +45,13 @@ def iwae_nll(backend, model, images: np.ndarray, k: int, seed: int, dtype: str, 
 
 
 def evaluate_checkpoint(path, *, backend: str = "jax", dataset: str | None = None, data_dir=None, k: int = 1000,
-                        seed: int = 0, progress: bool = False) -> dict:
+                        seed: int = 0, noise: float | None = None, progress: bool = False) -> dict:
+    """The figures of the module docstring; with a noise level (default: the sigma a denoising model was
+    trained at, none for others) also the PSNR of noisy, denoised and reconstructed test images."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if noise is not None:
+        checks.check_noise(noise)
     twin = importlib.import_module(f"vae_{backend}")
     model, config, metadata = twin.load_checkpoint(path)
     name = dataset or metadata.get("dataset")
@@ -66,8 +72,11 @@ def evaluate_checkpoint(path, *, backend: str = "jax", dataset: str | None = Non
     nll = iwae_nll(twin, model, images, k, seed, dtype, bar).mean()
     bar.close()
     dims = int(np.prod(config.image_shape))
+    noise = float(metadata.get("denoise") or 0.0) if noise is None else noise
+    denoising = denoising_figures(twin, model, images, noise, seed) if noise > 0 else None
     return {"checkpoint": str(path), "dataset": name, "backend": backend, "images": len(images), "k": k,
-            "seed": seed, "negative_elbo": elbo["total"], "reconstruction": elbo["reconstruction"],
+            "seed": seed, "denoising": denoising, "negative_elbo": elbo["total"],
+            "reconstruction": elbo["reconstruction"],
             "kl": elbo["kl"], "iwae_nll": float(nll), "bits_per_dim_elbo": elbo["total"] / (dims * math.log(2)),
             "bits_per_dim_iwae": float(nll) / (dims * math.log(2)), "active_units": active,
             "latent_dim": config.latent_dim, "kl_per_dim": kl_per_dim.tolist(), "likelihood": config.likelihood}
@@ -75,6 +84,10 @@ def evaluate_checkpoint(path, *, backend: str = "jax", dataset: str | None = Non
 
 def format_report(r: dict) -> str:
     kl = ", ".join(f"{v:.2f}" for v in r["kl_per_dim"])
+    d = r.get("denoising")
+    psnr = (f"\n  denoising sigma {d['sigma']:g}: PSNR noisy {d['psnr_noisy']:.2f} dB, denoised "
+            f"{d['psnr_denoised']:.2f} dB (+{d['psnr_denoised'] - d['psnr_noisy']:.2f}), clean reconstructed "
+            f"{d['psnr_reconstructed']:.2f} dB") if d else ""
     return (f"{r['checkpoint']} on {r['dataset']} test ({r['images']} images, {r['backend']} backend)\n"
             f"  negative ELBO      {r['negative_elbo']:9.3f} nats/image "
             f"({r['bits_per_dim_elbo']:.4f} bits/dim) = reconstruction {r['reconstruction']:.3f} "
@@ -83,4 +96,4 @@ def format_report(r: dict) -> str:
             f"K = {r['k']}\n"
             f"  active units       {r['active_units']} of {r['latent_dim']} "
             f"(Var E_q[z] > {ACTIVE_UNIT_THRESHOLD})\n"
-            f"  KL per latent dim  {kl}")
+            f"  KL per latent dim  {kl}" + psnr)

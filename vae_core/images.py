@@ -30,13 +30,13 @@ def grid(images: np.ndarray, ncol: int | None = None, pad: int = 2, scale: int |
     return (np.clip(canvas, 0, 1) * 255).round().astype(np.uint8)
 
 
-def save_png(path, images: np.ndarray, ncol: int | None = None, scale: int | None = None) -> Path:
-    """Write a grid of images to a PNG, atomically."""
+def save_png(path, images: np.ndarray, ncol: int | None = None, scale: int | None = None, pad: int = 2) -> Path:
+    """Write a grid of images to a PNG, atomically (one image at its own size: scale=1, pad=0)."""
     import io
 
     from PIL import Image
 
-    pixels = grid(images, ncol, scale=scale)
+    pixels = grid(images, ncol, pad=pad, scale=scale)
     image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

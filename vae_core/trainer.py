@@ -23,6 +23,7 @@ from vae_core import __version__, checks, seeds
 from vae_core.apps import write_run_pictures
 from vae_core.config import VAEConfig
 from vae_core.data import load_dataset
+from vae_core.denoising import add_noise, denoising_figures
 from vae_core.progress import Progress
 
 BACKENDS = ("jax", "torch")
@@ -52,6 +53,7 @@ class TrainOptions:
     lr: float = 1e-3
     kl_warmup: int = 0  # steps over which beta rises linearly from beta/kl_warmup to beta
     free_bits: float = 0.0  # nats per latent dimension in the training objective (never in evaluation)
+    denoise: float = 0.0  # > 0: train a denoising VAE on inputs with Gaussian noise of this sigma
     dtype: str = "float32"
     seed: int = 0
     out: str = "runs/train"
@@ -71,6 +73,7 @@ class TrainOptions:
         if self.kl_warmup < 0:
             raise ValueError(f"kl-warmup must be >= 0 steps, got {self.kl_warmup}")
         checks.check_free_bits(self.free_bits)
+        checks.check_noise(self.denoise)
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
 
@@ -184,7 +187,7 @@ def _fit(backend, state, config, options, dataset, n_batches, position: Position
                          Position(epoch, batch, step, [float(v) for v in sums]))
         backend.save_checkpoint(out / CHECKPOINT, state.model, config, {
             "dataset": options.dataset, "epoch": epoch, "step": step, "backend": options.backend,
-            "seed": options.seed, "test_loss": test_loss})
+            "seed": options.seed, "test_loss": test_loss, "denoise": options.denoise})
 
     with open(out / "log.jsonl", "a") as log_file, _CtrlC() as interrupt:
         for epoch in range(position.epoch, options.epochs):
@@ -197,6 +200,10 @@ def _fit(backend, state, config, options, dataset, n_batches, position: Position
                 x = dataset.train_x[batch].astype(options.dtype)
                 eps = seeds.eps_for_step(options.seed, step, options.batch_size, config.latent_dim, options.dtype)
                 beta = beta_at(step, config.beta, options.kl_warmup)
+                if options.denoise:  # encode the noisy images, reconstruct the clean ones
+                    noisy = add_noise(x, options.denoise, options.seed, step)
+                    kwargs["target"] = backend.as_input(x, model)
+                    x = noisy
                 state, losses = step_fn(state, backend.as_input(x, model), backend.as_input(eps, model), beta,
                                         **kwargs)
                 values = [float(backend.to_numpy(v)) for v in losses]
@@ -223,14 +230,20 @@ def _fit(backend, state, config, options, dataset, n_batches, position: Position
                       "beta": beta_at(step - 1, config.beta, options.kl_warmup),
                       "train": dict(zip(("total", "reconstruction", "kl"), (sums / n_batches).tolist())),
                       "test": test}
+            if options.denoise:
+                record["denoising"] = denoising_figures(backend, state.model, dataset.test_x, options.denoise,
+                                                        options.seed)
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
             save(epoch + 1, 0, [0.0, 0.0, 0.0], test["total"])
+            psnr = record.get("denoising")
             log(f"epoch {epoch + 1}: train {record['train']['total']:.3f}, test {test['total']:.3f} "
-                f"nats/image ({record['seconds']:.1f}s)")
+                f"nats/image ({record['seconds']:.1f}s)"
+                + (f"; PSNR noisy {psnr['psnr_noisy']:.2f} dB, denoised {psnr['psnr_denoised']:.2f} dB"
+                   if psnr else ""))
     bar.close()
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
-    write_run_pictures(backend, state.model, dataset, out, records, seed=options.seed)
+    write_run_pictures(backend, state.model, dataset, out, records, seed=options.seed, denoise=options.denoise)
     return record
 
 

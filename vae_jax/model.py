@@ -139,7 +139,7 @@ class VAE(nnx.Module):
         return self._decode(z)
 
     def __call__(self, x, eps) -> VAEOutput:
-        x, eps = self._check_batch(x, eps)
+        x, eps, _ = self._check_batch(x, eps)
         return self._forward(x, eps)
 
     def sample(self, n: int, seed: int = 0):
@@ -171,9 +171,13 @@ class VAE(nnx.Module):
     def _decode(self, z):
         return self.decoder(z)
 
-    def _check_batch(self, x, eps):
+    def _check_batch(self, x, eps, target=None):
         x = self._check_images("x", x)
-        return x, self._check_latents("eps", eps, batch_size=x.shape[0])
+        eps = self._check_latents("eps", eps, batch_size=x.shape[0])
+        if target is not None:
+            target = self._check_images("target", target)
+            checks.check_same_shape("target", target.shape, "x", x.shape)
+        return x, eps, target
 
     def _check_images(self, name, x):
         x, dtype = _as_array(name, x)

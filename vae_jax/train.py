@@ -75,19 +75,22 @@ def import_optimizer_state(state: TrainState, arrays: dict) -> TrainState:
     return state.replace(opt_state=(adam, *state.opt_state[1:]), step=jnp.asarray(step, jnp.int32))
 
 
-def train_step(state: TrainState, x, eps, beta=None, *, check_inputs: bool = True,
+def train_step(state: TrainState, x, eps, beta=None, *, target=None, check_inputs: bool = True,
                ) -> tuple[TrainState, VAELoss]:
     """Forward, backward and Adam update on one batch; returns the new state and the step's losses
-    (before the update). Pure: jit it whole (compile_train_step does, with donation). check_inputs=False
-    skips the batch checks, for loops that validated their data once (under jit they see only shapes)."""
+    (before the update). Pure: jit it whole (compile_train_step does, with donation). The reconstruction
+    is scored against `target` (default x): a denoising VAE encodes noisy images x and reconstructs the
+    clean target. check_inputs=False skips the batch checks, for loops that validated their data once
+    (under jit they see only shapes)."""
     model = nnx.merge(state.graphdef, state.params)
     if check_inputs:
-        x, eps = model._check_batch(x, eps)
+        x, eps, target = model._check_batch(x, eps, target)
     beta = model.config.beta if beta is None else beta
+    target = x if target is None else target
 
     def loss_fn(params):
-        losses = _vae_loss(nnx.merge(state.graphdef, params)._forward(x, eps), x, model.config.likelihood, beta,
-                           state.free_bits)
+        losses = _vae_loss(nnx.merge(state.graphdef, params)._forward(x, eps), target, model.config.likelihood,
+                           beta, state.free_bits)
         return losses.total, losses
 
     grads, losses = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -106,10 +109,10 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True):
         return compiled
     model = state.model
 
-    def step(state: TrainState, x, eps, beta=None) -> tuple[TrainState, VAELoss]:
-        x, eps = model._check_batch(x, eps)
+    def step(state: TrainState, x, eps, beta=None, *, target=None) -> tuple[TrainState, VAELoss]:
+        x, eps, target = model._check_batch(x, eps, target)
         beta = jnp.asarray(model.config.beta if beta is None else beta, model.dtype)
-        return compiled(state, x, eps, beta)
+        return compiled(state, x, eps, beta, target=target)
 
     return step
 

@@ -153,9 +153,12 @@ class VAE(nn.Module):
     def _decode(self, z):
         return self.decoder(z)
 
-    def _check_batch(self, x, eps):
+    def _check_batch(self, x, eps, target=None):
         self._check_images("x", x)
         self._check_latents("eps", eps, batch_size=x.shape[0])
+        if target is not None:
+            self._check_images("target", target)
+            checks.check_same_shape("target", tuple(target.shape), "x", tuple(x.shape))
 
     def _check_images(self, name, x):
         _check_tensor(name, x, self.fc_mu.weight.device)

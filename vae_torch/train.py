@@ -66,12 +66,13 @@ def import_optimizer_state(state: TrainState, arrays: dict) -> TrainState:
     return state
 
 
-def train_step(state: TrainState, x, eps, beta=None, *, check_inputs: bool = True,
+def train_step(state: TrainState, x, eps, beta=None, *, target=None, check_inputs: bool = True,
                ) -> tuple[TrainState, VAELoss]:
     """Forward, backward and Adam update on one batch; updates `state` in place and returns it with the
-    step's losses (before the update, detached). check_inputs=False skips the batch checks, for loops
-    that validated their data once."""
-    return _run(_step_body, state, x, eps, beta, check_inputs)
+    step's losses (before the update, detached). The reconstruction is scored against `target` (default
+    x): a denoising VAE encodes noisy images x and reconstructs the clean target. check_inputs=False
+    skips the batch checks, for loops that validated their data once."""
+    return _run(_step_body, state, x, eps, beta, target, check_inputs)
 
 
 def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs: bool = True):
@@ -80,10 +81,10 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
     does not recompile. Shapes are specialised (dynamic=False): a new batch size compiles anew."""
     compiled = torch.compile(_step_body, mode=mode, dynamic=False)
 
-    def step(state: TrainState, x, eps, beta=None) -> tuple[TrainState, VAELoss]:
+    def step(state: TrainState, x, eps, beta=None, *, target=None) -> tuple[TrainState, VAELoss]:
         beta = state.model.config.beta if beta is None else beta
         beta = torch.as_tensor(beta, dtype=state.model.dtype, device=x.device)
-        return _run(compiled, state, x, eps, beta, check_inputs)
+        return _run(compiled, state, x, eps, beta, target, check_inputs)
 
     return step
 
@@ -112,19 +113,20 @@ def importance_log_weights(model: VAE, x, eps):
     return log_px + log_pz - log_qz
 
 
-def _run(body, state: TrainState, x, eps, beta, check_inputs: bool) -> tuple[TrainState, VAELoss]:
+def _run(body, state: TrainState, x, eps, beta, target, check_inputs: bool) -> tuple[TrainState, VAELoss]:
     model = state.model
     if check_inputs:
-        model._check_batch(x, eps)
+        model._check_batch(x, eps, target)
     model.train()
-    losses = body(model, state.optimizer, x, eps, model.config.beta if beta is None else beta, state.free_bits)
+    losses = body(model, state.optimizer, x, eps, model.config.beta if beta is None else beta, state.free_bits,
+                  x if target is None else target)
     state.step += 1
     return state, losses
 
 
-def _step_body(model: VAE, optimizer, x, eps, beta, free_bits) -> VAELoss:
+def _step_body(model: VAE, optimizer, x, eps, beta, free_bits, target) -> VAELoss:
     optimizer.zero_grad(set_to_none=True)
-    losses = _vae_loss(model._forward(x, eps), x, model.config.likelihood, beta, free_bits)
+    losses = _vae_loss(model._forward(x, eps), target, model.config.likelihood, beta, free_bits)
     losses.total.backward()
     optimizer.step()
     return VAELoss(*(loss.detach() for loss in losses))
