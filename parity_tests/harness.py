@@ -60,6 +60,7 @@ CASES = [
     Case("conv 3x32x32 beta=4", VAEConfig(image_shape=(3, 32, 32), conv_channels=(16, 32, 8), latent_dim=16,
                                           beta=4.0)),
     Case("conv 1x8x8 (digits)", VAEConfig(image_shape=(1, 8, 8), conv_channels=(16, 32), latent_dim=8)),
+    Case("conv 1x28x28 residual blocks", VAEConfig(conv_channels=(8, 16), res_blocks=2, latent_dim=8)),
     Case("conv 3x12x20 (H != W)", VAEConfig(image_shape=(3, 12, 20), conv_channels=(8, 16), latent_dim=6)),
     Case("mlp 1x28x28 bernoulli (pytorch/examples)", VAEConfig(arch="mlp")),
     Case("mlp 3x32x32 gaussian beta=2", VAEConfig(arch="mlp", image_shape=(3, 32, 32), mlp_widths=(256, 64),

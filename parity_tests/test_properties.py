@@ -20,6 +20,7 @@ def configs(draw):
         latent_dim=draw(st.integers(1, 12)),
         arch=arch,
         conv_channels=tuple(draw(st.lists(st.integers(1, 12), min_size=depth, max_size=depth))),
+        res_blocks=draw(st.integers(0, 2)),
         mlp_widths=tuple(draw(st.lists(st.integers(1, 48), min_size=depth, max_size=depth))),
         likelihood=draw(st.sampled_from(["bernoulli", "gaussian"])),
         beta=draw(st.sampled_from([0.0, 0.5, 1.0, 3.0])),

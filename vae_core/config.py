@@ -9,7 +9,10 @@ from dataclasses import dataclass
 
 ARCHS = ("conv", "mlp")
 LIKELIHOODS = ("bernoulli", "gaussian")
-KERNEL, STRIDE, PADDING = 4, 2, 1  # every conv and transposed conv of the conv architecture
+KERNEL, STRIDE, PADDING = 4, 2, 1  # every resampling conv and transposed conv of the conv architecture
+RES_KERNEL = 3  # the residual blocks' convs: 3x3, stride 1, padding 1 (the size stays)
+# Fields added after checkpoint format 1 came out, with the value that checkpoints written before them meant.
+LATER_FIELDS = {"res_blocks": 0}
 
 
 @dataclass(frozen=True)
@@ -17,14 +20,17 @@ class VAEConfig:
     """Architecture and loss of a VAE; both backends build the same model from it.
 
     image_shape is (C, H, W) whatever the backend's layout. `conv_channels` are the encoder's
-    channels after each stride-2 conv (the decoder runs them in reverse); `mlp_widths` are the
-    encoder's hidden widths (the decoder mirrors them). Only the field of the chosen `arch` is used.
+    channels after each stride-2 conv (the decoder runs them in reverse); `res_blocks` residual blocks
+    (x + conv3x3(relu(conv3x3(relu(x))))) follow each encoder conv and precede each decoder transposed
+    conv, at that resolution; `mlp_widths` are the encoder's hidden widths (the decoder mirrors them).
+    Only the fields of the chosen `arch` are used.
     """
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
     latent_dim: int = 20
     arch: str = "conv"
     conv_channels: tuple[int, ...] = (32, 64)
+    res_blocks: int = 0
     mlp_widths: tuple[int, ...] = (400,)
     likelihood: str = "bernoulli"
     beta: float = 1.0
@@ -36,7 +42,7 @@ class VAEConfig:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(_plain(v) for v in value))
-        for name in ("latent_dim", "beta"):
+        for name in ("latent_dim", "res_blocks", "beta"):
             object.__setattr__(self, name, _plain(getattr(self, name)))
         _validate(self)
 
@@ -80,7 +86,7 @@ class VAEConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"VAEConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
-        missing = sorted(known - set(data))
+        missing = sorted(known - set(data) - set(LATER_FIELDS))
         if complete and missing:
             raise ValueError(f"VAEConfig: missing field(s) {missing}")
         return cls(**data)
@@ -121,6 +127,8 @@ def _validate(cfg: VAEConfig) -> None:
     _positive_ints("image_shape", cfg.image_shape, length=3)
     if not _is_int(cfg.latent_dim) or cfg.latent_dim <= 0:
         raise ValueError(f"VAEConfig.latent_dim must be a positive int, got {cfg.latent_dim!r}")
+    if not _is_int(cfg.res_blocks) or cfg.res_blocks < 0:
+        raise ValueError(f"VAEConfig.res_blocks must be an int >= 0, got {cfg.res_blocks!r}")
     if cfg.arch not in ARCHS:
         raise ValueError(f"VAEConfig.arch must be one of {ARCHS}, got {cfg.arch!r}")
     if cfg.likelihood not in LIKELIHOODS:

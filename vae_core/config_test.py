@@ -13,8 +13,8 @@ def test_defaults_are_the_seed_model():
 
 
 def test_json_round_trip():
-    config = VAEConfig(image_shape=(3, 32, 16), latent_dim=7, conv_channels=(8, 16, 32), likelihood="gaussian",
-                       beta=0.25)
+    config = VAEConfig(image_shape=(3, 32, 16), latent_dim=7, conv_channels=(8, 16, 32), res_blocks=2,
+                       likelihood="gaussian", beta=0.25)
     text = config.to_json()
     assert VAEConfig.from_json(text) == config
     assert json.loads(text)["image_shape"] == [3, 32, 16]
@@ -33,6 +33,8 @@ def test_json_round_trip():
     ({"beta": -1.0}, "beta must be a finite number >= 0, got -1.0"),
     ({"beta": float("nan")}, "beta must be a finite number >= 0, got nan"),
     ({"conv_channels": ()}, "conv_channels must be a non-empty tuple"),
+    ({"res_blocks": -1}, "res_blocks must be an int >= 0, got -1"),
+    ({"res_blocks": 1.5}, "res_blocks must be an int >= 0, got 1.5"),
     ({"mlp_widths": (400, -1)}, "mlp_widths must hold positive ints, got (400, -1)"),
 ])
 def test_invalid_configs_name_the_field_and_value(kwargs, words):
@@ -50,3 +52,13 @@ def test_from_json_rejects_unknown_fields_and_bad_json():
         VAEConfig.from_dict({"latent": 3})
     with pytest.raises(ValueError, match="not valid JSON"):
         VAEConfig.from_json("{")
+
+
+def test_a_complete_config_may_lack_only_fields_added_after_format_1():
+    """Checkpoints written before `res_blocks` existed still load, meaning no residual blocks; any other
+    missing field is an error."""
+    old = {k: v for k, v in VAEConfig().to_dict().items() if k != "res_blocks"}
+    assert VAEConfig.from_dict(old, complete=True).res_blocks == 0
+    del old["latent_dim"]
+    with pytest.raises(ValueError, match=r"missing field\(s\) \['latent_dim'\]"):
+        VAEConfig.from_dict(old, complete=True)

@@ -9,7 +9,7 @@ much again) and the input gradients (as much again, except the first layer's: th
 
 from __future__ import annotations
 
-from vae_core.config import KERNEL, VAEConfig
+from vae_core.config import VAEConfig
 from vae_core.weights import layer_specs
 
 
@@ -19,12 +19,12 @@ def layer_flops(config: VAEConfig) -> dict[str, int]:
     flops = {}
     for layer in layer_specs(config):
         macs = layer.in_features * layer.out_features
-        if layer.kind == "conv":  # output pixels: the input's halved, per conv so far
-            h, w = h // 2, w // 2
-            macs *= KERNEL * KERNEL * h * w
+        if layer.kind == "conv":  # output pixels: the input's divided by the stride
+            h, w = h // layer.stride, w // layer.stride
+            macs *= layer.kernel**2 * h * w
         elif layer.kind == "conv_transpose":  # input pixels, each through k*k taps
-            macs *= KERNEL * KERNEL * h * w
-            h, w = h * 2, w * 2
+            macs *= layer.kernel**2 * h * w
+            h, w = h * layer.stride, w * layer.stride
         flops[layer.name] = 2 * macs
     return flops
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vae_core import seeds
-from vae_core.config import KERNEL, VAEConfig
+from vae_core.config import KERNEL, RES_KERNEL, STRIDE, VAEConfig
 
 FORMAT_NAME = "twinvae"
 FORMAT_VERSION = 1
@@ -40,7 +40,8 @@ class CheckpointError(ValueError):
 # | linear_from_image| (out, C*H*W)     | (H*W*C, out)      | W.reshape(out,C,H,W).transpose(2,3,1,0)     |
 # | linear_to_image  | (C*H*W, in)      | (in, H*W*C)       | W.reshape(C,H,W,in).transpose(3,1,2,0);     |
 # |                  | bias (C*H*W,)    | bias (H*W*C,)     | bias.reshape(C,H,W).transpose(1,2,0)        |
-# | conv             | (O, I, kH, kW)   | (kH, kW, I, O)    | W.transpose(2,3,1,0)                        |
+# | conv             | (O, I, kH, kW)   | (kH, kW, I, O)    | W.transpose(2,3,1,0) (4x4 stride 2 or the   |
+# |                  |                  |                   | residual blocks' 3x3 stride 1)              |
 # | conv_transpose   | (I, O, kH, kW)   | (kH, kW, O, I)    | W.transpose(2,3,1,0); Flax ConvTranspose    |
 # |                  |                  |                   | with transpose_kernel=True flips the kernel |
 # |                  |                  |                   | itself, so no manual flip; lax padding per  |
@@ -56,13 +57,15 @@ class LayerSpec:
     in_features: int  # channels for convs, features for linears
     out_features: int
     image: tuple[int, int, int] | None = None  # (C, H, W) for linear_from_image / linear_to_image
+    kernel: int = KERNEL  # convs: the resampling convs are 4x4 stride 2, the residual blocks' 3x3 stride 1
+    stride: int = STRIDE
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
         if self.kind == "conv":
-            return (self.out_features, self.in_features, KERNEL, KERNEL)
+            return (self.out_features, self.in_features, self.kernel, self.kernel)
         if self.kind == "conv_transpose":
-            return (self.in_features, self.out_features, KERNEL, KERNEL)
+            return (self.in_features, self.out_features, self.kernel, self.kernel)
         return (self.out_features, self.in_features)
 
     @property
@@ -70,17 +73,23 @@ class LayerSpec:
         # torch's default init reads fan_in off the weight's dim 1 (times the kernel area); for
         # ConvTranspose2d that is out_channels. Mirrored here so canonical init matches torch's.
         shape = self.weight_shape
-        return shape[1] * (KERNEL * KERNEL if len(shape) == 4 else 1)
+        return shape[1] * (self.kernel * self.kernel if len(shape) == 4 else 1)
+
+
+def _res_blocks(prefix: str, channels: int, count: int) -> list[LayerSpec]:
+    return [LayerSpec(f"{prefix}.{j}.{conv}", "conv", channels, channels, kernel=RES_KERNEL, stride=1)
+            for j in range(count) for conv in ("conv1", "conv2")]
 
 
 def layer_specs(config: VAEConfig) -> list[LayerSpec]:
-    """Every parameterised layer, in the order of the model (encoder, fc_mu, fc_logvar, decoder)."""
+    """Every parameterised layer, in the order the model runs them (encoder, fc_mu, fc_logvar, decoder)."""
     c, _, _ = config.image_shape
     layers = []
     if config.arch == "conv":
         channels = (c, *config.conv_channels)
         for i, (cin, cout) in enumerate(zip(channels[:-1], channels[1:])):
             layers.append(LayerSpec(f"encoder.convs.{i}", "conv", cin, cout))
+            layers += _res_blocks(f"encoder.blocks.{i}", cout, config.res_blocks)
         bottleneck = config.bottleneck_shape
         for head in ("fc_mu", "fc_logvar"):
             layers.append(LayerSpec(head, "linear_from_image", config.bottleneck_size, config.latent_dim,
@@ -89,6 +98,7 @@ def layer_specs(config: VAEConfig) -> list[LayerSpec]:
                                 bottleneck))
         reverse = channels[::-1]
         for i, (cin, cout) in enumerate(zip(reverse[:-1], reverse[1:])):
+            layers += _res_blocks(f"decoder.blocks.{i}", cin, config.res_blocks)
             layers.append(LayerSpec(f"decoder.deconvs.{i}", "conv_transpose", cin, cout))
     else:
         widths = (config.num_pixels, *config.mlp_widths)

@@ -9,11 +9,10 @@ import numpy as np
 from flax import nnx
 
 from vae_core import checks, seeds
-from vae_core.config import KERNEL, PADDING, STRIDE, VAEConfig
+from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.outputs import VAEOutput
 
 # torch ConvTranspose2d(k, s, p) == lax conv_transpose with padding k-1-p on each side (no output_padding).
-_CONV_PADDING = ((PADDING, PADDING),) * 2
 _DECONV_PADDING = ((KERNEL - 1 - PADDING, KERNEL - 1 - PADDING),) * 2
 
 
@@ -28,31 +27,61 @@ def _linear(fin, fout, dtype, rngs):
     return nnx.Linear(fin, fout, dtype=dtype, param_dtype=dtype, kernel_init=init, bias_init=init, rngs=rngs)
 
 
+def _conv(cin, cout, kernel, stride, padding, dtype, rngs):
+    init = _torch_uniform(cin * kernel**2)
+    return nnx.Conv(cin, cout, (kernel, kernel), (stride, stride), padding=((padding, padding),) * 2, dtype=dtype,
+                    param_dtype=dtype, kernel_init=init, bias_init=init, rngs=rngs)
+
+
+class ResBlock(nnx.Module):
+    """x + conv2(relu(conv1(relu(x)))), 3x3 convs that keep the size (pre-activation, He et al. 2016)."""
+
+    def __init__(self, channels: int, *, dtype, rngs: nnx.Rngs):
+        self.conv1 = _conv(channels, channels, RES_KERNEL, 1, RES_KERNEL // 2, dtype, rngs)
+        self.conv2 = _conv(channels, channels, RES_KERNEL, 1, RES_KERNEL // 2, dtype, rngs)
+
+    def __call__(self, x):
+        return x + self.conv2(nnx.relu(self.conv1(nnx.relu(x))))
+
+
+def res_blocks(channels: int, count: int, dtype, rngs: nnx.Rngs) -> nnx.List:
+    # a List run in a loop rather than nnx.Sequential (which nests its layers under `.layers`), so the
+    # parameter paths are the canonical names: encoder.blocks.0.1.conv1
+    return nnx.List([ResBlock(channels, dtype=dtype, rngs=rngs) for _ in range(count)])
+
+
+def _run_blocks(blocks: nnx.List, x):
+    for block in blocks:
+        x = block(x)
+    return x
+
+
 class ConvEncoder(nnx.Module):
-    """Stride-2 convs with ReLU, then flatten (H, W, C); fc_mu's kernel absorbs the order (see weights)."""
+    """Stride-2 convs with ReLU, each followed by `res_blocks` residual blocks, then flatten (H, W, C);
+    fc_mu's kernel absorbs the order (see weights)."""
 
     def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs):
         channels = (config.image_shape[0], *config.conv_channels)
-        self.convs = nnx.List([
-            nnx.Conv(cin, cout, (KERNEL, KERNEL), (STRIDE, STRIDE), padding=_CONV_PADDING, dtype=dtype,
-                     param_dtype=dtype, kernel_init=_torch_uniform(cin * KERNEL**2),
-                     bias_init=_torch_uniform(cin * KERNEL**2), rngs=rngs)
-            for cin, cout in zip(channels[:-1], channels[1:])])
+        self.convs = nnx.List([_conv(cin, cout, KERNEL, STRIDE, PADDING, dtype, rngs)
+                               for cin, cout in zip(channels[:-1], channels[1:])])
+        self.blocks = nnx.List([res_blocks(cout, config.res_blocks, dtype, rngs) for cout in channels[1:]])
 
     def __call__(self, x):
-        for conv in self.convs:
-            x = nnx.relu(conv(x))
+        for conv, blocks in zip(self.convs, self.blocks):
+            x = _run_blocks(blocks, nnx.relu(conv(x)))
         return x.reshape(x.shape[0], -1)
 
 
 class ConvDecoder(nnx.Module):
-    """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between)."""
+    """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between), each
+    preceded by `res_blocks` residual blocks."""
 
     def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs):
         c, h, w = config.bottleneck_shape
         self.bottleneck_shape = (h, w, c)
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
         self.fc = _linear(config.latent_dim, config.bottleneck_size, dtype, rngs)
+        self.blocks = nnx.List([res_blocks(cin, config.res_blocks, dtype, rngs) for cin in channels[:-1]])
         self.deconvs = nnx.List([
             nnx.ConvTranspose(cin, cout, (KERNEL, KERNEL), (STRIDE, STRIDE), padding=_DECONV_PADDING,
                               transpose_kernel=True, dtype=dtype, param_dtype=dtype,
@@ -62,8 +91,8 @@ class ConvDecoder(nnx.Module):
 
     def __call__(self, z):
         h = self.fc(z).reshape(-1, *self.bottleneck_shape)
-        for i, deconv in enumerate(self.deconvs):
-            h = deconv(h)
+        for i, (blocks, deconv) in enumerate(zip(self.blocks, self.deconvs)):
+            h = deconv(_run_blocks(blocks, h))
             if i < len(self.deconvs) - 1:
                 h = nnx.relu(h)
         return h  # logits

@@ -9,41 +9,61 @@ import torch.nn.functional as F
 from torch import nn
 
 from vae_core import checks, seeds
-from vae_core.config import KERNEL, PADDING, STRIDE, VAEConfig
+from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.outputs import VAEOutput
 
 
+class ResBlock(nn.Module):
+    """x + conv2(relu(conv1(relu(x)))), 3x3 convs that keep the size (pre-activation, He et al. 2016)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, RES_KERNEL, 1, RES_KERNEL // 2)
+        self.conv2 = nn.Conv2d(channels, channels, RES_KERNEL, 1, RES_KERNEL // 2)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+def res_blocks(channels: int, count: int) -> nn.Sequential:
+    return nn.Sequential(*(ResBlock(channels) for _ in range(count)))
+
+
 class ConvEncoder(nn.Module):
-    """Stride-2 convs with ReLU, then flatten (C, H, W) for fc_mu / fc_logvar."""
+    """Stride-2 convs with ReLU, each followed by `res_blocks` residual blocks, then flatten (C, H, W)
+    for fc_mu / fc_logvar."""
 
     def __init__(self, config: VAEConfig):
         super().__init__()
         channels = (config.image_shape[0], *config.conv_channels)
         self.convs = nn.ModuleList(
             nn.Conv2d(cin, cout, KERNEL, STRIDE, PADDING) for cin, cout in zip(channels[:-1], channels[1:]))
+        self.blocks = nn.ModuleList(res_blocks(cout, config.res_blocks) for cout in channels[1:])
 
     def forward(self, x):
-        for conv in self.convs:
-            x = F.relu(conv(x))
+        for conv, blocks in zip(self.convs, self.blocks):
+            x = blocks(F.relu(conv(x)))
         return x.flatten(1)
 
 
 class ConvDecoder(nn.Module):
-    """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between)."""
+    """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between), each
+    preceded by `res_blocks` residual blocks."""
 
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.bottleneck_shape = config.bottleneck_shape
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
         self.fc = nn.Linear(config.latent_dim, config.bottleneck_size)
+        self.blocks = nn.ModuleList(res_blocks(cin, config.res_blocks) for cin in channels[:-1])
         self.deconvs = nn.ModuleList(
             nn.ConvTranspose2d(cin, cout, KERNEL, STRIDE, PADDING)
             for cin, cout in zip(channels[:-1], channels[1:]))
 
     def forward(self, z):
         h = self.fc(z).view(-1, *self.bottleneck_shape)
-        for i, deconv in enumerate(self.deconvs):
-            h = deconv(h)
+        for i, (blocks, deconv) in enumerate(zip(self.blocks, self.deconvs)):
+            h = deconv(blocks(h))
             if i < len(self.deconvs) - 1:
                 h = F.relu(h)
         return h  # logits
