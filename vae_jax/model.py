@@ -44,7 +44,7 @@ class ResBlock(nnx.Module):
         return x + self.conv2(nnx.relu(self.conv1(nnx.relu(x))))
 
 
-def res_blocks(channels: int, count: int, dtype, rngs: nnx.Rngs) -> nnx.List:
+def _res_blocks(channels: int, count: int, dtype, rngs: nnx.Rngs) -> nnx.List:
     # a List run in a loop rather than nnx.Sequential (which nests its layers under `.layers`), so the
     # parameter paths are the canonical names: encoder.blocks.0.1.conv1
     return nnx.List([ResBlock(channels, dtype=dtype, rngs=rngs) for _ in range(count)])
@@ -64,7 +64,7 @@ class ConvEncoder(nnx.Module):
         channels = (config.image_shape[0], *config.conv_channels)
         self.convs = nnx.List([_conv(cin, cout, KERNEL, STRIDE, PADDING, dtype, rngs)
                                for cin, cout in zip(channels[:-1], channels[1:])])
-        self.blocks = nnx.List([res_blocks(cout, config.res_blocks, dtype, rngs) for cout in channels[1:]])
+        self.blocks = nnx.List([_res_blocks(cout, config.res_blocks, dtype, rngs) for cout in channels[1:]])
 
     def __call__(self, x):
         for conv, blocks in zip(self.convs, self.blocks):
@@ -81,7 +81,7 @@ class ConvDecoder(nnx.Module):
         self.bottleneck_shape = (h, w, c)
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
         self.fc = _linear(config.latent_dim, config.bottleneck_size, dtype, rngs)
-        self.blocks = nnx.List([res_blocks(cin, config.res_blocks, dtype, rngs) for cin in channels[:-1]])
+        self.blocks = nnx.List([_res_blocks(cin, config.res_blocks, dtype, rngs) for cin in channels[:-1]])
         self.deconvs = nnx.List([
             nnx.ConvTranspose(cin, cout, (KERNEL, KERNEL), (STRIDE, STRIDE), padding=_DECONV_PADDING,
                               transpose_kernel=True, dtype=dtype, param_dtype=dtype,

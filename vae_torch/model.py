@@ -25,7 +25,7 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.relu(self.conv1(F.relu(x))))
 
 
-def res_blocks(channels: int, count: int) -> nn.Sequential:
+def _res_blocks(channels: int, count: int) -> nn.Sequential:
     return nn.Sequential(*(ResBlock(channels) for _ in range(count)))
 
 
@@ -38,7 +38,7 @@ class ConvEncoder(nn.Module):
         channels = (config.image_shape[0], *config.conv_channels)
         self.convs = nn.ModuleList(
             nn.Conv2d(cin, cout, KERNEL, STRIDE, PADDING) for cin, cout in zip(channels[:-1], channels[1:]))
-        self.blocks = nn.ModuleList(res_blocks(cout, config.res_blocks) for cout in channels[1:])
+        self.blocks = nn.ModuleList(_res_blocks(cout, config.res_blocks) for cout in channels[1:])
 
     def forward(self, x):
         for conv, blocks in zip(self.convs, self.blocks):
@@ -55,7 +55,7 @@ class ConvDecoder(nn.Module):
         self.bottleneck_shape = config.bottleneck_shape
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
         self.fc = nn.Linear(config.latent_dim, config.bottleneck_size)
-        self.blocks = nn.ModuleList(res_blocks(cin, config.res_blocks) for cin in channels[:-1])
+        self.blocks = nn.ModuleList(_res_blocks(cin, config.res_blocks) for cin in channels[:-1])
         self.deconvs = nn.ModuleList(
             nn.ConvTranspose2d(cin, cout, KERNEL, STRIDE, PADDING)
             for cin, cout in zip(channels[:-1], channels[1:]))
