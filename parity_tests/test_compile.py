@@ -16,6 +16,7 @@ from vae_core.config import VAEConfig
 CONFIG = VAEConfig(image_shape=(1, 16, 16), conv_channels=(8, 16), latent_dim=6, beta=2.0)
 STEPS = 4
 BETAS = [None, 0.25, 0.5, 1.5]  # config.beta, then a KL warm-up style override that changes every step
+RATES = [None, 3e-3, 5e-4, 1e-3]  # the state's rate, then a schedule's, changing every step
 # Compiled vs eager in the same dtype: float32 kernels differ in summation order, so a first Adam step
 # can move a near-zero-gradient parameter differently (see harness.TOLERANCES); observed up to 1.7e-5.
 FLOAT32_PARAMS = 1e-4
@@ -23,8 +24,8 @@ FLOAT32_PARAMS = 1e-4
 
 def _trajectory(step_fn, state, batches, eps, to_array, export):
     losses, params = [], []
-    for x, e, beta in zip(batches, eps, BETAS):
-        state, loss = step_fn(state, to_array(x), to_array(e), beta)
+    for x, e, beta, rate in zip(batches, eps, BETAS, RATES):
+        state, loss = step_fn(state, to_array(x), to_array(e), beta, learning_rate=rate)
         losses.append(float(loss.total))
         params.append(export(state))
     return losses, params
@@ -40,9 +41,11 @@ def test_compiled_torch_step_matches_eager_and_jax(dtype):
     def torch_run(compiled):
         model = vae_torch.init_model(CONFIG, seed=0, dtype=tdtype)
         state = vae_torch.create_train_state(model)
+        torch._dynamo.reset()  # forget earlier tests' compilations, so only this run's count
         step = vae_torch.compile_train_step(state) if compiled else vae_torch.train_step
-        return _trajectory(step, state, batches, eps, lambda a: torch.as_tensor(a),
-                           lambda s: vae_torch.export_weights(s.model))
+        with torch._dynamo.config.patch(error_on_recompile=True):  # a new beta or rate must not recompile
+            return _trajectory(step, state, batches, eps, lambda a: torch.as_tensor(a),
+                               lambda s: vae_torch.export_weights(s.model))
 
     eager = torch_run(compiled=False)
     compiled = torch_run(compiled=True)

@@ -21,7 +21,8 @@ TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 
 def _run(tmp_path, backend, dtype, **kwargs):
     options = TrainOptions(backend=backend, epochs=2, batch_size=256, dtype=dtype, seed=3,
-                           out=str(tmp_path / f"{backend}-{dtype}"), kl_warmup=8, free_bits=0.05, **kwargs)
+                           out=str(tmp_path / f"{backend}-{dtype}"), kl_warmup=8, free_bits=0.05,
+                           lr_schedule="cosine", lr_warmup=3, **kwargs)
     train(CONFIG, options, progress=False, log=lambda *a: None)
     with open(tmp_path / f"{backend}-{dtype}" / "log.jsonl") as f:
         return [json.loads(line) for line in f], options.out
@@ -75,6 +76,18 @@ def test_divergence_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monke
     assert meta["epoch"] == 1 and all(np.isfinite(w).all() for w in vae_torch.export_weights(model).values())
 
 
+def test_learning_rate_schedules():
+    options = TrainOptions(lr=2.0, lr_warmup=4, lr_schedule="cosine")
+    rates = [trainer.learning_rate_at(s, options, total_steps=12) for s in range(13)]
+    assert rates[:4] == [0.5, 1.0, 1.5, 2.0]  # warm-up
+    assert rates[4] == 2.0 and rates[8] == pytest.approx(1.0) and rates[12] == pytest.approx(0.0)
+    assert all(a > b for a, b in zip(rates[4:], rates[5:]))  # the cosine only falls
+    constant = dataclasses.replace(options, lr_schedule="constant")
+    assert [trainer.learning_rate_at(s, constant, 12) for s in (0, 3, 4, 11)] == [0.5, 2.0, 2.0, 2.0]
+    with pytest.raises(ValueError, match="lr-schedule must be one of"):
+        TrainOptions(lr_schedule="step")
+
+
 def test_kl_warmup_schedule():
     assert [beta_at(s, 2.0, 4) for s in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
     assert beta_at(0, 0.7, 0) == 0.7
@@ -110,6 +123,14 @@ def test_cli_train(tmp_path, capsys):
     assert config.latent_dim == 3 and config.image_shape == (1, 8, 8)
     assert cli_main(["train", "--out", str(out), "--no-progress"]) == 2  # a clear error, not a traceback
     assert "already holds a run" in capsys.readouterr().err
+    # a preset brings the training options it was tuned with; flags given explicitly win
+    preset = tmp_path / "preset"
+    assert cli_main(["train", "--backend", "torch", "--preset", "resnet", "--epochs", "1", "--batch-size", "512",
+                     "--lr", "5e-4", "--out", str(preset), "--no-progress"]) == 0
+    run = json.loads((preset / "run.json").read_text())
+    assert run["config"]["res_blocks"] == 1 and run["config"]["conv_channels"] == [64, 128]
+    options = run["options"]
+    assert (options["lr"], options["lr_schedule"], options["lr_warmup"]) == (5e-4, "cosine", 200)
 
 
 def _log(out):
@@ -122,7 +143,8 @@ def _without_time(records):
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_resume_in_the_same_backend_is_bitwise(tmp_path, backend):
-    full = TrainOptions(backend=backend, epochs=3, batch_size=256, out=str(tmp_path / "full"), kl_warmup=7)
+    full = TrainOptions(backend=backend, epochs=3, batch_size=256, out=str(tmp_path / "full"), kl_warmup=7,
+                        lr_schedule="cosine", lr_warmup=4)
     train(CONFIG, full, progress=False, log=lambda *a: None)
     part = dataclasses.replace(full, epochs=1, out=str(tmp_path / "part"))
     train(CONFIG, part, progress=False, log=lambda *a: None)

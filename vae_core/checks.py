@@ -75,6 +75,13 @@ def check_noise(value) -> float:
     return float(value)
 
 
+def check_learning_rate(value) -> float:
+    """A learning rate: a finite number > 0 (a schedule's 0 at its very end is allowed too)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
+        raise ValueError(f"learning rate must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_free_bits(value) -> float:
     """Free bits: nats per latent dimension, a finite number >= 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):

@@ -76,14 +76,19 @@ def main(argv=None) -> int:
     train.add_argument("--channels", type=int, choices=[1, 3], default=1, help="folder dataset: grey or RGB")
     group = train.add_mutually_exclusive_group()
     group.add_argument("--config", help="a VAEConfig JSON file (image_shape is the dataset's)")
-    group.add_argument("--preset", choices=list(PRESETS), default="seed", help="default: seed (the conv VAE)")
+    group.add_argument("--preset", choices=list(PRESETS), default="seed",
+                       help="seed (the seed's conv VAE, default), mlp (pytorch/examples), resnet (stronger)")
     train.add_argument("--arch", choices=["conv", "mlp"])
     train.add_argument("--latent-dim", type=int)
     train.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
     train.add_argument("--beta", type=float)
     train.add_argument("--epochs", type=int, help="default 10 (or, with --resume, the run's)")
     train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--lr", type=float, help="peak learning rate (default 1e-3, or the preset's)")
+    train.add_argument("--lr-schedule", choices=["constant", "cosine"],
+                       help="constant, or a cosine decay to 0 at the end (default constant, or the preset's)")
+    train.add_argument("--lr-warmup", type=int, metavar="STEPS",
+                       help="raise the learning rate linearly over this many steps (default 0, or the preset's)")
     train.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS",
                        help="raise beta linearly over this many steps (default 0: off)")
     train.add_argument("--free-bits", type=float, default=0.0, metavar="NATS",
@@ -123,10 +128,15 @@ def main(argv=None) -> int:
 # image shape of each named dataset (the folder dataset's comes from --channels and --image-size)
 DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28),
                   "cifar10": (3, 32, 32)}
+# Each preset: the model, and the training options it was tuned with (flags given explicitly win).
 PRESETS = {
-    "seed": {"arch": "conv", "conv_channels": (32, 64), "latent_dim": 20},  # the seed's conv VAE
-    "mlp": {"arch": "mlp", "mlp_widths": (400,), "latent_dim": 20},  # pytorch/examples
+    "seed": ({"arch": "conv", "conv_channels": (32, 64), "latent_dim": 20}, {}),  # the seed's conv VAE
+    "mlp": ({"arch": "mlp", "mlp_widths": (400,), "latent_dim": 20}, {}),  # pytorch/examples
+    # twice the seed's width, a residual block at each resolution, a higher peak rate with a cosine decay
+    "resnet": ({"arch": "conv", "conv_channels": (64, 128), "res_blocks": 1, "latent_dim": 20},
+               {"lr": 2e-3, "lr_schedule": "cosine", "lr_warmup": 200}),
 }
+TRAIN_DEFAULTS = {"lr": 1e-3, "lr_schedule": "constant", "lr_warmup": 0}
 
 
 def _train(args) -> int:
@@ -164,14 +174,17 @@ def _train(args) -> int:
                              f"{args.dataset} images {shape}")
         config = VAEConfig.from_dict({**data, "image_shape": shape} if isinstance(data, dict) else data)
     else:
-        config = VAEConfig(image_shape=shape, **PRESETS[args.preset])
+        config = VAEConfig(image_shape=shape, **PRESETS[args.preset][0])
     overrides = {k: v for k, v in (("arch", args.arch), ("latent_dim", args.latent_dim),
                                    ("likelihood", args.likelihood), ("beta", args.beta)) if v is not None}
     config = dataclasses.replace(config, **overrides)
     out = args.out or time.strftime(f"runs/{args.dataset}-{args.backend}-%Y%m%d-%H%M%S")
+    tuned = {} if args.config else PRESETS[args.preset][1]
+    schedule = {k: getattr(args, k) if getattr(args, k) is not None else tuned.get(k, default)
+                for k, default in TRAIN_DEFAULTS.items()}
     options = TrainOptions(backend=args.backend, dataset=args.dataset, data_dir=args.data_dir,
                            image_size=args.image_size, channels=args.channels, epochs=args.epochs or 10,
-                           batch_size=args.batch_size, lr=args.lr, kl_warmup=args.kl_warmup,
+                           batch_size=args.batch_size, **schedule, kl_warmup=args.kl_warmup,
                            free_bits=args.free_bits, denoise=args.denoise, dtype=args.dtype,
                            seed=args.seed, out=out, compile=args.compile, checkpoint_every=args.checkpoint_every)
     return report(lambda: train(config, options, progress=not args.no_progress), out)

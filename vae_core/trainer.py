@@ -27,6 +27,7 @@ from vae_core.denoising import add_noise, denoising_figures
 from vae_core.progress import Progress
 
 BACKENDS = ("jax", "torch")
+LR_SCHEDULES = ("constant", "cosine")
 CHECKPOINT = "model.safetensors"
 TRAIN_STATE = "train_state.safetensors"
 TRAIN_STATE_FORMAT = "twinvae-train-state"
@@ -51,6 +52,8 @@ class TrainOptions:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine": decays to 0 at the end of the last epoch
+    lr_warmup: int = 0  # steps over which the learning rate rises linearly to lr
     kl_warmup: int = 0  # steps over which beta rises linearly from beta/kl_warmup to beta
     free_bits: float = 0.0  # nats per latent dimension in the training objective (never in evaluation)
     denoise: float = 0.0  # > 0: train a denoising VAE on inputs with Gaussian noise of this sigma
@@ -70,6 +73,10 @@ class TrainOptions:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint-every must be >= 0 steps, got {self.checkpoint_every}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr-schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_warmup < 0:
+            raise ValueError(f"lr-warmup must be >= 0 steps, got {self.lr_warmup}")
         if self.kl_warmup < 0:
             raise ValueError(f"kl-warmup must be >= 0 steps, got {self.kl_warmup}")
         checks.check_free_bits(self.free_bits)
@@ -81,6 +88,17 @@ class TrainOptions:
 def beta_at(step: int, beta: float, warmup: int) -> float:
     """KL weight of training step `step` (0-based): linear warm-up over `warmup` steps, then beta."""
     return beta if warmup <= 0 else beta * min(1.0, (step + 1) / warmup)
+
+
+def learning_rate_at(step: int, options: TrainOptions, total_steps: int) -> float:
+    """Learning rate of training step `step` (0-based): a linear warm-up over options.lr_warmup steps
+    (from lr/lr_warmup up to lr), then constant, or a cosine from lr down to 0 at step total_steps."""
+    if step < options.lr_warmup:
+        return options.lr * (step + 1) / options.lr_warmup
+    if options.lr_schedule == "constant":
+        return options.lr
+    progress = min(1.0, (step - options.lr_warmup) / max(1, total_steps - options.lr_warmup))
+    return options.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -204,8 +222,9 @@ def _fit(backend, state, config, options, dataset, n_batches, position: Position
                     noisy = add_noise(x, options.denoise, options.seed, step)
                     kwargs["target"] = backend.as_input(x, model)
                     x = noisy
+                lr = learning_rate_at(step, options, options.epochs * n_batches)
                 state, losses = step_fn(state, backend.as_input(x, model), backend.as_input(eps, model), beta,
-                                        **kwargs)
+                                        learning_rate=lr, **kwargs)
                 values = [float(backend.to_numpy(v)) for v in losses]
                 if not all(math.isfinite(v) for v in values):
                     bar.close()
@@ -228,6 +247,7 @@ def _fit(backend, state, config, options, dataset, n_batches, position: Position
             test = evaluate(backend, state.model, dataset.test_x, options.seed, options.dtype)
             record = {"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - start, 3),
                       "beta": beta_at(step - 1, config.beta, options.kl_warmup),
+                      "lr": learning_rate_at(step - 1, options, options.epochs * n_batches),
                       "train": dict(zip(("total", "reconstruction", "kl"), (sums / n_batches).tolist())),
                       "test": test}
             if options.denoise:

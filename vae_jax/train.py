@@ -24,8 +24,9 @@ LOG_2PI = math.log(2 * math.pi)
 
 class TrainState(struct.PyTreeNode):
     params: nnx.State
-    opt_state: optax.OptState
+    opt_state: optax.OptState  # Adam's moments and count (optax.scale_by_adam's state)
     step: jax.Array
+    learning_rate: jax.Array  # the last one used: train_step's learning_rate argument overrides it
     graphdef: nnx.GraphDef = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     free_bits: float = struct.field(pytree_node=False, default=0.0)  # nats per latent dim (see _vae_loss)
@@ -37,21 +38,23 @@ class TrainState(struct.PyTreeNode):
 
 def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                        free_bits: float = 0.0) -> TrainState:
-    """Adam with torch.optim.Adam's defaults (optax.adam is the same maths). The state holds a copy of the
-    model's parameters, so the compiled step can donate them and `model` stays usable; the trained model
-    is `state.model` (in vae_torch it is the same object, trained in place). free_bits >= 0 nats per latent
-    dimension for the training objective."""
-    tx = optax.adam(learning_rate, b1=betas[0], b2=betas[1], eps=eps)
+    """Adam with torch.optim.Adam's defaults: optax.scale_by_adam, then times -learning_rate (optax.adam's
+    maths, with the rate a value in the state so a schedule can change it without recompiling). The state
+    holds a copy of the model's parameters, so the compiled step can donate them and `model` stays usable;
+    the trained model is `state.model` (in vae_torch it is the same object, trained in place). free_bits
+    >= 0 nats per latent dimension for the training objective."""
+    tx = optax.scale_by_adam(b1=betas[0], b2=betas[1], eps=eps)
     graphdef, params = nnx.split(model, nnx.Param)
     params = jax.tree.map(jnp.copy, params)
     return TrainState(params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
-                      graphdef=graphdef, tx=tx, free_bits=checks.check_free_bits(free_bits))
+                      learning_rate=jnp.asarray(learning_rate, model.dtype), graphdef=graphdef, tx=tx,
+                      free_bits=checks.check_free_bits(free_bits))
 
 
 def export_optimizer_state(state: TrainState) -> dict[str, np.ndarray]:
     """Adam's moments in canonical layout ('exp_avg.<key>', 'exp_avg_sq.<key>', torch's names for optax's
     mu and nu) and its step count."""
-    adam = state.opt_state[0]
+    adam = state.opt_state
     arrays = {"step": np.asarray(int(adam.count), np.int64)}
     for moment, tree in (("exp_avg", adam.mu), ("exp_avg_sq", adam.nu)):
         arrays.update({f"{moment}.{k}": v for k, v in to_canonical(tree, state.model.config).items()})
@@ -69,18 +72,18 @@ def import_optimizer_state(state: TrainState, arrays: dict) -> TrainState:
         model = nnx.merge(state.graphdef, jax.tree.map(jnp.copy, state.params))
         moments[moment] = nnx.state(import_weights(model, weights), nnx.Param)
     step = int(np.asarray(arrays["step"]).reshape(-1)[0])  # 0-d, or (1,) after a safetensors round trip
-    adam = state.opt_state[0]
-    adam = adam._replace(count=jnp.asarray(step, adam.count.dtype), mu=moments["exp_avg"],
-                         nu=moments["exp_avg_sq"])
-    return state.replace(opt_state=(adam, *state.opt_state[1:]), step=jnp.asarray(step, jnp.int32))
+    adam = state.opt_state._replace(count=jnp.asarray(step, state.opt_state.count.dtype), mu=moments["exp_avg"],
+                                    nu=moments["exp_avg_sq"])
+    return state.replace(opt_state=adam, step=jnp.asarray(step, jnp.int32))
 
 
-def train_step(state: TrainState, x, eps, beta=None, *, target=None, check_inputs: bool = True,
-               ) -> tuple[TrainState, VAELoss]:
+def train_step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None,
+               check_inputs: bool = True) -> tuple[TrainState, VAELoss]:
     """Forward, backward and Adam update on one batch; returns the new state and the step's losses
     (before the update). Pure: jit it whole (compile_train_step does, with donation). The reconstruction
     is scored against `target` (default x): a denoising VAE encodes noisy images x and reconstructs the
-    clean target. check_inputs=False skips the batch checks, for loops that validated their data once
+    clean target. learning_rate (a number or 0-d array) replaces the state's from this step on, as a
+    schedule does. check_inputs=False skips the batch checks, for loops that validated their data once
     (under jit they see only shapes)."""
     model = nnx.merge(state.graphdef, state.params)
     if check_inputs:
@@ -95,8 +98,9 @@ def train_step(state: TrainState, x, eps, beta=None, *, target=None, check_input
 
     grads, losses = jax.grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), losses
+    lr = state.learning_rate if learning_rate is None else jnp.asarray(learning_rate, state.learning_rate.dtype)
+    params = optax.apply_updates(state.params, jax.tree.map(lambda u: -lr * u, updates))
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1, learning_rate=lr), losses
 
 
 def compile_train_step(state: TrainState, *, check_inputs: bool = True):
@@ -109,10 +113,13 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True):
         return compiled
     model = state.model
 
-    def step(state: TrainState, x, eps, beta=None, *, target=None) -> tuple[TrainState, VAELoss]:
+    def step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None,
+             ) -> tuple[TrainState, VAELoss]:
         x, eps, target = model._check_batch(x, eps, target)
         beta = jnp.asarray(model.config.beta if beta is None else beta, model.dtype)
-        return compiled(state, x, eps, beta, target=target)
+        if learning_rate is not None:
+            learning_rate = jnp.asarray(checks.check_learning_rate(float(learning_rate)), model.dtype)
+        return compiled(state, x, eps, beta, target=target, learning_rate=learning_rate)
 
     return step
 

@@ -29,8 +29,10 @@ class TrainState:
 def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                        free_bits: float = 0.0) -> TrainState:
     """Adam with torch.optim.Adam's defaults (the same maths as optax.adam); free_bits >= 0 nats per
-    latent dimension for the training objective."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, betas=betas, eps=eps)
+    latent dimension for the training objective. The learning rate is a tensor (in the model's dtype), so
+    a schedule changes it in place and a compiled step does not recompile."""
+    rate = torch.tensor(checks.check_learning_rate(learning_rate), dtype=model.dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=rate, betas=betas, eps=eps)
     # torch creates Adam's state lazily, with a float32 `step` unless the default dtype is float64, and
     # torch.compile computes the bias corrections in the step's dtype: a float64 model needs a float64
     # step to stay float64-exact. So the state is made here, in the model's dtype.
@@ -66,13 +68,14 @@ def import_optimizer_state(state: TrainState, arrays: dict) -> TrainState:
     return state
 
 
-def train_step(state: TrainState, x, eps, beta=None, *, target=None, check_inputs: bool = True,
-               ) -> tuple[TrainState, VAELoss]:
+def train_step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None,
+               check_inputs: bool = True) -> tuple[TrainState, VAELoss]:
     """Forward, backward and Adam update on one batch; updates `state` in place and returns it with the
     step's losses (before the update, detached). The reconstruction is scored against `target` (default
-    x): a denoising VAE encodes noisy images x and reconstructs the clean target. check_inputs=False
-    skips the batch checks, for loops that validated their data once."""
-    return _run(_step_body, state, x, eps, beta, target, check_inputs)
+    x): a denoising VAE encodes noisy images x and reconstructs the clean target. learning_rate replaces
+    the optimizer's from this step on, as a schedule does. check_inputs=False skips the batch checks, for
+    loops that validated their data once."""
+    return _run(_step_body, state, x, eps, beta, target, learning_rate, check_inputs)
 
 
 def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs: bool = True):
@@ -81,10 +84,11 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
     does not recompile. Shapes are specialised (dynamic=False): a new batch size compiles anew."""
     compiled = torch.compile(_step_body, mode=mode, dynamic=False)
 
-    def step(state: TrainState, x, eps, beta=None, *, target=None) -> tuple[TrainState, VAELoss]:
+    def step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None,
+             ) -> tuple[TrainState, VAELoss]:
         beta = state.model.config.beta if beta is None else beta
         beta = torch.as_tensor(beta, dtype=state.model.dtype, device=x.device)
-        return _run(compiled, state, x, eps, beta, target, check_inputs)
+        return _run(compiled, state, x, eps, beta, target, learning_rate, check_inputs)
 
     return step
 
@@ -113,10 +117,14 @@ def importance_log_weights(model: VAE, x, eps):
     return log_px + log_pz - log_qz
 
 
-def _run(body, state: TrainState, x, eps, beta, target, check_inputs: bool) -> tuple[TrainState, VAELoss]:
+def _run(body, state: TrainState, x, eps, beta, target, learning_rate, check_inputs: bool,
+         ) -> tuple[TrainState, VAELoss]:
     model = state.model
     if check_inputs:
         model._check_batch(x, eps, target)
+    if learning_rate is not None:  # in place: the compiled step reads the same tensor
+        for group in state.optimizer.param_groups:
+            group["lr"].fill_(checks.check_learning_rate(float(learning_rate)))
     model.train()
     losses = body(model, state.optimizer, x, eps, model.config.beta if beta is None else beta, state.free_bits,
                   x if target is None else target)
