@@ -14,7 +14,7 @@ from flax import nnx
 
 import vae_jax
 from benchmarks import peak
-from benchmarks.points import MODES, Point, compile_seconds, synthetic_batches
+from benchmarks.points import MODES, Point, compile_seconds, split_mode, synthetic_batches
 from vae_jax.losses import _vae_loss
 
 PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "tpu": "tpu"}
@@ -29,6 +29,7 @@ class Backend:
         jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "float32")
         jax.config.update("jax_compilation_cache_dir", os.environ["TWINVAE_BENCH_CACHE"])
         self.traces = self.compiles = 0
+        self.state = self.params = None  # set by the jax.jit modes
         jax.monitoring.register_event_duration_secs_listener(self._on_event)
 
     def _on_event(self, event: str, duration: float, **kwargs) -> None:
@@ -75,14 +76,15 @@ class Backend:
         jax.config.update("jax_enable_x64", point.dtype == "float64")
         device = self._devices()[0]
         with jax.default_device(device):
-            model, config, _ = vae_jax.load_checkpoint(weights_path, dtype=point.dtype)
+            model, config, _ = vae_jax.load_checkpoint(weights_path, dtype=point.dtype,
+                                                       transposed_conv=split_mode(self.mode)[1]["transposed_conv"])
         if config != point.config:
             raise ValueError("the weights file's config differs from the benchmark point's")
         self.batches = [(jax.device_put(x.transpose(0, 2, 3, 1), device), jax.device_put(e, device))
                         for x, e in synthetic_batches(point)]
         self.kind, self.i = point.kind, 0
         self.beta = jax.device_put(jnp.asarray(config.beta, point.dtype), device)
-        if self.mode == "jit":
+        if split_mode(self.mode)[0] == "jit":
             return self._setup_jit(model, point)
         return self._setup_nnx_jit(model, point)
 
@@ -136,7 +138,7 @@ class Backend:
         return {"gate": gate, "compile_s": compile_s}
 
     def _call(self, x, eps):
-        if self.mode == "jit":
+        if self.state is not None or self.params is not None:  # the jax.jit modes
             if self.kind == "train":
                 self.state, losses = self.fn(self.state, x, eps, self.beta)
                 return losses.total
@@ -153,7 +155,7 @@ class Backend:
         for _ in range(steps):
             self.i = (self.i + 1) % len(self.batches)
             out = self._call(*self.batches[self.i])
-        jax.block_until_ready((out, self.state if self.mode == "jit" and self.kind == "train" else None))
+        jax.block_until_ready((out, self.state))
 
     def freeze(self) -> None:
         self.frozen = (self.traces, self.compiles)

@@ -11,10 +11,28 @@ import numpy as np
 from vae_core import seeds
 from vae_core.config import VAEConfig
 
+# A mode is how a backend runs the step, with variants: "-subpixel" / "-native" (how the decoder's
+# transposed convs are computed, when not the backend's default: vae_*.model.DEFAULT_TRANSPOSED_CONV) and
+# "-channels-last" (torch's NHWC memory format for the model and the batch).
 MODES = {
-    "torch": ("eager", "compile-default", "compile-max-autotune", "compile-reduce-overhead"),
-    "jax": ("jit", "nnx-jit"),
+    "torch": ("eager", "eager-channels-last", "eager-subpixel", "compile-default", "compile-default-channels-last",
+              "compile-max-autotune", "compile-reduce-overhead"),
+    "jax": ("jit", "jit-native", "nnx-jit"),
 }
+VARIANTS = ("-channels-last", "-subpixel", "-native")
+
+
+def split_mode(mode: str) -> tuple[str, dict]:
+    """'compile-default-channels-last' -> ('compile-default', {'channels_last': True, 'transposed_conv': None})."""
+    options = {"channels_last": False, "transposed_conv": None}
+    for variant in VARIANTS:
+        if mode.endswith(variant):
+            mode = mode.removesuffix(variant)
+            if variant == "-channels-last":
+                options["channels_last"] = True
+            else:
+                options["transposed_conv"] = variant.removeprefix("-")
+    return mode, options
 KINDS = ("train", "infer")
 N_BATCHES = 4  # distinct synthetic batches, cycled, already on the device
 GATE_RTOL = {"float32": 1e-4, "float64": 1e-10}

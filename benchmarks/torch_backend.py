@@ -8,7 +8,7 @@ import torch
 
 import vae_torch
 from benchmarks import peak
-from benchmarks.points import MODES, Point, compile_seconds, synthetic_batches
+from benchmarks.points import MODES, Point, compile_seconds, split_mode, synthetic_batches
 from vae_core.flops import inference_flops, train_step_flops
 
 
@@ -33,7 +33,7 @@ class Backend:
             return "torch on TPU needs torch_xla, which does not match the pinned torch"
         if self.device_name == "cuda" and not torch.cuda.is_available():
             return "torch sees no CUDA device"
-        if self.mode == "compile-reduce-overhead" and self.device_name != "cuda":
+        if split_mode(self.mode)[0] == "compile-reduce-overhead" and self.device_name != "cuda":
             return "reduce-overhead means CUDA graphs: CUDA only"
         return None
 
@@ -56,15 +56,18 @@ class Backend:
         torch._dynamo.reset()
         torch._dynamo.config.error_on_recompile = False
         dtype = getattr(torch, point.dtype)
-        model, config, _ = vae_torch.load_checkpoint(weights_path, dtype=dtype)
+        base, variant = split_mode(self.mode)
+        model, config, _ = vae_torch.load_checkpoint(weights_path, dtype=dtype,
+                                                     transposed_conv=variant["transposed_conv"])
         if config != point.config:
             raise ValueError("the weights file's config differs from the benchmark point's")
-        self.model = model.to(self.device)
-        self.batches = [(torch.as_tensor(x, device=self.device), torch.as_tensor(e, device=self.device))
-                        for x, e in synthetic_batches(point)]
+        layout = torch.channels_last if variant["channels_last"] else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=layout)
+        self.batches = [(torch.as_tensor(x, device=self.device).contiguous(memory_format=layout),
+                         torch.as_tensor(e, device=self.device)) for x, e in synthetic_batches(point)]
         self.kind, self.i = point.kind, 0
-        compiled = self.mode.startswith("compile-")
-        torch_mode = self.mode.removeprefix("compile-")
+        compiled = base.startswith("compile-")
+        torch_mode = base.removeprefix("compile-")
         if point.kind == "train":
             self.state = vae_torch.create_train_state(self.model)
             if compiled:

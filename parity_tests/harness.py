@@ -23,7 +23,7 @@ import vae_jax
 import vae_torch
 from vae_core import seeds
 from vae_core.config import VAEConfig
-from vae_core.weights import init_weights
+from vae_core.weights import TRANSPOSED_CONVS, init_weights
 
 # float64: layout bugs give O(1) errors, rounding ~1e-16..1e-11 (Adam amplifies gradients near its eps).
 # float32: derived from the errors observed on CPU (README table), with margin. Forward, losses and
@@ -123,11 +123,11 @@ def set_tf32(enabled: bool) -> None:
 # --- the twins behind one interface: numpy in, canonical numpy out --------------------------------------
 
 class TorchTwin:
-    name = "torch"
-
-    def __init__(self, config, weights, dtype: str, device: str = "cpu"):
+    def __init__(self, config, weights, dtype: str, device: str = "cpu", transposed_conv: str = "native"):
+        self.name = "torch" if transposed_conv == "native" else f"torch/{transposed_conv}"
         self.dtype, self.device = getattr(torch, dtype), device
-        self.model = vae_torch.import_weights(vae_torch.VAE(config, dtype=self.dtype).to(device), weights)
+        self.model = vae_torch.import_weights(
+            vae_torch.VAE(config, dtype=self.dtype, transposed_conv=transposed_conv).to(device), weights)
         self.config = config
         self.state = None
 
@@ -168,13 +168,12 @@ class TorchTwin:
 
 
 class JaxTwin:
-    name = "jax"
-
-    def __init__(self, config, weights, dtype: str, device: str = "cpu"):
+    def __init__(self, config, weights, dtype: str, device: str = "cpu", transposed_conv: str = "native"):
+        self.name = "jax" if transposed_conv == "native" else f"jax/{transposed_conv}"
         self.dtype, self.device = jnp.dtype(dtype), jax.devices(device)[0]
         with jax.default_device(self.device):
             self.model = vae_jax.import_weights(
-                vae_jax.VAE(config, rngs=nnx.Rngs(0), dtype=self.dtype), weights)
+                vae_jax.VAE(config, rngs=nnx.Rngs(0), dtype=self.dtype, transposed_conv=transposed_conv), weights)
         self.config = config
         self.state = self.step = None
         graphdef, params = nnx.split(self.model)
@@ -248,10 +247,11 @@ def _compare(case, dtype, device, weights_fn, steps) -> list[Row]:
     config = case.config
     steps = case.steps if steps is None else steps
     weights = {k: v.astype(dtype) for k, v in weights_fn(config, seed=0).items()}
+    # the reference is torch's native ConvTranspose2d; every other way of computing it is compared with it
     reference = TorchTwin(config, weights, "float64", device)
-    twins = [JaxTwin(config, weights, dtype, device)]
-    if dtype != "float64":
-        twins.insert(0, TorchTwin(config, weights, dtype, device))
+    forms = TRANSPOSED_CONVS if config.arch == "conv" else ("native",)
+    twins = [twin(config, weights, dtype, device, form) for twin in (TorchTwin, JaxTwin) for form in forms
+             if not (twin is TorchTwin and form == "native" and dtype == "float64")]
     # Inputs rounded to the run's dtype first, so the reference sees exactly the same numbers.
     batches, eps = case_data(case)
     batches = [b.astype(dtype) for b in batches]

@@ -14,6 +14,8 @@ FILES = sorted(p.stem for p in Path(vae_torch.__file__).parent.glob("*.py") if p
 ALLOWED = {
     ("VAE.__init__", "rngs"): "Flax NNX modules take their RNG streams at construction",
     ("compile_train_step", "mode"): "torch.compile's mode; jax.jit has none",
+    ("conv_transpose_subpixel", "weight"): "each twin takes its own layer's parameter: torch's weight ...",
+    ("conv_transpose_subpixel", "kernel"): "... and Flax's kernel, in their own layouts",
 }
 # Classes whose constructors differ by design: NNX layers take dtype/rngs; TrainState holds a torch
 # optimizer in one twin and optax state (a pytree) in the other. Their public methods are still compared.
@@ -81,7 +83,9 @@ def test_same_module_attributes():
 def test_allowed_differences_are_real():
     # A stale entry in ALLOWED would hide a drift: each must name a parameter one twin really has.
     objects = {"VAE.__init__": (vae_torch.VAE.__init__, vae_jax.VAE.__init__),
-               "compile_train_step": (vae_torch.compile_train_step, vae_jax.compile_train_step)}
+               "compile_train_step": (vae_torch.compile_train_step, vae_jax.compile_train_step),
+               "conv_transpose_subpixel": (vae_torch.model.conv_transpose_subpixel,
+                                           vae_jax.model.conv_transpose_subpixel)}
     for name, param in ALLOWED:
         in_torch, in_jax = (param in dict(_params(obj)) for obj in objects[name])
         assert in_torch != in_jax, (name, param)

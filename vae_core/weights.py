@@ -47,7 +47,20 @@ class CheckpointError(ValueError):
 # |                  |                  |                   | itself, so no manual flip; lax padding per  |
 # |                  |                  |                   | side k-1-p = 2 for k=4, s=2, p=1            |
 # Biases not listed are the same vector in both.
+#
+# How a twin computes a transposed conv is its own choice; the weight stays the canonical W either way.
+# TRANSPOSED_CONVS: "native" (ConvTranspose2d / lax's lhs-dilated conv, which multiplies the inserted
+# zeros too) or "subpixel": for k=4, s=2, p=1, output pixel (2i+a, 2j+b) (phase a, b in {0, 1}) reads the
+# 2x2 input window rows i-1+a+r, columns j-1+b+s (r, s in {0, 1}) through kernel tap
+# (SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s]). So one stride-1 2x2 conv over the input padded by 1, with
+# weight K[(a, b, c_out), c_in, r, s] = W[c_in, c_out, SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s]], gives
+# every phase as a block of 4*c_out channels on an (H+1) x (W+1) grid; phase (a, b) is the window at
+# offset (a, b), and interleaving the four gives the (2H, 2W) output. It does the useful work plus the
+# grid's one extra row and column, where the native form on XLA also multiplies the zeros it inserts.
 # ---------------------------------------------------------------------------------------------------------
+
+TRANSPOSED_CONVS = ("native", "subpixel")
+SUBPIXEL_TAPS = np.array([[3, 1], [2, 0]])  # kernel row (or column) of phase a, window row r: 3 - a - 2r
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@ from flax import nnx
 from vae_core import checks, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.outputs import VAEOutput
+from vae_core.weights import SUBPIXEL_TAPS, TRANSPOSED_CONVS
+
+# How this twin computes the decoder's transposed convs unless told (vae_core/weights.py describes both
+# forms; the benchmark harness measures which is faster here).
+DEFAULT_TRANSPOSED_CONV = "subpixel"
 
 # torch ConvTranspose2d(k, s, p) == lax conv_transpose with padding k-1-p on each side (no output_padding).
 _DECONV_PADDING = ((KERNEL - 1 - PADDING, KERNEL - 1 - PADDING),) * 2
@@ -72,11 +77,39 @@ class ConvEncoder(nnx.Module):
         return x.reshape(x.shape[0], -1)
 
 
+def conv_transpose_subpixel(x, kernel, bias):
+    """Flax ConvTranspose(k=4, s=2, p=1, transpose_kernel=True)(x) for NHWC x and its kernel (4, 4, C_out,
+    C_in), computed as one 2x2 conv over x padded by 1 whose 4*C_out channels are the four output phases,
+    then interleaved."""
+    n, h, w, _ = x.shape
+    c_out = kernel.shape[2]
+    weight = kernel.transpose(3, 2, 0, 1)  # canonical (c_in, c_out, 4, 4)
+    # 16 static slices, not a gather: (a, b, r, s, c_in, c_out) -> (r, s, c_in, (a, b, c_out))
+    taps = [weight[:, :, int(SUBPIXEL_TAPS[a][r]), int(SUBPIXEL_TAPS[b][s])]
+            for a in (0, 1) for b in (0, 1) for r in (0, 1) for s in (0, 1)]
+    sub = jnp.stack(taps).reshape(2, 2, 2, 2, -1, c_out).transpose(2, 3, 4, 0, 1, 5).reshape(2, 2, -1, 4 * c_out)
+    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = jax.lax.conv_general_dilated(padded, sub, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y.reshape(n, h + 1, w + 1, 2, 2, c_out)
+    rows = [jnp.stack([y[:, a:a + h, b:b + w, a, b] for b in (0, 1)], axis=3) for a in (0, 1)]
+    return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, c_out) + bias
+
+
+def check_transposed_conv(value) -> str:
+    value = DEFAULT_TRANSPOSED_CONV if value is None else value
+    if value not in TRANSPOSED_CONVS:
+        raise ValueError(f"transposed_conv must be one of {TRANSPOSED_CONVS}, got {value!r}")
+    return value
+
+
 class ConvDecoder(nnx.Module):
     """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between), each
-    preceded by `res_blocks` residual blocks."""
+    preceded by `res_blocks` residual blocks. `transposed_conv` says how they are computed: "native" or
+    "subpixel" (the same function of the same weights)."""
 
-    def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs,
+                 transposed_conv: str = DEFAULT_TRANSPOSED_CONV):
+        self.transposed_conv = check_transposed_conv(transposed_conv)
         c, h, w = config.bottleneck_shape
         self.bottleneck_shape = (h, w, c)
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
@@ -92,7 +125,9 @@ class ConvDecoder(nnx.Module):
     def __call__(self, z):
         h = self.fc(z).reshape(-1, *self.bottleneck_shape)
         for i, (blocks, deconv) in enumerate(zip(self.blocks, self.deconvs)):
-            h = deconv(_run_blocks(blocks, h))
+            h = _run_blocks(blocks, h)
+            h = deconv(h) if self.transposed_conv == "native" else \
+                conv_transpose_subpixel(h, deconv.kernel[...], deconv.bias[...])
             if i < len(self.deconvs) - 1:
                 h = nnx.relu(h)
         return h  # logits
@@ -137,9 +172,11 @@ def reparameterize(mu, logvar, eps):
 
 
 class VAE(nnx.Module):
-    """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NHWC images in [0, 1]."""
+    """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NHWC images in [0, 1].
+    transposed_conv: "native" or "subpixel" (conv architecture; default DEFAULT_TRANSPOSED_CONV)."""
 
-    def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
+                 transposed_conv: str | None = None):
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
         dtype = float_dtype(dtype)
@@ -151,7 +188,9 @@ class VAE(nnx.Module):
         self.encoder = (ConvEncoder if conv else MLPEncoder)(config, dtype=dtype, rngs=rngs)
         self.fc_mu = _linear(config.bottleneck_size, config.latent_dim, dtype, rngs)
         self.fc_logvar = _linear(config.bottleneck_size, config.latent_dim, dtype, rngs)
-        self.decoder = (ConvDecoder if conv else MLPDecoder)(config, dtype=dtype, rngs=rngs)
+        self.decoder = ConvDecoder(config, dtype=dtype, rngs=rngs,
+                                   transposed_conv=check_transposed_conv(transposed_conv)) if conv \
+            else MLPDecoder(config, dtype=dtype, rngs=rngs)
 
     @property
     def dtype(self):

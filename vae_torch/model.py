@@ -11,6 +11,11 @@ from torch import nn
 from vae_core import checks, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.outputs import VAEOutput
+from vae_core.weights import SUBPIXEL_TAPS, TRANSPOSED_CONVS
+
+# How this twin computes the decoder's transposed convs unless told (vae_core/weights.py describes both
+# forms; the benchmark harness measures which is faster here).
+DEFAULT_TRANSPOSED_CONV = "native"
 
 
 class ResBlock(nn.Module):
@@ -46,12 +51,35 @@ class ConvEncoder(nn.Module):
         return x.flatten(1)
 
 
+def conv_transpose_subpixel(x, weight, bias):
+    """ConvTranspose2d(k=4, s=2, p=1)(x) with the canonical weight (C_in, C_out, 4, 4), computed as one 2x2
+    conv over x padded by 1 whose 4*C_out channels are the four output phases, then interleaved."""
+    n, _, h, w = x.shape
+    c_out = weight.shape[1]
+    # 16 kernel slices: (a, b, r, s, c_in, c_out) -> ((a, b, c_out), c_in, r, s)
+    taps = [weight[:, :, int(SUBPIXEL_TAPS[a][r]), int(SUBPIXEL_TAPS[b][s])]
+            for a in (0, 1) for b in (0, 1) for r in (0, 1) for s in (0, 1)]
+    kernel = torch.stack(taps).view(2, 2, 2, 2, -1, c_out).permute(0, 1, 5, 4, 2, 3).reshape(4 * c_out, -1, 2, 2)
+    y = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel).view(n, 2, 2, c_out, h + 1, w + 1)
+    rows = [torch.stack([y[:, a, b, :, a:a + h, b:b + w] for b in (0, 1)], dim=-1) for a in (0, 1)]
+    return torch.stack(rows, dim=-3).reshape(n, c_out, 2 * h, 2 * w) + bias.view(1, -1, 1, 1)
+
+
+def check_transposed_conv(value) -> str:
+    value = DEFAULT_TRANSPOSED_CONV if value is None else value
+    if value not in TRANSPOSED_CONVS:
+        raise ValueError(f"transposed_conv must be one of {TRANSPOSED_CONVS}, got {value!r}")
+    return value
+
+
 class ConvDecoder(nn.Module):
     """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between), each
-    preceded by `res_blocks` residual blocks."""
+    preceded by `res_blocks` residual blocks. `transposed_conv` says how they are computed: "native" or
+    "subpixel" (the same function of the same weights)."""
 
-    def __init__(self, config: VAEConfig):
+    def __init__(self, config: VAEConfig, transposed_conv: str = DEFAULT_TRANSPOSED_CONV):
         super().__init__()
+        self.transposed_conv = check_transposed_conv(transposed_conv)
         self.bottleneck_shape = config.bottleneck_shape
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
         self.fc = nn.Linear(config.latent_dim, config.bottleneck_size)
@@ -63,7 +91,9 @@ class ConvDecoder(nn.Module):
     def forward(self, z):
         h = self.fc(z).view(-1, *self.bottleneck_shape)
         for i, (blocks, deconv) in enumerate(zip(self.blocks, self.deconvs)):
-            h = deconv(blocks(h))
+            h = blocks(h)
+            h = deconv(h) if self.transposed_conv == "native" else \
+                conv_transpose_subpixel(h, deconv.weight, deconv.bias)
             if i < len(self.deconvs) - 1:
                 h = F.relu(h)
         return h  # logits
@@ -109,9 +139,10 @@ def reparameterize(mu, logvar, eps):
 
 
 class VAE(nn.Module):
-    """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NCHW images in [0, 1]."""
+    """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NCHW images in [0, 1].
+    transposed_conv: "native" or "subpixel" (conv architecture; default DEFAULT_TRANSPOSED_CONV)."""
 
-    def __init__(self, config: VAEConfig, *, dtype=torch.float32):
+    def __init__(self, config: VAEConfig, *, dtype=torch.float32, transposed_conv: str | None = None):
         super().__init__()
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
@@ -120,7 +151,7 @@ class VAE(nn.Module):
         self.encoder = ConvEncoder(config) if conv else MLPEncoder(config)
         self.fc_mu = nn.Linear(config.bottleneck_size, config.latent_dim)
         self.fc_logvar = nn.Linear(config.bottleneck_size, config.latent_dim)
-        self.decoder = ConvDecoder(config) if conv else MLPDecoder(config)
+        self.decoder = ConvDecoder(config, check_transposed_conv(transposed_conv)) if conv else MLPDecoder(config)
         self.to(float_dtype(dtype))
 
     @property
