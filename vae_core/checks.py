@@ -68,22 +68,33 @@ def check_count(name: str, n) -> int:
     return int(n)
 
 
+def _finite_non_negative(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
+        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_noise(value) -> float:
     """Denoising noise level: the standard deviation of Gaussian pixel noise, a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
-        raise ValueError(f"the noise level (sigma) must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return _finite_non_negative(value, "the noise level (sigma)")
 
 
 def check_learning_rate(value) -> float:
-    """A learning rate: a finite number > 0 (a schedule's 0 at its very end is allowed too)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
-        raise ValueError(f"learning rate must be a finite number >= 0, got {value!r}")
-    return float(value)
+    """A learning rate: a finite number >= 0 (a schedule may reach 0 at its very end)."""
+    return _finite_non_negative(value, "learning rate")
 
 
 def check_free_bits(value) -> float:
     """Free bits: nats per latent dimension, a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
-        raise ValueError(f"free_bits must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return _finite_non_negative(value, "free_bits")
+
+
+def check_transposed_conv(value, default: str) -> str:
+    """How a twin computes its transposed convs: one of vae_core.weights.TRANSPOSED_CONVS; None is the
+    twin's default."""
+    from vae_core.weights import TRANSPOSED_CONVS
+
+    value = default if value is None else value
+    if value not in TRANSPOSED_CONVS:
+        raise ValueError(f"transposed_conv must be one of {TRANSPOSED_CONVS}, got {value!r}")
+    return value

@@ -220,9 +220,9 @@ def _application(args) -> int:
     if args.command == "sample":
         written = [apps.write_samples(twin, model, out, args.n, args.seed)]
     elif args.command == "denoise":
-        from vae_core.denoising import denoise_files
+        from vae_core.denoising import denoise_files, training_noise
 
-        sigma = float(metadata.get("denoise") or 0.0) if args.noise is None else args.noise
+        sigma = training_noise(metadata) if args.noise is None else args.noise
         result = denoise_files(twin, model, args.paths, out, sigma, args.seed)
         if "psnr_noisy" in result:
             print(f"{result['files']} image(s), noise sigma {sigma:g}: PSNR noisy {result['psnr_noisy']:.2f} dB, "

@@ -285,7 +285,7 @@ def load_folder(folder, image_size: int, channels: int = 1, seed: int = 0) -> Da
         raise DataError(f"folder dataset: {folder} is not a directory")
     if channels not in (1, 3):
         raise DataError(f"folder dataset: channels must be 1 or 3, got {channels}")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = image_paths(folder)
     if len(paths) < 2:
         raise DataError(f"folder dataset: {folder} holds {len(paths)} image file(s) ({', '.join(IMAGE_SUFFIXES)})"
                         "; at least 2 are needed for a train/test split")
@@ -295,6 +295,11 @@ def load_folder(folder, image_size: int, channels: int = 1, seed: int = 0) -> Da
         raise DataError(f"folder dataset: {err}") from None
     train, test = _split(len(images), FOLDER_TEST_FRACTION, seed, step=0)
     return Dataset(f"folder:{folder}", images[train], None, images[test], None, None)
+
+
+def image_paths(folder: Path) -> list[Path]:
+    """Every image file (IMAGE_SUFFIXES) under a folder, recursively, sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def read_images(paths, image_shape: tuple[int, int, int]) -> np.ndarray:

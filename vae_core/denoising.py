@@ -12,10 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from vae_core import checks, seeds
-from vae_core.data import IMAGE_SUFFIXES, DataError, read_images
+from vae_core.data import IMAGE_SUFFIXES, DataError, image_paths, read_images
 from vae_core.images import save_png
 
 EVAL_NOISE_OFFSET = 1 << 40  # 'noise' stream steps of evaluation: far past any training step
+
+
+def training_noise(metadata: dict) -> float:
+    """The sigma a checkpoint's model was trained to denoise (its metadata's `denoise`), 0 for others."""
+    return float(metadata.get("denoise") or 0.0)
 
 
 def add_noise(images: np.ndarray, sigma: float, seed: int, step: int) -> np.ndarray:
@@ -72,7 +77,7 @@ def image_files(paths) -> list[Path]:
     found = []
     for path in map(Path, paths):
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            inside = image_paths(path)
             if not inside:
                 raise DataError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
             found += inside

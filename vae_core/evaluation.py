@@ -16,7 +16,7 @@ import numpy as np
 from vae_core import checks, seeds
 from vae_core.apps import dtype_name, encode_all
 from vae_core.data import load_dataset
-from vae_core.denoising import denoising_figures
+from vae_core.denoising import denoising_figures, training_noise
 from vae_core.progress import Progress
 from vae_core.trainer import evaluate as negative_elbo
 
@@ -72,7 +72,7 @@ def evaluate_checkpoint(path, *, backend: str = "jax", dataset: str | None = Non
     nll = iwae_nll(twin, model, images, k, seed, dtype, bar).mean()
     bar.close()
     dims = int(np.prod(config.image_shape))
-    noise = float(metadata.get("denoise") or 0.0) if noise is None else noise
+    noise = training_noise(metadata) if noise is None else noise
     denoising = denoising_figures(twin, model, images, noise, seed) if noise > 0 else None
     return {"checkpoint": str(path), "dataset": name, "backend": backend, "images": len(images), "k": k,
             "seed": seed, "denoising": denoising, "negative_elbo": elbo["total"],

@@ -218,13 +218,12 @@ def _fit(backend, state, config, options, dataset, n_batches, position: Position
                 x = dataset.train_x[batch].astype(options.dtype)
                 eps = seeds.eps_for_step(options.seed, step, options.batch_size, config.latent_dim, options.dtype)
                 beta = beta_at(step, config.beta, options.kl_warmup)
-                if options.denoise:  # encode the noisy images, reconstruct the clean ones
-                    noisy = add_noise(x, options.denoise, options.seed, step)
-                    kwargs["target"] = backend.as_input(x, model)
-                    x = noisy
+                # a denoising VAE encodes the noisy images and reconstructs the clean ones
+                inputs = add_noise(x, options.denoise, options.seed, step) if options.denoise else x
+                target = backend.as_input(x, model) if options.denoise else None
                 lr = learning_rate_at(step, options, options.epochs * n_batches)
-                state, losses = step_fn(state, backend.as_input(x, model), backend.as_input(eps, model), beta,
-                                        learning_rate=lr, **kwargs)
+                state, losses = step_fn(state, backend.as_input(inputs, model), backend.as_input(eps, model), beta,
+                                        target=target, learning_rate=lr, **kwargs)
                 values = [float(backend.to_numpy(v)) for v in losses]
                 if not all(math.isfinite(v) for v in values):
                     bar.close()

@@ -11,7 +11,7 @@ from flax import nnx
 from vae_core import checks, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.outputs import VAEOutput
-from vae_core.weights import SUBPIXEL_TAPS, TRANSPOSED_CONVS
+from vae_core.weights import SUBPIXEL_TAPS
 
 # How this twin computes the decoder's transposed convs unless told (vae_core/weights.py describes both
 # forms; the benchmark harness measures which is faster here).
@@ -95,13 +95,6 @@ def conv_transpose_subpixel(x, kernel, bias):
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, c_out) + bias
 
 
-def check_transposed_conv(value) -> str:
-    value = DEFAULT_TRANSPOSED_CONV if value is None else value
-    if value not in TRANSPOSED_CONVS:
-        raise ValueError(f"transposed_conv must be one of {TRANSPOSED_CONVS}, got {value!r}")
-    return value
-
-
 class ConvDecoder(nnx.Module):
     """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between), each
     preceded by `res_blocks` residual blocks. `transposed_conv` says how they are computed: "native" or
@@ -109,7 +102,7 @@ class ConvDecoder(nnx.Module):
 
     def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs,
                  transposed_conv: str = DEFAULT_TRANSPOSED_CONV):
-        self.transposed_conv = check_transposed_conv(transposed_conv)
+        self.transposed_conv = checks.check_transposed_conv(transposed_conv, DEFAULT_TRANSPOSED_CONV)
         c, h, w = config.bottleneck_shape
         self.bottleneck_shape = (h, w, c)
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
@@ -188,8 +181,8 @@ class VAE(nnx.Module):
         self.encoder = (ConvEncoder if conv else MLPEncoder)(config, dtype=dtype, rngs=rngs)
         self.fc_mu = _linear(config.bottleneck_size, config.latent_dim, dtype, rngs)
         self.fc_logvar = _linear(config.bottleneck_size, config.latent_dim, dtype, rngs)
-        self.decoder = ConvDecoder(config, dtype=dtype, rngs=rngs,
-                                   transposed_conv=check_transposed_conv(transposed_conv)) if conv \
+        transposed_conv = checks.check_transposed_conv(transposed_conv, DEFAULT_TRANSPOSED_CONV)  # any arch
+        self.decoder = ConvDecoder(config, dtype=dtype, rngs=rngs, transposed_conv=transposed_conv) if conv \
             else MLPDecoder(config, dtype=dtype, rngs=rngs)
 
     @property

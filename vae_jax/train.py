@@ -88,6 +88,8 @@ def train_step(state: TrainState, x, eps, beta=None, *, target=None, learning_ra
     model = nnx.merge(state.graphdef, state.params)
     if check_inputs:
         x, eps, target = model._check_batch(x, eps, target)
+        if learning_rate is not None:  # a concrete value here: under jit check_inputs is off
+            checks.check_learning_rate(float(learning_rate))
     beta = model.config.beta if beta is None else beta
     target = x if target is None else target
 

@@ -11,7 +11,7 @@ from torch import nn
 from vae_core import checks, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.outputs import VAEOutput
-from vae_core.weights import SUBPIXEL_TAPS, TRANSPOSED_CONVS
+from vae_core.weights import SUBPIXEL_TAPS
 
 # How this twin computes the decoder's transposed convs unless told (vae_core/weights.py describes both
 # forms; the benchmark harness measures which is faster here).
@@ -65,13 +65,6 @@ def conv_transpose_subpixel(x, weight, bias):
     return torch.stack(rows, dim=-3).reshape(n, c_out, 2 * h, 2 * w) + bias.view(1, -1, 1, 1)
 
 
-def check_transposed_conv(value) -> str:
-    value = DEFAULT_TRANSPOSED_CONV if value is None else value
-    if value not in TRANSPOSED_CONVS:
-        raise ValueError(f"transposed_conv must be one of {TRANSPOSED_CONVS}, got {value!r}")
-    return value
-
-
 class ConvDecoder(nn.Module):
     """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between), each
     preceded by `res_blocks` residual blocks. `transposed_conv` says how they are computed: "native" or
@@ -79,7 +72,7 @@ class ConvDecoder(nn.Module):
 
     def __init__(self, config: VAEConfig, transposed_conv: str = DEFAULT_TRANSPOSED_CONV):
         super().__init__()
-        self.transposed_conv = check_transposed_conv(transposed_conv)
+        self.transposed_conv = checks.check_transposed_conv(transposed_conv, DEFAULT_TRANSPOSED_CONV)
         self.bottleneck_shape = config.bottleneck_shape
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
         self.fc = nn.Linear(config.latent_dim, config.bottleneck_size)
@@ -151,7 +144,8 @@ class VAE(nn.Module):
         self.encoder = ConvEncoder(config) if conv else MLPEncoder(config)
         self.fc_mu = nn.Linear(config.bottleneck_size, config.latent_dim)
         self.fc_logvar = nn.Linear(config.bottleneck_size, config.latent_dim)
-        self.decoder = ConvDecoder(config, check_transposed_conv(transposed_conv)) if conv else MLPDecoder(config)
+        transposed_conv = checks.check_transposed_conv(transposed_conv, DEFAULT_TRANSPOSED_CONV)  # any arch
+        self.decoder = ConvDecoder(config, transposed_conv) if conv else MLPDecoder(config)
         self.to(float_dtype(dtype))
 
     @property

@@ -123,8 +123,9 @@ def _run(body, state: TrainState, x, eps, beta, target, learning_rate, check_inp
     if check_inputs:
         model._check_batch(x, eps, target)
     if learning_rate is not None:  # in place: the compiled step reads the same tensor
+        rate = checks.check_learning_rate(float(learning_rate))
         for group in state.optimizer.param_groups:
-            group["lr"].fill_(checks.check_learning_rate(float(learning_rate)))
+            group["lr"].fill_(rate)
     model.train()
     losses = body(model, state.optimizer, x, eps, model.config.beta if beta is None else beta, state.free_bits,
                   x if target is None else target)
