@@ -11,6 +11,7 @@ import os
 import sys
 
 from benchmarks.points import KINDS, MODES, Point
+from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
 
 QUICK = {"batch_sizes": "128", "modes": "eager,compile-default,jit,nnx-jit", "repeats": 5,
@@ -54,7 +55,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--widths", type=_ints, default=[400], help="MLP widths (default 400)")
     p.add_argument("--latent", type=int, default=20)
     p.add_argument("--batch-sizes", type=_ints, default=None, help="default 32,128,512")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--dtype", choices=list(PRECISIONS), default="float32",
+                   help="float32 (default), float64, or bfloat16: mixed precision, float32 parameters "
+                        "(torch autocast; Flax dtype=bfloat16, param_dtype=float32); rates then divide by "
+                        "the bf16 matmul peak where one is measured (GPU), else float32's")
     p.add_argument("--device", choices=["cpu", "cuda", "tpu"], default="cpu")
     p.add_argument("--tf32", action="store_true", help="allow TF32 (GPU); rates then divide by the TF32 peak")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads (default: cores)")

@@ -15,6 +15,7 @@ from flax import nnx
 import vae_jax
 from benchmarks import peak
 from benchmarks.points import MODES, Point, compile_seconds, split_mode, synthetic_batches
+from vae_core.checks import PRECISIONS
 from vae_jax.losses import _vae_loss
 
 PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "tpu": "tpu"}
@@ -75,15 +76,16 @@ class Backend:
     def setup(self, point: Point, weights_path: str) -> dict:
         jax.config.update("jax_enable_x64", point.dtype == "float64")
         device = self._devices()[0]
+        dtype, compute_dtype = PRECISIONS[point.dtype]
         with jax.default_device(device):
-            model, config, _ = vae_jax.load_checkpoint(weights_path, dtype=point.dtype,
+            model, config, _ = vae_jax.load_checkpoint(weights_path, dtype=dtype, compute_dtype=compute_dtype,
                                                        transposed_conv=split_mode(self.mode)[1]["transposed_conv"])
         if config != point.config:
             raise ValueError("the weights file's config differs from the benchmark point's")
         self.batches = [(jax.device_put(x.transpose(0, 2, 3, 1), device), jax.device_put(e, device))
                         for x, e in synthetic_batches(point)]
         self.kind, self.i = point.kind, 0
-        self.beta = jax.device_put(jnp.asarray(config.beta, point.dtype), device)
+        self.beta = jax.device_put(jnp.asarray(config.beta, dtype), device)
         if split_mode(self.mode)[0] == "jit":
             return self._setup_jit(model, point)
         return self._setup_nnx_jit(model, point)

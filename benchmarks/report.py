@@ -20,15 +20,18 @@ COLUMNS = ["backend", "mode", "kind", "batch", "dtype", "model", "status", "imag
            "reason"]
 
 
-def peak_for(results: dict, tf32: bool) -> dict | None:
-    return best_peak(results["peak"], "tf32" if tf32 else "float32")
+def peak_for(results: dict, tf32: bool, dtype: str = "float32") -> dict | None:
+    """The roofline a point's rates divide by: the matmul peak of its precision (bf16 where measured: the
+    CPU has none, so its bf16 rows divide by float32's)."""
+    fallback = best_peak(results["peak"], "tf32" if tf32 else "float32")
+    return (best_peak(results["peak"], "bf16") or fallback) if dtype == "bfloat16" else fallback
 
 
 def rows(results: dict, tf32: bool) -> list[dict]:
-    peak = peak_for(results, tf32)
     table = []
     for item in results["points"]:
         point = Point.from_dict(item["point"])
+        peak = peak_for(results, tf32, point.dtype)
         flops = (train_step_flops if point.kind == "train" else inference_flops)(point.config)
         c, h, w = point.config.image_shape
         channels = point.config.conv_channels if point.config.arch == "conv" else point.config.mlp_widths
@@ -150,11 +153,15 @@ def write_all(out: str, results: dict, table: list[dict], tf32: bool) -> list[st
 
 def markdown(results: dict, table: list[dict], tf32: bool) -> str:
     meta = results["meta"]
-    peak = peak_for(results, tf32)
     versions = "; ".join(f"{name} {info.get(name, info.get('unavailable', ''))}"
                          for name, info in meta["backends"].items())
-    peak_line = (f"{peak['gflops']:.0f} GFLOP/s ({peak['library']}, {peak['precision']}, n={peak['n']})"
-                 if peak else "not measured")
+    peaks = []
+    for dtype in sorted({r["dtype"] for r in table}) or ["float32"]:
+        peak = peak_for(results, tf32, dtype)
+        if peak and peak not in peaks:
+            peaks.append(peak)
+    peak_line = "; ".join(f"{p['gflops']:.0f} GFLOP/s ({p['library']}, {p['precision']}, n={p['n']})"
+                          for p in peaks) or "not measured"
     return (f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['threads']} threads, device {meta['device']}; "
             f"{versions}; Python {meta['python']}; {meta['date']}; commit {meta['git_commit']}.\n"
             f"Command: `{meta['command']}`\n\nRoofline (best valid matmul): {peak_line}.\n\n"

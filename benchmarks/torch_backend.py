@@ -9,6 +9,7 @@ import torch
 import vae_torch
 from benchmarks import peak
 from benchmarks.points import MODES, Point, compile_seconds, split_mode, synthetic_batches
+from vae_core.checks import PRECISIONS
 from vae_core.flops import inference_flops, train_step_flops
 
 
@@ -55,9 +56,9 @@ class Backend:
     def setup(self, point: Point, weights_path: str) -> dict:
         torch._dynamo.reset()
         torch._dynamo.config.error_on_recompile = False
-        dtype = getattr(torch, point.dtype)
+        dtype, compute_dtype = PRECISIONS[point.dtype]
         base, variant = split_mode(self.mode)
-        model, config, _ = vae_torch.load_checkpoint(weights_path, dtype=dtype,
+        model, config, _ = vae_torch.load_checkpoint(weights_path, dtype=dtype, compute_dtype=compute_dtype,
                                                      transposed_conv=variant["transposed_conv"])
         if config != point.config:
             raise ValueError("the weights file's config differs from the benchmark point's")

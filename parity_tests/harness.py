@@ -4,7 +4,9 @@
 Error measure, per tensor: max|a - b| / max|b|, b the float64 torch reference (max|a - b| where b is all
 zeros). A quantity's error is the largest over its tensors (and over steps, for training).
 float64: the JAX twin against the torch reference, both in float64 (64-bit JAX enabled inside
-`jax.enable_x64` only). float32: each twin run in float32 against the float64 reference.
+`jax.enable_x64` only). float32: each twin run in float32 against the float64 reference. bfloat16: mixed
+precision (float32 parameters and inputs, layers computing in bf16: compute_dtype="bfloat16") against the
+same float64 reference.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flax import nnx
 import vae_jax
 import vae_torch
 from vae_core import seeds
+from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
 from vae_core.weights import TRANSPOSED_CONVS, init_weights
 
@@ -38,6 +41,42 @@ TOLERANCES = {
     "float32": {"forward": 2e-5, "loss": 2e-5, "grad": 1e-4, "sample": 2e-5, "checkpoint": 0.0,
                 "adam_loss": 1e-3, "adam_step1": 1e-2, "adam_params": 0.5},
 }
+# bfloat16: derived from u = 2^-8, the relative error of one rounding to bf16 (8 significant bits).
+# Forward, losses, sampling: each layer on the way rounds its input, its weights and its output to bf16
+# (its sums accumulate in float32): 3 roundings per layer, L layers on the longest path from the input
+# (layers_on_path). Independent rounding errors add in quadrature (Higham & Mary 2019): about sqrt(3L) u,
+# and the tolerance allows 3x that, since the error measure is a max over elements, not a mean.
+# Gradients: a ReLU whose pre-activation lies within rounding distance of 0 can switch, and then its
+# unit's whole contribution to the gradient is lost or gained. A fraction of about u of the units does,
+# each an O(1) error of its own term, so a gradient tensor is off by about sqrt(u) = 6% in norm, whatever
+# the depth: bf16 gradients are measured by ||a - b|| / ||b|| per tensor (a max over elements picks the
+# one switched unit), and the tolerance allows 4x sqrt(u). Adam's trajectory (step1, params) is held as
+# in float32 (see above): single parameters moved by whole learning rates, whatever the precision.
+BF16_UNIT_ROUNDOFF = 2.0**-8
+BF16_MARGIN = 3.0
+BF16_ROUNDINGS = {"forward": 3, "loss": 3, "sample": 3, "adam_loss": 3}  # per layer on the path
+BF16_FIXED = {"grad": 4 * np.sqrt(BF16_UNIT_ROUNDOFF), "checkpoint": 0.0, "adam_step1": 0.5, "adam_params": 0.5}
+PARAM_DTYPE = {name: dtypes[0] for name, dtypes in PRECISIONS.items()}
+COMPUTE_DTYPE = {name: dtypes[1] for name, dtypes in PRECISIONS.items()}
+
+
+def layers_on_path(config: VAEConfig) -> int:
+    """Layers (convs, linears) on the longest path from the input image to the logits."""
+    if config.arch == "conv":
+        per_side = len(config.conv_channels) * (1 + 2 * config.res_blocks)  # stride-2 conv + 2 per block
+    else:
+        per_side = len(config.mlp_widths)
+    return 2 * per_side + 2  # encoder, fc_mu / fc_logvar, decoder's fc, decoder
+
+
+def tolerance(dtype: str, kind: str, config: VAEConfig) -> float:
+    if dtype != "bfloat16":
+        return TOLERANCES[dtype][kind]
+    if kind in BF16_FIXED:
+        return BF16_FIXED[kind]
+    return BF16_MARGIN * np.sqrt(BF16_ROUNDINGS[kind] * layers_on_path(config)) * BF16_UNIT_ROUNDOFF
+
+
 QUANTITY_KIND = {"mu": "forward", "logvar": "forward", "z": "forward", "logits": "forward",
                  "reconstruct": "forward",
                  "loss.total": "loss", "loss.reconstruction": "loss", "loss.kl": "loss", "grad": "grad",
@@ -77,10 +116,11 @@ class Row:
     twin: str  # the twin compared with the float64 torch reference, or a checkpoint's direction
     error: float
     where: str = ""  # the worst tensor / step, to locate a failure
+    config: VAEConfig = field(default_factory=VAEConfig, repr=False)  # the case's, for bf16's tolerance
     tolerance: float = field(init=False)
 
     def __post_init__(self):
-        self.tolerance = TOLERANCES[self.dtype][QUANTITY_KIND[self.quantity]]
+        self.tolerance = tolerance(self.dtype, QUANTITY_KIND[self.quantity], self.config)
 
     @property
     def ok(self) -> bool:
@@ -98,9 +138,18 @@ def relative_error(a, b) -> float:
     return float(diff / scale) if scale > 0 else float(diff)
 
 
-def worst(a: dict, b: dict) -> tuple[float, str]:
+def norm_error(a, b) -> float:
+    """||a - b|| / ||b||, for bf16 gradients (see BF16_FIXED); NaN/inf anywhere is infinite."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("inf")
+    scale = np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / scale) if scale > 0 else float(np.linalg.norm(a))
+
+
+def worst(a: dict, b: dict, error=relative_error) -> tuple[float, str]:
     """The largest error over tensors, and where; NaN counts as the largest (it must never hide)."""
-    errors = {key: relative_error(a[key], b[key]) for key in b}
+    errors = {key: error(a[key], b[key]) for key in b}
     key = max(errors, key=lambda k: errors[k] if not np.isnan(errors[k]) else np.inf)
     return errors[key], key
 
@@ -125,9 +174,10 @@ def set_tf32(enabled: bool) -> None:
 class TorchTwin:
     def __init__(self, config, weights, dtype: str, device: str = "cpu", transposed_conv: str = "native"):
         self.name = "torch" if transposed_conv == "native" else f"torch/{transposed_conv}"
-        self.dtype, self.device = getattr(torch, dtype), device
-        self.model = vae_torch.import_weights(
-            vae_torch.VAE(config, dtype=self.dtype, transposed_conv=transposed_conv).to(device), weights)
+        self.dtype, self.device = getattr(torch, PARAM_DTYPE[dtype]), device
+        model = vae_torch.VAE(config, dtype=self.dtype, transposed_conv=transposed_conv,
+                              compute_dtype=COMPUTE_DTYPE[dtype])
+        self.model = vae_torch.import_weights(model.to(device), weights)
         self.config = config
         self.state = None
 
@@ -170,10 +220,11 @@ class TorchTwin:
 class JaxTwin:
     def __init__(self, config, weights, dtype: str, device: str = "cpu", transposed_conv: str = "native"):
         self.name = "jax" if transposed_conv == "native" else f"jax/{transposed_conv}"
-        self.dtype, self.device = jnp.dtype(dtype), jax.devices(device)[0]
+        self.dtype, self.device = jnp.dtype(PARAM_DTYPE[dtype]), jax.devices(device)[0]
         with jax.default_device(self.device):
-            self.model = vae_jax.import_weights(
-                vae_jax.VAE(config, rngs=nnx.Rngs(0), dtype=self.dtype, transposed_conv=transposed_conv), weights)
+            model = vae_jax.VAE(config, rngs=nnx.Rngs(0), dtype=self.dtype, transposed_conv=transposed_conv,
+                                compute_dtype=COMPUTE_DTYPE[dtype])
+            self.model = vae_jax.import_weights(model, weights)
         self.config = config
         self.state = self.step = None
         graphdef, params = nnx.split(self.model)
@@ -246,7 +297,7 @@ def compare(case: Case, dtype: str, device: str = "cpu", weights_fn=init_weights
 def _compare(case, dtype, device, weights_fn, steps) -> list[Row]:
     config = case.config
     steps = case.steps if steps is None else steps
-    weights = {k: v.astype(dtype) for k, v in weights_fn(config, seed=0).items()}
+    weights = {k: v.astype(PARAM_DTYPE[dtype]) for k, v in weights_fn(config, seed=0).items()}
     # the reference is torch's native ConvTranspose2d; every other way of computing it is compared with it
     reference = TorchTwin(config, weights, "float64", device)
     forms = TRANSPOSED_CONVS if config.arch == "conv" else ("native",)
@@ -254,16 +305,16 @@ def _compare(case, dtype, device, weights_fn, steps) -> list[Row]:
              if not (twin is TorchTwin and form == "native" and dtype == "float64")]
     # Inputs rounded to the run's dtype first, so the reference sees exactly the same numbers.
     batches, eps = case_data(case)
-    batches = [b.astype(dtype) for b in batches]
-    eps = [e.astype(dtype) for e in eps]
+    batches = [b.astype(PARAM_DTYPE[dtype]) for b in batches]
+    eps = [e.astype(PARAM_DTYPE[dtype]) for e in eps]
     rows = []
 
     def add(twin, quantity, error, where=""):
-        rows.append(Row(case.name, quantity, dtype, twin.name, error, where))
+        rows.append(Row(case.name, quantity, dtype, twin.name, error, where, config))
 
     ref_out = reference.forward(batches[0], eps[0])
     ref_losses, ref_grads = reference.loss_and_grads(batches[0], eps[0])
-    z = seeds.standard_normal(1, "sample", 0, (5, config.latent_dim)).astype(dtype)
+    z = seeds.standard_normal(1, "sample", 0, (5, config.latent_dim)).astype(PARAM_DTYPE[dtype])
     ref_sample, ref_decode = reference.sample(5, seed=3), reference.decode(z)
     ref_reconstruct = reference.reconstruct(batches[1])
     for twin in twins:
@@ -274,10 +325,11 @@ def _compare(case, dtype, device, weights_fn, steps) -> list[Row]:
         losses, grads = twin.loss_and_grads(batches[0], eps[0])
         for name in ("total", "reconstruction", "kl"):
             add(twin, f"loss.{name}", relative_error(losses[name], ref_losses[name]))
-        add(twin, "grad", *worst(grads, ref_grads))
+        add(twin, "grad", *worst(grads, ref_grads, norm_error if dtype == "bfloat16" else relative_error))
         add(twin, "sample", relative_error(twin.sample(5, seed=3), ref_sample))
         add(twin, "decode", relative_error(twin.decode(z), ref_decode))
-    rows += _compare_checkpoints(case, dtype, weights)
+    if dtype != "bfloat16":  # a mixed-precision model stores float32 weights: float32's rows cover it
+        rows += _compare_checkpoints(case, dtype, weights)
     if steps:
         rows += _compare_adam(case, dtype, twins, reference, batches, eps, steps)
     return rows
@@ -319,9 +371,8 @@ def _compare_adam(case, dtype, twins, reference, batches, eps, steps) -> list[Ro
                 param_err[twin.name] = (e, f"step {step + 1}, {key}")
     rows = []
     for twin in twins:
-        rows.append(Row(case.name, "adam.loss", dtype, twin.name, *loss_err[twin.name]))
-        rows.append(Row(case.name, "adam.step1", dtype, twin.name, *step1_err[twin.name]))
-        rows.append(Row(case.name, "adam.params", dtype, twin.name, *param_err[twin.name]))
+        for quantity, errors in (("adam.loss", loss_err), ("adam.step1", step1_err), ("adam.params", param_err)):
+            rows.append(Row(case.name, quantity, dtype, twin.name, *errors[twin.name], case.config))
     return rows
 
 

@@ -28,3 +28,38 @@ def test_unknown_transposed_conv_is_an_error(twin):
     module = importlib.import_module(twin)
     with pytest.raises(ValueError, match=r"transposed_conv must be one of \('native', 'subpixel'\), got 'fft'"):
         module.init_model(harness.CASES[3].config, transposed_conv="fft")
+
+
+MIXED_PRECISION_CASES = [c for c in harness.CASES if c.name in ("conv 1x28x28 residual blocks",
+                                                                 "mlp 1x28x28 bernoulli (pytorch/examples)")]
+
+
+@pytest.mark.parametrize("case", MIXED_PRECISION_CASES, ids=[c.name for c in MIXED_PRECISION_CASES])
+def test_mixed_precision_twins_agree(case):
+    """compute_dtype="bfloat16" (float32 parameters) in both twins and both transposed-conv forms, against
+    the float64 reference at the tolerance derived in harness.py; 5 Adam steps (the trajectory argument is
+    float32's). The other cases run with `python -m parity_tests --dtype bfloat16`."""
+    rows = harness.compare(case, "bfloat16", harness.device_from_env(), steps=5)
+    assert {r.quantity for r in rows} == set(harness.QUANTITY_KIND) - {"checkpoint"}
+    failed = [r for r in rows if not r.ok]
+    assert not failed, "\n" + harness.format_table(failed)
+    # and bf16 is really in play: the logits carry its rounding, far above float32's ~1e-7
+    logits = [r for r in rows if r.quantity == "logits"]
+    assert logits and all(r.error > harness.BF16_UNIT_ROUNDOFF / 8 for r in logits), harness.format_table(logits)
+
+
+@pytest.mark.parametrize("twin", ["vae_torch", "vae_jax"])
+def test_compute_dtype_is_checked(twin):
+    import importlib
+
+    import jax
+
+    module = importlib.import_module(twin)
+    config = harness.CASES[3].config
+    with pytest.raises(ValueError, match=r"compute_dtype='bfloat16' needs float32 parameters, got float64"), \
+            jax.enable_x64(True):
+        module.init_model(config, dtype="float64", compute_dtype="bfloat16")
+    with pytest.raises(ValueError, match=r"compute_dtype must be None, the parameters' dtype or one of "
+                                         r"\('bfloat16',\), got 'float16'"):
+        module.init_model(config, compute_dtype="float16")
+    assert module.init_model(config, compute_dtype="float32").compute_dtype is None

@@ -52,6 +52,25 @@ def test_both_backends_train_alike(tmp_path, dtype):
     assert max(np.max(np.abs(a[k] - b[k])) / np.max(np.abs(b[k])) for k in a) <= 10 * TOLERANCE[dtype]
 
 
+def test_mixed_precision_training_follows_float32(tmp_path):
+    """`--dtype bfloat16`: both backends train with float32 parameters and bf16 layers; the losses follow
+    the float32 run's closely (bf16's 2^-8 rounding, averaged over the batch), the checkpoint holds float32
+    weights, and resume continues in mixed precision."""
+    reference, _ = _run(tmp_path, "torch", "float32")
+    for backend in ("torch", "jax"):
+        log, out = _run(tmp_path, backend, "bfloat16")
+        for record, ref in zip(log, reference):
+            for split in ("train", "test"):
+                a, b = record[split]["total"], ref[split]["total"]
+                assert abs(a - b) <= 2e-3 * abs(b), (backend, split, a, b)
+        model, _, _ = {"torch": vae_torch, "jax": vae_jax}[backend].load_checkpoint(f"{out}/model.safetensors")
+        assert str(model.dtype).removeprefix("torch.") == "float32"
+        resumed = resume(out, epochs=3, progress=False, log=lambda *a: None)
+        assert resumed["epoch"] == 3 and np.isfinite(resumed["test"]["total"])
+    # bf16 really computed: the run is not bitwise float32's
+    assert log[0]["train"]["total"] != reference[0]["train"]["total"]
+
+
 def test_training_lowers_the_test_loss_and_records_the_run(tmp_path):
     log, out = _run(tmp_path, "torch", "float32")
     assert log[1]["test"]["total"] < log[0]["test"]["total"]

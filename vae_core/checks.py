@@ -98,3 +98,32 @@ def check_transposed_conv(value, default: str) -> str:
     if value not in TRANSPOSED_CONVS:
         raise ValueError(f"transposed_conv must be one of {TRANSPOSED_CONVS}, got {value!r}")
     return value
+
+
+COMPUTE_DTYPES = ("bfloat16",)  # mixed precision: the layers compute in this, parameters stay float32
+# A precision by name -> (the parameters' and data's dtype, compute_dtype), as the trainer, the benchmark
+# harness and the parity suite name them: "bfloat16" is mixed precision.
+PRECISIONS = {"float32": ("float32", None), "float64": ("float64", None), "bfloat16": ("float32", "bfloat16")}
+
+
+def check_compute_dtype(value: str | None, param_dtype: str) -> str | None:
+    """The dtype a twin's layers compute in, by name: None (or the parameters' own dtype) is plain
+    precision; "bfloat16" is mixed precision, which needs float32 parameters (the optimizer's update of a
+    bf16 parameter would round away most steps)."""
+    if value is None or value == param_dtype:
+        return None
+    if value not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be None, the parameters' dtype or one of {COMPUTE_DTYPES}, "
+                         f"got {value!r}")
+    if param_dtype != "float32":
+        raise ValueError(f"compute_dtype={value!r} needs float32 parameters, got {param_dtype}")
+    return value
+
+
+def check_divisible_batch(batch_size: int, workers: int, what: str) -> int:
+    """Data-parallel training splits each global batch into equal slices, one per worker (never padded, so
+    N workers compute what one would): the batch must divide by the number of workers. Returns the slice."""
+    if batch_size % workers:
+        raise ValueError(f"a global batch of {batch_size} does not divide by {workers} {what}: every worker "
+                         f"takes an equal slice; choose a batch size that is a multiple of {workers}")
+    return batch_size // workers

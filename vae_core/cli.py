@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from vae_core import __version__
+from vae_core import __version__, checks
 
 
 def main(argv=None) -> int:
@@ -95,7 +95,9 @@ def main(argv=None) -> int:
                        help="free bits per latent dimension in the training objective (default 0: off)")
     train.add_argument("--denoise", type=float, default=0.0, metavar="SIGMA",
                        help="train a denoising VAE: inputs get Gaussian noise of this sigma, clipped to [0, 1]")
-    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    train.add_argument("--dtype", choices=list(checks.PRECISIONS), default="float32",
+                       help="float32 (default), float64, or bfloat16: mixed precision (float32 parameters and "
+                            "optimizer, layers computing in bf16)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="run folder (default: runs/DATASET-BACKEND-TIMESTAMP)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,

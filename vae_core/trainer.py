@@ -81,8 +81,17 @@ class TrainOptions:
             raise ValueError(f"kl-warmup must be >= 0 steps, got {self.kl_warmup}")
         checks.check_free_bits(self.free_bits)
         checks.check_noise(self.denoise)
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.dtype not in checks.PRECISIONS:
+            raise ValueError(f"dtype must be one of {tuple(checks.PRECISIONS)}, got {self.dtype!r}")
+
+    @property
+    def param_dtype(self) -> str:
+        """The parameters' and the data's dtype: float32 for "bfloat16" (mixed precision)."""
+        return checks.PRECISIONS[self.dtype][0]
+
+    @property
+    def compute_dtype(self) -> str | None:
+        return checks.PRECISIONS[self.dtype][1]
 
 
 def beta_at(step: int, beta: float, warmup: int) -> float:
@@ -129,7 +138,8 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=p
     backend = importlib.import_module(f"vae_{options.backend}")
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "run.json", run_record(config, options))
-    state = backend.create_train_state(backend.init_model(config, options.seed, options.dtype),
+    state = backend.create_train_state(backend.init_model(config, options.seed, options.param_dtype,
+                                                          compute_dtype=options.compute_dtype),
                                        learning_rate=options.lr, free_bits=options.free_bits)
     return _fit(backend, state, config, options, dataset, n_batches, Position(), progress, log)
 
@@ -151,7 +161,8 @@ def resume(run_dir, backend: str | None = None, epochs: int | None = None, progr
                                   epochs=epochs or stored.epochs)
     arrays, position = read_train_state(out / TRAIN_STATE)
     twin = importlib.import_module(f"vae_{options.backend}")
-    model, saved_config, metadata = twin.load_checkpoint(out / CHECKPOINT, dtype=options.dtype)
+    model, saved_config, metadata = twin.load_checkpoint(out / CHECKPOINT, dtype=options.param_dtype,
+                                                         compute_dtype=options.compute_dtype)
     if saved_config != config or metadata.get("step") != position.step:
         raise ValueError(f"{out}: the checkpoint (step {metadata.get('step')}) and the training state (step "
                          f"{position.step}) do not belong together")
@@ -215,8 +226,9 @@ def _fit(backend, state, config, options, dataset, n_batches, position: Position
             order = epoch_order(options.seed, epoch, len(dataset.train_x))
             for b in range(first, n_batches):
                 batch = order[b * options.batch_size:(b + 1) * options.batch_size]
-                x = dataset.train_x[batch].astype(options.dtype)
-                eps = seeds.eps_for_step(options.seed, step, options.batch_size, config.latent_dim, options.dtype)
+                x = dataset.train_x[batch].astype(options.param_dtype)
+                eps = seeds.eps_for_step(options.seed, step, options.batch_size, config.latent_dim,
+                                         options.param_dtype)
                 beta = beta_at(step, config.beta, options.kl_warmup)
                 # a denoising VAE encodes the noisy images and reconstructs the clean ones
                 inputs = add_noise(x, options.denoise, options.seed, step) if options.denoise else x
@@ -243,7 +255,7 @@ def _fit(backend, state, config, options, dataset, n_batches, position: Position
                                               f"twinvae train --resume {out}")
                 if options.checkpoint_every and step % options.checkpoint_every == 0:
                     save(epoch, b + 1, sums)
-            test = evaluate(backend, state.model, dataset.test_x, options.seed, options.dtype)
+            test = evaluate(backend, state.model, dataset.test_x, options.seed, options.param_dtype)
             record = {"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - start, 3),
                       "beta": beta_at(step - 1, config.beta, options.kl_warmup),
                       "lr": learning_rate_at(step - 1, options, options.epochs * n_batches),

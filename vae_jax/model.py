@@ -27,32 +27,42 @@ def _torch_uniform(fan_in: int):
     return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-def _linear(fin, fout, dtype, rngs):
+# Every layer takes Flax's pair: `dtype` to compute in, `param_dtype` to store its parameters in. In mixed
+# precision the layers also return their float32 accumulation (preferred_element_type), so the bias is
+# added before rounding, as torch's fused matmul/conv epilogue does under autocast: rounded first, a
+# pre-activation near 0 can lose its sign, and the ReLU's gradient then switches for that unit (measured:
+# 9% gradient error instead of 0.4%, parity_tests/harness.py).
+def _precision(dtype, param_dtype) -> dict:
+    return {"dtype": dtype, "param_dtype": param_dtype,
+            "preferred_element_type": None if dtype == param_dtype else param_dtype}
+
+
+def _linear(fin, fout, dtype, param_dtype, rngs):
     init = _torch_uniform(fin)
-    return nnx.Linear(fin, fout, dtype=dtype, param_dtype=dtype, kernel_init=init, bias_init=init, rngs=rngs)
+    return nnx.Linear(fin, fout, **_precision(dtype, param_dtype), kernel_init=init, bias_init=init, rngs=rngs)
 
 
-def _conv(cin, cout, kernel, stride, padding, dtype, rngs):
+def _conv(cin, cout, kernel, stride, padding, dtype, param_dtype, rngs):
     init = _torch_uniform(cin * kernel**2)
-    return nnx.Conv(cin, cout, (kernel, kernel), (stride, stride), padding=((padding, padding),) * 2, dtype=dtype,
-                    param_dtype=dtype, kernel_init=init, bias_init=init, rngs=rngs)
+    return nnx.Conv(cin, cout, (kernel, kernel), (stride, stride), padding=((padding, padding),) * 2,
+                    **_precision(dtype, param_dtype), kernel_init=init, bias_init=init, rngs=rngs)
 
 
 class ResBlock(nnx.Module):
     """x + conv2(relu(conv1(relu(x)))), 3x3 convs that keep the size (pre-activation, He et al. 2016)."""
 
-    def __init__(self, channels: int, *, dtype, rngs: nnx.Rngs):
-        self.conv1 = _conv(channels, channels, RES_KERNEL, 1, RES_KERNEL // 2, dtype, rngs)
-        self.conv2 = _conv(channels, channels, RES_KERNEL, 1, RES_KERNEL // 2, dtype, rngs)
+    def __init__(self, channels: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+        self.conv1 = _conv(channels, channels, RES_KERNEL, 1, RES_KERNEL // 2, dtype, param_dtype, rngs)
+        self.conv2 = _conv(channels, channels, RES_KERNEL, 1, RES_KERNEL // 2, dtype, param_dtype, rngs)
 
     def __call__(self, x):
         return x + self.conv2(nnx.relu(self.conv1(nnx.relu(x))))
 
 
-def _res_blocks(channels: int, count: int, dtype, rngs: nnx.Rngs) -> nnx.List:
+def _res_blocks(channels: int, count: int, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.List:
     # a List run in a loop rather than nnx.Sequential (which nests its layers under `.layers`), so the
     # parameter paths are the canonical names: encoder.blocks.0.1.conv1
-    return nnx.List([ResBlock(channels, dtype=dtype, rngs=rngs) for _ in range(count)])
+    return nnx.List([ResBlock(channels, dtype=dtype, param_dtype=param_dtype, rngs=rngs) for _ in range(count)])
 
 
 def _run_blocks(blocks: nnx.List, x):
@@ -65,11 +75,12 @@ class ConvEncoder(nnx.Module):
     """Stride-2 convs with ReLU, each followed by `res_blocks` residual blocks, then flatten (H, W, C);
     fc_mu's kernel absorbs the order (see weights)."""
 
-    def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         channels = (config.image_shape[0], *config.conv_channels)
-        self.convs = nnx.List([_conv(cin, cout, KERNEL, STRIDE, PADDING, dtype, rngs)
+        self.convs = nnx.List([_conv(cin, cout, KERNEL, STRIDE, PADDING, dtype, param_dtype, rngs)
                                for cin, cout in zip(channels[:-1], channels[1:])])
-        self.blocks = nnx.List([_res_blocks(cout, config.res_blocks, dtype, rngs) for cout in channels[1:]])
+        self.blocks = nnx.List([_res_blocks(cout, config.res_blocks, dtype, param_dtype, rngs)
+                                for cout in channels[1:]])
 
     def __call__(self, x):
         for conv, blocks in zip(self.convs, self.blocks):
@@ -80,7 +91,8 @@ class ConvEncoder(nnx.Module):
 def conv_transpose_subpixel(x, kernel, bias):
     """Flax ConvTranspose(k=4, s=2, p=1, transpose_kernel=True)(x) for NHWC x and its kernel (4, 4, C_out,
     C_in), computed as one 2x2 conv over x padded by 1 whose 4*C_out channels are the four output phases,
-    then interleaved."""
+    then interleaved. Computes in x's dtype; a bf16 x with float32 parameters returns the float32
+    accumulation, as the layers do in mixed precision (see _precision)."""
     n, h, w, _ = x.shape
     c_out = kernel.shape[2]
     weight = kernel.transpose(3, 2, 0, 1)  # canonical (c_in, c_out, 4, 4)
@@ -88,8 +100,11 @@ def conv_transpose_subpixel(x, kernel, bias):
     taps = [weight[:, :, int(SUBPIXEL_TAPS[a][r]), int(SUBPIXEL_TAPS[b][s])]
             for a in (0, 1) for b in (0, 1) for r in (0, 1) for s in (0, 1)]
     sub = jnp.stack(taps).reshape(2, 2, 2, 2, -1, c_out).transpose(2, 3, 4, 0, 1, 5).reshape(2, 2, -1, 4 * c_out)
+    accumulate = None if x.dtype == kernel.dtype else kernel.dtype
+    sub, bias = sub.astype(x.dtype), bias.astype(x.dtype)  # as nnx.ConvTranspose promotes them
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    y = jax.lax.conv_general_dilated(padded, sub, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.lax.conv_general_dilated(padded, sub, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     preferred_element_type=accumulate)
     y = y.reshape(n, h + 1, w + 1, 2, 2, c_out)
     rows = [jnp.stack([y[:, a:a + h, b:b + w, a, b] for b in (0, 1)], axis=3) for a in (0, 1)]
     return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, c_out) + bias
@@ -100,17 +115,18 @@ class ConvDecoder(nnx.Module):
     preceded by `res_blocks` residual blocks. `transposed_conv` says how they are computed: "native" or
     "subpixel" (the same function of the same weights)."""
 
-    def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs,
+    def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs,
                  transposed_conv: str = DEFAULT_TRANSPOSED_CONV):
         self.transposed_conv = checks.check_transposed_conv(transposed_conv, DEFAULT_TRANSPOSED_CONV)
         c, h, w = config.bottleneck_shape
         self.bottleneck_shape = (h, w, c)
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
-        self.fc = _linear(config.latent_dim, config.bottleneck_size, dtype, rngs)
-        self.blocks = nnx.List([_res_blocks(cin, config.res_blocks, dtype, rngs) for cin in channels[:-1]])
+        self.fc = _linear(config.latent_dim, config.bottleneck_size, dtype, param_dtype, rngs)
+        self.blocks = nnx.List([_res_blocks(cin, config.res_blocks, dtype, param_dtype, rngs)
+                                for cin in channels[:-1]])
         self.deconvs = nnx.List([
             nnx.ConvTranspose(cin, cout, (KERNEL, KERNEL), (STRIDE, STRIDE), padding=_DECONV_PADDING,
-                              transpose_kernel=True, dtype=dtype, param_dtype=dtype,
+                              transpose_kernel=True, **_precision(dtype, param_dtype),
                               kernel_init=_torch_uniform(cout * KERNEL**2),
                               bias_init=_torch_uniform(cout * KERNEL**2), rngs=rngs)
             for cin, cout in zip(channels[:-1], channels[1:])])
@@ -120,7 +136,7 @@ class ConvDecoder(nnx.Module):
         for i, (blocks, deconv) in enumerate(zip(self.blocks, self.deconvs)):
             h = _run_blocks(blocks, h)
             h = deconv(h) if self.transposed_conv == "native" else \
-                conv_transpose_subpixel(h, deconv.kernel[...], deconv.bias[...])
+                conv_transpose_subpixel(h.astype(deconv.dtype), deconv.kernel[...], deconv.bias[...])
             if i < len(self.deconvs) - 1:
                 h = nnx.relu(h)
         return h  # logits
@@ -129,9 +145,9 @@ class ConvDecoder(nnx.Module):
 class MLPEncoder(nnx.Module):
     """Flatten (H, W, C), then Linear + ReLU for each width (pytorch/examples: 784-400)."""
 
-    def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         widths = (config.num_pixels, *config.mlp_widths)
-        self.linears = nnx.List([_linear(a, b, dtype, rngs) for a, b in zip(widths[:-1], widths[1:])])
+        self.linears = nnx.List([_linear(a, b, dtype, param_dtype, rngs) for a, b in zip(widths[:-1], widths[1:])])
 
     def __call__(self, x):
         x = x.reshape(x.shape[0], -1)
@@ -143,12 +159,12 @@ class MLPEncoder(nnx.Module):
 class MLPDecoder(nnx.Module):
     """fc + ReLU, then the encoder's widths in reverse (ReLU between), reshaped to the image."""
 
-    def __init__(self, config: VAEConfig, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         c, h, w = config.image_shape
         self.image_shape = (h, w, c)
         widths = (config.num_pixels, *config.mlp_widths)[::-1]
-        self.fc = _linear(config.latent_dim, widths[0], dtype, rngs)
-        self.linears = nnx.List([_linear(a, b, dtype, rngs) for a, b in zip(widths[:-1], widths[1:])])
+        self.fc = _linear(config.latent_dim, widths[0], dtype, param_dtype, rngs)
+        self.linears = nnx.List([_linear(a, b, dtype, param_dtype, rngs) for a, b in zip(widths[:-1], widths[1:])])
 
     def __call__(self, z):
         h = nnx.relu(self.fc(z))
@@ -166,10 +182,13 @@ def reparameterize(mu, logvar, eps):
 
 class VAE(nnx.Module):
     """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NHWC images in [0, 1].
-    transposed_conv: "native" or "subpixel" (conv architecture; default DEFAULT_TRANSPOSED_CONV)."""
+    dtype: the parameters'. transposed_conv: "native" or "subpixel" (conv architecture; default
+    DEFAULT_TRANSPOSED_CONV). compute_dtype: None, or "bfloat16" for mixed precision: every layer computes
+    in bf16 (Flax's dtype) with float32 parameters (param_dtype), and mu, logvar and the logits come back
+    in float32, so reparameterize, the losses and Adam stay float32."""
 
     def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
-                 transposed_conv: str | None = None):
+                 transposed_conv: str | None = None, compute_dtype=None):
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
         dtype = float_dtype(dtype)
@@ -177,13 +196,17 @@ class VAE(nnx.Module):
             raise ValueError("a float64 model needs 64-bit JAX: set jax.config.update('jax_enable_x64', True) "
                              "or JAX_ENABLE_X64=1, or build inside `with jax.enable_x64(True):`")
         self.config = config
+        self.compute_dtype = checks.check_compute_dtype(
+            None if compute_dtype is None else str(float_dtype(compute_dtype)), str(dtype))
+        compute = dtype if self.compute_dtype is None else jnp.dtype(self.compute_dtype)
+        layers = {"dtype": compute, "param_dtype": dtype, "rngs": rngs}
         conv = config.arch == "conv"
-        self.encoder = (ConvEncoder if conv else MLPEncoder)(config, dtype=dtype, rngs=rngs)
-        self.fc_mu = _linear(config.bottleneck_size, config.latent_dim, dtype, rngs)
-        self.fc_logvar = _linear(config.bottleneck_size, config.latent_dim, dtype, rngs)
+        self.encoder = (ConvEncoder if conv else MLPEncoder)(config, **layers)
+        self.fc_mu = _linear(config.bottleneck_size, config.latent_dim, compute, dtype, rngs)
+        self.fc_logvar = _linear(config.bottleneck_size, config.latent_dim, compute, dtype, rngs)
         transposed_conv = checks.check_transposed_conv(transposed_conv, DEFAULT_TRANSPOSED_CONV)  # any arch
-        self.decoder = ConvDecoder(config, dtype=dtype, rngs=rngs, transposed_conv=transposed_conv) if conv \
-            else MLPDecoder(config, dtype=dtype, rngs=rngs)
+        self.decoder = ConvDecoder(config, transposed_conv=transposed_conv, **layers) if conv \
+            else MLPDecoder(config, **layers)
 
     @property
     def dtype(self):
@@ -227,10 +250,10 @@ class VAE(nnx.Module):
 
     def _encode(self, x):
         h = self.encoder(x)
-        return self.fc_mu(h), self.fc_logvar(h)
+        return self.fc_mu(h).astype(self.dtype), self.fc_logvar(h).astype(self.dtype)
 
     def _decode(self, z):
-        return self.decoder(z)
+        return self.decoder(z).astype(self.dtype)
 
     def _check_batch(self, x, eps, target=None):
         x = self._check_images("x", x)

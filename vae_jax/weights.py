@@ -50,9 +50,11 @@ def import_weights(model: VAE, weights: dict) -> VAE:
     return model
 
 
-def init_model(config: VAEConfig, seed: int = 0, dtype=jnp.float32, transposed_conv: str | None = None) -> VAE:
+def init_model(config: VAEConfig, seed: int = 0, dtype=jnp.float32, transposed_conv: str | None = None,
+               compute_dtype=None) -> VAE:
     """A VAE with vae_core's canonical initialisation: the same seed gives the same weights in vae_torch."""
-    model = VAE(config, rngs=nnx.Rngs(0), dtype=dtype, transposed_conv=transposed_conv)
+    model = VAE(config, rngs=nnx.Rngs(0), dtype=dtype, transposed_conv=transposed_conv,
+                compute_dtype=compute_dtype)
     return import_weights(model, core.init_weights(config, seed))
 
 
@@ -63,7 +65,8 @@ def save_checkpoint(path, model: VAE, config: VAEConfig, metadata: dict | None =
     core.write_checkpoint(path, export_weights(model), config, metadata)
 
 
-def load_checkpoint(path, dtype=None, transposed_conv: str | None = None) -> tuple[VAE, VAEConfig, dict]:
+def load_checkpoint(path, dtype=None, transposed_conv: str | None = None, compute_dtype=None,
+                    ) -> tuple[VAE, VAEConfig, dict]:
     """(model, config, metadata) from a checkpoint written by either twin; dtype defaults to the stored one."""
     weights, config, metadata = core.read_checkpoint(path)
     stored = next(iter(weights.values())).dtype
@@ -71,5 +74,5 @@ def load_checkpoint(path, dtype=None, transposed_conv: str | None = None) -> tup
         raise ValueError(f"checkpoint {path} holds float64 weights but 64-bit JAX is off: enable it "
                          "(jax.config.update('jax_enable_x64', True)) or pass dtype=jnp.float32")
     model = VAE(config, rngs=nnx.Rngs(0), dtype=stored if dtype is None else dtype,
-                transposed_conv=transposed_conv)
+                transposed_conv=transposed_conv, compute_dtype=compute_dtype)
     return import_weights(model, weights), config, metadata

@@ -3,6 +3,8 @@ module's state_dict keys."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -62,7 +64,8 @@ def conv_transpose_subpixel(x, weight, bias):
     kernel = torch.stack(taps).view(2, 2, 2, 2, -1, c_out).permute(0, 1, 5, 4, 2, 3).reshape(4 * c_out, -1, 2, 2)
     y = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel).view(n, 2, 2, c_out, h + 1, w + 1)
     rows = [torch.stack([y[:, a, b, :, a:a + h, b:b + w] for b in (0, 1)], dim=-1) for a in (0, 1)]
-    return torch.stack(rows, dim=-3).reshape(n, c_out, 2 * h, 2 * w) + bias.view(1, -1, 1, 1)
+    # bias in y's dtype, as ConvTranspose2d adds it under autocast (bf16), not promoted to float32
+    return torch.stack(rows, dim=-3).reshape(n, c_out, 2 * h, 2 * w) + bias.to(y.dtype).view(1, -1, 1, 1)
 
 
 class ConvDecoder(nn.Module):
@@ -133,9 +136,13 @@ def reparameterize(mu, logvar, eps):
 
 class VAE(nn.Module):
     """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NCHW images in [0, 1].
-    transposed_conv: "native" or "subpixel" (conv architecture; default DEFAULT_TRANSPOSED_CONV)."""
+    dtype: the parameters'. transposed_conv: "native" or "subpixel" (conv architecture; default
+    DEFAULT_TRANSPOSED_CONV). compute_dtype: None, or "bfloat16" for mixed precision: the encoder and
+    decoder run under torch.autocast with float32 parameters, and mu, logvar and the logits come back in
+    float32, so reparameterize, the losses and Adam stay float32."""
 
-    def __init__(self, config: VAEConfig, *, dtype=torch.float32, transposed_conv: str | None = None):
+    def __init__(self, config: VAEConfig, *, dtype=torch.float32, transposed_conv: str | None = None,
+                 compute_dtype=None):
         super().__init__()
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
@@ -147,6 +154,8 @@ class VAE(nn.Module):
         transposed_conv = checks.check_transposed_conv(transposed_conv, DEFAULT_TRANSPOSED_CONV)  # any arch
         self.decoder = ConvDecoder(config, transposed_conv) if conv else MLPDecoder(config)
         self.to(float_dtype(dtype))
+        self.compute_dtype = checks.check_compute_dtype(
+            None if compute_dtype is None else _dtype_name(float_dtype(compute_dtype)), _dtype_name(self.dtype))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -192,11 +201,20 @@ class VAE(nn.Module):
         return torch.sigmoid(self._decode(self._encode(x)[0]))
 
     def _encode(self, x):
-        h = self.encoder(x)
-        return self.fc_mu(h), self.fc_logvar(h)
+        with self._mixed_precision():
+            h = self.encoder(x)
+            mu, logvar = self.fc_mu(h), self.fc_logvar(h)
+        return mu.to(self.dtype), logvar.to(self.dtype)
 
     def _decode(self, z):
-        return self.decoder(z)
+        with self._mixed_precision():
+            logits = self.decoder(z)
+        return logits.to(self.dtype)
+
+    def _mixed_precision(self):
+        if self.compute_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.fc_mu.weight.device.type, dtype=getattr(torch, self.compute_dtype))
 
     def _check_batch(self, x, eps, target=None):
         self._check_images("x", x)

@@ -24,6 +24,7 @@ class TrainState:
     optimizer: torch.optim.Adam
     step: int = 0
     free_bits: float = 0.0  # nats per latent dimension, in the training objective only (see _vae_loss)
+    ddp: torch.nn.Module | None = None  # the model's DistributedDataParallel wrapper (distributed.wrap)
 
 
 def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -127,15 +128,19 @@ def _run(body, state: TrainState, x, eps, beta, target, learning_rate, check_inp
         for group in state.optimizer.param_groups:
             group["lr"].fill_(rate)
     model.train()
-    losses = body(model, state.optimizer, x, eps, model.config.beta if beta is None else beta, state.free_bits,
-                  x if target is None else target)
+    losses = body(model if state.ddp is None else state.ddp, state.optimizer, x, eps,
+                  model.config.beta if beta is None else beta, state.free_bits, x if target is None else target)
     state.step += 1
     return state, losses
 
 
-def _step_body(model: VAE, optimizer, x, eps, beta, free_bits, target) -> VAELoss:
+def _step_body(model, optimizer, x, eps, beta, free_bits, target) -> VAELoss:
+    # model: the VAE, or its DistributedDataParallel wrapper, whose forward sets up the gradients'
+    # all-reduce in backward
+    vae = getattr(model, "module", model)
+    output = vae._forward(x, eps) if vae is model else model(x, eps)
     optimizer.zero_grad(set_to_none=True)
-    losses = _vae_loss(model._forward(x, eps), target, model.config.likelihood, beta, free_bits)
+    losses = _vae_loss(output, target, vae.config.likelihood, beta, free_bits)
     losses.total.backward()
     optimizer.step()
     return VAELoss(*(loss.detach() for loss in losses))
