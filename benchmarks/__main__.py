@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=list(PRECISIONS), default="float32",
                    help="float32 (default), float64, or bfloat16: mixed precision, float32 parameters "
                         "(torch autocast; Flax dtype=bfloat16, param_dtype=float32); rates then divide by "
-                        "the bf16 matmul peak where one is measured (GPU), else float32's")
+                        "the bf16 matmul peak measured in the same run")
     p.add_argument("--device", choices=["cpu", "cuda", "tpu"], default="cpu")
     p.add_argument("--tf32", action="store_true", help="allow TF32 (GPU); rates then divide by the TF32 peak")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads (default: cores)")

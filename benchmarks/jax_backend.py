@@ -61,7 +61,7 @@ class Backend:
         device = self._devices()[0]
         results = []
         for precision in precisions:
-            if precision != "float32" and self.device_name == "cpu":
+            if precision == "tf32" and self.device_name != "cuda":
                 continue
             dtype = jnp.bfloat16 if precision == "bf16" else jnp.float32
             lax_precision = jax.lax.Precision.HIGHEST if precision == "float32" else jax.lax.Precision.DEFAULT

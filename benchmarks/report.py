@@ -21,8 +21,8 @@ COLUMNS = ["backend", "mode", "kind", "batch", "dtype", "model", "status", "imag
 
 
 def peak_for(results: dict, tf32: bool, dtype: str = "float32") -> dict | None:
-    """The roofline a point's rates divide by: the matmul peak of its precision (bf16 where measured: the
-    CPU has none, so its bf16 rows divide by float32's)."""
+    """The roofline a point's rates divide by: the best matmul of its precision (for bf16 points, bf16's:
+    mixed precision is held to the hardware's bf16 rate, not credited against float32's)."""
     fallback = best_peak(results["peak"], "tf32" if tf32 else "float32")
     return (best_peak(results["peak"], "bf16") or fallback) if dtype == "bfloat16" else fallback
 

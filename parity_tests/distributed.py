@@ -6,13 +6,13 @@ device, the reference."""
 
 from __future__ import annotations
 
-import socket
 import sys
 
 import numpy as np
 
 from vae_core import seeds
 from vae_core.config import VAEConfig
+from vae_core.parallel import launch_workers
 
 CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), res_blocks=1, latent_dim=4, beta=2.0)
 STEPS, BATCH, WORKERS = 4, 8, 2
@@ -31,7 +31,7 @@ def single_device(backend: str) -> dict:
         import jax
 
         with jax.enable_x64(True):
-            return _jax(mesh=None)
+            return _jax(mesh=False)
     return _torch_single()
 
 
@@ -41,11 +41,11 @@ def _jax(mesh) -> dict:
 
     model = vae_jax.init_model(CONFIG, dtype="float64")
     state = vae_jax.create_train_state(model)
-    if mesh is None:
+    if not mesh:
         step = vae_jax.compile_train_step(state)
     else:
-        state = distributed.replicate(state, mesh)
-        step = distributed.compile_train_step(state, mesh)
+        state = distributed.replicate(state, WORKERS)
+        step = distributed.compile_train_step(state)
     losses = []
     for (x, eps), rate in zip(global_batches(), RATES):
         state, loss = step(state, x.transpose(0, 2, 3, 1), eps, learning_rate=rate)
@@ -66,30 +66,25 @@ def _torch_single() -> dict:
     return {**vae_torch.export_weights(state.model), "losses": np.asarray(losses)}
 
 
-def _torch_worker(rank: int, world_size: int, port: int, out: str) -> None:
+def _torch_worker(out: str) -> None:  # in each process of launch_workers, with torchrun's environment
     import torch
 
     import vae_torch
     from vae_torch import distributed
 
-    distributed.initialize("gloo", rank, world_size, f"tcp://127.0.0.1:{port}")
+    rank, _ = distributed.initialize(backend="gloo")
     try:
-        state = distributed.wrap(vae_torch.create_train_state(vae_torch.init_model(CONFIG, dtype=torch.float64)))
+        state = vae_torch.create_train_state(vae_torch.init_model(CONFIG, dtype=torch.float64))
+        state = distributed.replicate(state, WORKERS)
+        step = distributed.compile_train_step(state)
         losses = []
         for (x, eps), rate in zip(global_batches(), RATES):
-            x, eps = (torch.as_tensor(distributed.local_slice(a, rank, world_size)) for a in (x, eps))
-            state, loss = vae_torch.train_step(state, x, eps, learning_rate=rate)
-            losses.append(float(distributed.mean_losses(loss).total))
+            state, loss = step(state, torch.as_tensor(x), torch.as_tensor(eps), learning_rate=rate)
+            losses.append(float(loss.total))
         if rank == 0:
             np.savez(out, **vae_torch.export_weights(state.model), losses=np.asarray(losses))
     finally:
         distributed.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv=None) -> int:
@@ -98,16 +93,12 @@ def main(argv=None) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-        from vae_jax import distributed
-
         if len(jax.devices()) != WORKERS:
             raise SystemExit(f"needs {WORKERS} devices, JAX sees {len(jax.devices())}: set "
                              f"XLA_FLAGS=--xla_force_host_platform_device_count={WORKERS} on a CPU")
-        np.savez(out, **_jax(distributed.make_mesh()))
+        np.savez(out, **_jax(mesh=True))
     else:
-        import torch.multiprocessing as mp
-
-        mp.spawn(_torch_worker, args=(WORKERS, free_port(), out), nprocs=WORKERS)
+        launch_workers(_torch_worker, (out,), WORKERS)
     return 0
 
 

@@ -6,7 +6,9 @@ import inspect
 from pathlib import Path
 
 import vae_jax
+import vae_jax.distributed
 import vae_torch
+import vae_torch.distributed
 
 FILES = sorted(p.stem for p in Path(vae_torch.__file__).parent.glob("*.py") if p.stem != "__init__")
 
@@ -16,6 +18,7 @@ ALLOWED = {
     ("compile_train_step", "mode"): "torch.compile's mode; jax.jit has none",
     ("conv_transpose_subpixel", "weight"): "each twin takes its own layer's parameter: torch's weight ...",
     ("conv_transpose_subpixel", "kernel"): "... and Flax's kernel, in their own layouts",
+    ("initialize", "backend"): "torch chooses its collective library (gloo, NCCL); XLA has its own",
 }
 # Classes whose constructors differ by design: NNX layers take dtype/rngs; TrainState holds a torch
 # optimizer in one twin and optax state (a pytree) in the other. Their public methods are still compared.
@@ -85,7 +88,8 @@ def test_allowed_differences_are_real():
     objects = {"VAE.__init__": (vae_torch.VAE.__init__, vae_jax.VAE.__init__),
                "compile_train_step": (vae_torch.compile_train_step, vae_jax.compile_train_step),
                "conv_transpose_subpixel": (vae_torch.model.conv_transpose_subpixel,
-                                           vae_jax.model.conv_transpose_subpixel)}
+                                           vae_jax.model.conv_transpose_subpixel),
+               "initialize": (vae_torch.distributed.initialize, vae_jax.distributed.initialize)}
     for name, param in ALLOWED:
         in_torch, in_jax = (param in dict(_params(obj)) for obj in objects[name])
         assert in_torch != in_jax, (name, param)

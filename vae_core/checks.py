@@ -119,11 +119,3 @@ def check_compute_dtype(value: str | None, param_dtype: str) -> str | None:
         raise ValueError(f"compute_dtype={value!r} needs float32 parameters, got {param_dtype}")
     return value
 
-
-def check_divisible_batch(batch_size: int, workers: int, what: str) -> int:
-    """Data-parallel training splits each global batch into equal slices, one per worker (never padded, so
-    N workers compute what one would): the batch must divide by the number of workers. Returns the slice."""
-    if batch_size % workers:
-        raise ValueError(f"a global batch of {batch_size} does not divide by {workers} {what}: every worker "
-                         f"takes an equal slice; choose a batch size that is a multiple of {workers}")
-    return batch_size // workers

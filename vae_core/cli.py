@@ -102,6 +102,13 @@ def main(argv=None) -> int:
     train.add_argument("--out", help="run folder (default: runs/DATASET-BACKEND-TIMESTAMP)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the step (default: jax yes, torch no: eager is faster on CPU here)")
+    train.add_argument("--devices", type=_devices, default=None, metavar="N|all",
+                       help="jax: data-parallel over N devices of a mesh in this process, or all it sees "
+                            "(default 1; the batch divides among them)")
+    train.add_argument("--nproc", type=int, default=None, metavar="N",
+                       help="torch: data-parallel over N DistributedDataParallel processes on this machine "
+                            "(gloo on CPU, NCCL on GPU; default 1); torchrun --nproc-per-node N -m "
+                            "vae_torch.train ... does the same, and spans machines")
     train.add_argument("--no-progress", action="store_true")
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -141,6 +148,18 @@ PRESETS = {
 TRAIN_DEFAULTS = {"lr": 1e-3, "lr_schedule": "constant", "lr_warmup": 0}
 
 
+def _devices(text: str) -> int:
+    if text == "all":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of devices >= 1 or 'all', got {text!r}")
+    return value
+
+
 def _train(args) -> int:
     import dataclasses
 
@@ -153,13 +172,15 @@ def _train(args) -> int:
         except TrainingInterrupted as err:  # Ctrl-C: the state was saved; say how to go on
             print(f"twinvae train: {err}", file=sys.stderr)
             return 130
+        if record is None:  # a worker of a multi-process run other than rank 0: rank 0 reports
+            return 0
         print(f"test negative ELBO {record['test']['total']:.3f} nats/image after {record['epoch']} epochs; "
               f"run folder {out}")
         return 0
 
     if args.resume:
-        return report(lambda: resume(args.resume, args.backend, args.epochs, progress=not args.no_progress),
-                      args.resume)
+        return report(lambda: resume(args.resume, args.backend, args.epochs, progress=not args.no_progress,
+                                     devices=args.devices, nproc=args.nproc), args.resume)
     args.backend = args.backend or "jax"
 
     if args.dataset == "folder":
@@ -188,7 +209,9 @@ def _train(args) -> int:
                            image_size=args.image_size, channels=args.channels, epochs=args.epochs or 10,
                            batch_size=args.batch_size, **schedule, kl_warmup=args.kl_warmup,
                            free_bits=args.free_bits, denoise=args.denoise, dtype=args.dtype,
-                           seed=args.seed, out=out, compile=args.compile, checkpoint_every=args.checkpoint_every)
+                           seed=args.seed, out=out, compile=args.compile, checkpoint_every=args.checkpoint_every,
+                           devices=1 if args.devices is None else args.devices,
+                           nproc=1 if args.nproc is None else args.nproc)
     return report(lambda: train(config, options, progress=not args.no_progress), out)
 
 

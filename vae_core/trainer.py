@@ -4,6 +4,7 @@ order and eps (from vae_core.seeds), the same KL warm-up, the same evaluation, t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_core import __version__, checks, seeds
+from vae_core import __version__, checks, parallel, seeds
 from vae_core.apps import write_run_pictures
 from vae_core.config import VAEConfig
 from vae_core.data import load_dataset
@@ -62,6 +63,8 @@ class TrainOptions:
     out: str = "runs/train"
     compile: bool | None = None  # None: each backend's fastest here (torch eager, jax jit)
     checkpoint_every: int = 0  # also save every this many steps (0: at the end of each epoch only)
+    devices: int = 1  # jax: data-parallel over this many devices of a mesh (0: all it sees)
+    nproc: int = 1  # torch: data-parallel over this many DistributedDataParallel processes on this machine
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -83,6 +86,20 @@ class TrainOptions:
         checks.check_noise(self.denoise)
         if self.dtype not in checks.PRECISIONS:
             raise ValueError(f"dtype must be one of {tuple(checks.PRECISIONS)}, got {self.dtype!r}")
+        if self.devices < 0 or self.nproc < 1:
+            raise ValueError(f"devices must be >= 0 (0: all) and nproc >= 1, got {self.devices}, {self.nproc}")
+        if self.devices != 1 and self.backend != "jax":
+            raise ValueError("devices is JAX's data parallelism (one process, a mesh of devices); torch's is "
+                             "nproc (one process per device), or torchrun")
+        if self.nproc != 1 and self.backend != "torch":
+            raise ValueError("nproc is torch's data parallelism (DistributedDataParallel processes); JAX's is "
+                             "devices (a mesh in one process)")
+        if self.nproc > 1:
+            parallel.check_divisible_batch(self.batch_size, self.nproc, "processes")
+            if self.free_bits > 0:
+                raise ValueError("free bits clamp the KL's mean over the global batch per latent dimension, "
+                                 "which a DistributedDataParallel process does not see: not with nproc > 1 "
+                                 "(JAX's devices support it)")
 
     @property
     def param_dtype(self) -> str:
@@ -129,25 +146,32 @@ def evaluate(backend, model, images: np.ndarray, seed: int, dtype: str) -> dict:
 
 def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=print) -> dict:
     """Train, evaluate each epoch, write the run folder (log, checkpoint, training state, run record, loss
-    curve, reconstructions, prior samples, interpolations); returns the last epoch's record."""
+    curve, reconstructions, prior samples, interpolations); returns the last epoch's record. Data-parallel
+    with options.devices (JAX) or options.nproc / torchrun (torch): only rank 0 evaluates and writes."""
     out = Path(options.out)
-    if (out / "log.jsonl").exists() or (out / CHECKPOINT).exists():
-        raise ValueError(f"{out} already holds a run (log.jsonl / {CHECKPOINT}); choose another --out, or "
-                         f"continue it with --resume {out}")
-    dataset, n_batches = _data(config, options)
+    if _launches(options):
+        _refuse_existing_run(out)
+        parallel.launch_workers(_worker, (train, (config, options, progress)), options.nproc)
+        return _last_record(out)
     backend = importlib.import_module(f"vae_{options.backend}")
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "run.json", run_record(config, options))
+    rank, world = _join_workers(options)
+    if rank == 0:
+        _refuse_existing_run(out)
+    dataset, n_batches = _data(config, options)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "run.json", run_record(config, options))
     state = backend.create_train_state(backend.init_model(config, options.seed, options.param_dtype,
                                                           compute_dtype=options.compute_dtype),
                                        learning_rate=options.lr, free_bits=options.free_bits)
-    return _fit(backend, state, config, options, dataset, n_batches, Position(), progress, log)
+    return _fit(backend, state, config, options, dataset, n_batches, Position(), progress, log, rank, world)
 
 
 def resume(run_dir, backend: str | None = None, epochs: int | None = None, progress: bool = True,
-           log=print) -> dict:
+           log=print, devices: int | None = None, nproc: int | None = None) -> dict:
     """Continue a run from its last saved state, in the same backend (bitwise the same as an uninterrupted
-    run) or the other one (the same optimizer state; equal within float32 rounding)."""
+    run) or the other one (the same optimizer state; equal within float32 rounding); on as many devices
+    or processes as it had, or as given (the same function, to rounding)."""
     out = Path(run_dir)
     try:
         run = json.loads((out / "run.json").read_text())
@@ -157,10 +181,18 @@ def resume(run_dir, backend: str | None = None, epochs: int | None = None, progr
         raise ValueError(f"{out} holds no run to resume (no run.json)") from None
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{out}/run.json is not a twinvae run record: {err}") from None
+    switched = backend is not None and backend != stored.backend  # the other engine: its own parallelism
     options = dataclasses.replace(stored, out=str(out), backend=backend or stored.backend,
-                                  epochs=epochs or stored.epochs)
+                                  epochs=epochs or stored.epochs,
+                                  devices=devices if devices is not None else 1 if switched else stored.devices,
+                                  nproc=nproc if nproc is not None else 1 if switched else stored.nproc)
+    if _launches(options):
+        parallel.launch_workers(_worker, (resume, (str(out), options.backend, options.epochs, progress, print,
+                                                   options.devices, options.nproc)), options.nproc)
+        return _last_record(out)
     arrays, position = read_train_state(out / TRAIN_STATE)
     twin = importlib.import_module(f"vae_{options.backend}")
+    rank, world = _join_workers(options)
     model, saved_config, metadata = twin.load_checkpoint(out / CHECKPOINT, dtype=options.param_dtype,
                                                          compute_dtype=options.compute_dtype)
     if saved_config != config or metadata.get("step") != position.step:
@@ -171,8 +203,61 @@ def resume(run_dir, backend: str | None = None, epochs: int | None = None, progr
     dataset, n_batches = _data(config, options)
     state = twin.create_train_state(model, learning_rate=options.lr, free_bits=options.free_bits)
     state = twin.import_optimizer_state(state, arrays)
-    log(f"resuming {out} at epoch {position.epoch + 1}, step {position.step}, with {options.backend}")
-    return _fit(twin, state, config, options, dataset, n_batches, position, progress, log)
+    if rank == 0:
+        log(f"resuming {out} at epoch {position.epoch + 1}, step {position.step}, with {options.backend}")
+    return _fit(twin, state, config, options, dataset, n_batches, position, progress, log, rank, world)
+
+
+def _refuse_existing_run(out: Path) -> None:
+    if (out / "log.jsonl").exists() or (out / CHECKPOINT).exists():
+        raise ValueError(f"{out} already holds a run (log.jsonl / {CHECKPOINT}); choose another --out, or "
+                         f"continue it with --resume {out}")
+
+
+def _launches(options: TrainOptions) -> bool:
+    """Whether this process starts options.nproc torch workers (not one of them, nor under torchrun)."""
+    return options.backend == "torch" and options.nproc > 1 and "WORLD_SIZE" not in os.environ
+
+
+def _worker(function, args) -> None:
+    """One process of a multi-process run (parallel.launch_workers): run it, then leave the group."""
+    try:
+        function(*args)
+    finally:
+        importlib.import_module("vae_torch.distributed").shutdown()
+
+
+def _join_workers(options: TrainOptions) -> tuple[int, int]:
+    """(rank, world size) of this process. torch under torchrun or launch_workers: the process group,
+    joined here (WORLD_SIZE, RANK, MASTER_ADDR, MASTER_PORT in the environment). JAX on several hosts:
+    jax.distributed, joined here when JAX_COORDINATOR_ADDRESS (process 0's host:port), JAX_NUM_PROCESSES
+    and JAX_PROCESS_ID are set. Otherwise (0, 1)."""
+    if options.backend == "jax" and os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        if options.devices != 0:
+            raise ValueError("a multi-host JAX run shards each batch over every host's devices: pass "
+                             "--devices all")
+        try:
+            hosts, index = int(os.environ["JAX_NUM_PROCESSES"]), int(os.environ["JAX_PROCESS_ID"])
+        except (KeyError, ValueError):
+            raise ValueError("JAX_COORDINATOR_ADDRESS is set: set JAX_NUM_PROCESSES (the number of hosts) and "
+                             "JAX_PROCESS_ID (this host's index, 0-based) too") from None
+        return importlib.import_module("vae_jax.distributed").initialize(
+            os.environ["JAX_COORDINATOR_ADDRESS"], hosts, index)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if options.backend != "torch":
+        raise ValueError(f"WORLD_SIZE={world} is set (torchrun?) but the backend is {options.backend}: JAX runs "
+                         "data-parallel in one process, with devices")
+    if options.nproc not in (1, world):
+        raise ValueError(f"nproc is {options.nproc} but the launcher started {world} processes")
+    parallel.check_divisible_batch(options.batch_size, world, "processes")
+    return importlib.import_module("vae_torch.distributed").initialize()
+
+
+def _last_record(out: Path) -> dict | None:
+    lines = [line for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None
 
 
 @dataclasses.dataclass
@@ -199,13 +284,25 @@ def _data(config: VAEConfig, options: TrainOptions):
     return dataset, n_batches
 
 
-def _fit(backend, state, config, options, dataset, n_batches, position: Position, progress, log) -> dict:
+def _fit(backend, state, config, options, dataset, n_batches, position: Position, progress, log, rank: int = 0,
+         world: int = 1) -> dict | None:
     out = Path(options.out)
     model = state.model
     compiled = options.compile if options.compile is not None else options.backend == "jax"
-    step_fn = backend.compile_train_step(state, check_inputs=False) if compiled else backend.train_step
     kwargs = {} if compiled else {"check_inputs": False}  # the dataset was checked when it was loaded
-    bar = Progress(options.epochs * n_batches, enabled=progress)
+    if world > 1 or options.devices != 1:  # data-parallel: every process takes the same global batch
+        dist = importlib.import_module(f"vae_{options.backend}.distributed")
+        state = dist.replicate(state, world if options.backend == "torch" else options.devices or None)
+        if options.backend == "jax":
+            parallel.check_divisible_batch(options.batch_size, state.mesh.devices.size, "devices")
+            step_fn = dist.compile_train_step(state, check_inputs=False)
+        else:
+            step_fn = dist.compile_train_step(state, "default" if compiled else None, check_inputs=False)
+        kwargs = {}
+    else:
+        step_fn = backend.compile_train_step(state, check_inputs=False) if compiled else backend.train_step
+    writer = rank == 0  # only rank 0 evaluates, logs and writes; the others wait in the next step's all-reduce
+    bar = Progress(options.epochs * n_batches, enabled=progress and writer)
     bar.advance(position.epoch * n_batches + position.batch)
     step, record = position.step, None
 
@@ -218,7 +315,10 @@ def _fit(backend, state, config, options, dataset, n_batches, position: Position
             "dataset": options.dataset, "epoch": epoch, "step": step, "backend": options.backend,
             "seed": options.seed, "test_loss": test_loss, "denoise": options.denoise})
 
-    with open(out / "log.jsonl", "a") as log_file, _CtrlC() as interrupt:
+    log_file = open(out / "log.jsonl", "a") if writer else None  # noqa: SIM115 (closed below)
+    # Ctrl-C's save-and-stop between steps needs every worker to stop at the same step: single process only
+    # (a multi-process run stops at once; its checkpoints, written atomically, stay whole)
+    with (log_file or contextlib.nullcontext()), (_CtrlC() if world == 1 else _NoCtrlC()) as interrupt:
         for epoch in range(position.epoch, options.epochs):
             start = time.perf_counter()
             first = position.batch if epoch == position.epoch else 0
@@ -253,8 +353,10 @@ def _fit(backend, state, config, options, dataset, n_batches, position: Position
                     bar.close()
                     raise TrainingInterrupted(f"interrupted at step {step}; the state is saved: continue with "
                                               f"twinvae train --resume {out}")
-                if options.checkpoint_every and step % options.checkpoint_every == 0:
+                if writer and options.checkpoint_every and step % options.checkpoint_every == 0:
                     save(epoch, b + 1, sums)
+            if not writer:
+                continue
             test = evaluate(backend, state.model, dataset.test_x, options.seed, options.param_dtype)
             record = {"epoch": epoch + 1, "step": step, "seconds": round(time.perf_counter() - start, 3),
                       "beta": beta_at(step - 1, config.beta, options.kl_warmup),
@@ -273,9 +375,21 @@ def _fit(backend, state, config, options, dataset, n_batches, position: Position
                 + (f"; PSNR noisy {psnr['psnr_noisy']:.2f} dB, denoised {psnr['psnr_denoised']:.2f} dB"
                    if psnr else ""))
     bar.close()
+    if not writer:
+        return None
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
     write_run_pictures(backend, state.model, dataset, out, records, seed=options.seed, denoise=options.denoise)
     return record
+
+
+class _NoCtrlC:
+    requested = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
 
 
 class _CtrlC:

@@ -1,11 +1,11 @@
-"""Data-parallel training on JAX's own engine: a 1-D device mesh ("data"), each batch split along it, the
-parameters and Adam's state replicated; XLA partitions the jitted step and inserts the all-reduce of the
-gradients itself. Mirrors vae_torch/distributed.py (DistributedDataParallel).
+"""Data-parallel training on JAX's own engine: a 1-D device mesh ("data"), each global batch split along
+it, the parameters and Adam's state replicated; XLA partitions the jitted step and inserts the all-reduce
+of the gradients itself. Mirrors vae_torch/distributed.py (DistributedDataParallel).
 
 The step is the single-device `train_step`, unchanged: its loss is the mean over the global batch, so N
 devices compute the same function as one, on the same global batches and eps (to rounding: the sums are
-split in N parts). Across hosts, call `jax.distributed.initialize()` first (`initialize` below); then
-`jax.devices()` lists every host's devices and the mesh spans them."""
+split in N parts). Across hosts, every host runs the same program after `initialize` and passes the same
+global batch; each contributes its own rows (vae_core.parallel.worker_slice)."""
 
 from __future__ import annotations
 
@@ -17,50 +17,40 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vae_core import checks
+from vae_core.parallel import check_divisible_batch, worker_slice
 from vae_jax.train import TrainState, train_step
 
 AXIS = "data"
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
-    """Multi-host: jax.distributed.initialize, with its own defaults (a cluster's environment) where the
-    arguments are None. One process per host; call before anything else touches JAX."""
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+def initialize(address: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+               ) -> tuple[int, int]:
+    """Multi-host: jax.distributed.initialize (address "host:port" of process 0), with JAX's own
+    detection of a cluster's environment where the arguments are None. Call once per host, before
+    anything else touches JAX. Returns (this process's index, the number of processes)."""
+    jax.distributed.initialize(address, num_processes, process_id)
+    return jax.process_index(), jax.process_count()
 
 
-def make_mesh(devices=None) -> Mesh:
-    """A 1-D mesh over `devices` (default: every device JAX sees, on every host), axis "data"."""
-    devices = list(jax.devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("no devices to build a mesh from")
-    return Mesh(np.asarray(devices), (AXIS,))
+def replicate(state: TrainState, workers: int | None = None) -> TrainState:
+    """The state copied to every device of a 1-D mesh over the first `workers` devices (None: all of
+    them, on every host); the mesh goes into the state, for compile_train_step."""
+    devices = jax.devices()
+    if workers is not None:
+        if not 1 <= workers <= len(devices):
+            raise ValueError(f"asked for {workers} devices, JAX sees {len(devices)}: {devices}")
+        devices = devices[:workers]
+    mesh = Mesh(np.asarray(devices), (AXIS,))
+    return jax.device_put(state, NamedSharding(mesh, P())).replace(mesh=mesh)
 
 
-def replicate(state: TrainState, mesh: Mesh) -> TrainState:
-    """The training state (parameters, Adam's moments, step, learning rate) copied to every device."""
-    return jax.device_put(state, NamedSharding(mesh, P()))
-
-
-def shard_batch(mesh: Mesh, *arrays):
-    """Each array (a global batch: images, eps, target) split along its first axis over the mesh; a batch
-    that does not divide by the number of devices is an error, never padded."""
-    n = mesh.devices.size
-    sharding = NamedSharding(mesh, P(AXIS))
-    out = []
-    for array in arrays:
-        if array is None:
-            out.append(None)
-            continue
-        checks.check_divisible_batch(array.shape[0], n, "devices")
-        out.append(jax.device_put(array, sharding))
-    return tuple(out)
-
-
-def compile_train_step(state: TrainState, mesh: Mesh, *, check_inputs: bool = True):
-    """The data-parallel step: `step(state, x, eps, beta=None, *, target=None, learning_rate=None)` with
-    the global batch (numpy or jax arrays, NHWC); it is checked on the host (with check_inputs), split over
-    the mesh, and the replicated state is donated and returned replicated."""
+def compile_train_step(state: TrainState, *, check_inputs: bool = True):
+    """The data-parallel step of a replicated state: `step(state, x, eps, beta=None, *, target=None,
+    learning_rate=None)` with the global batch (numpy or arrays, NHWC), checked on the host (with
+    check_inputs), split over the mesh; the state is donated and comes back replicated."""
+    mesh = state.mesh
+    if mesh is None:
+        raise ValueError("the state is not replicated over a mesh: call replicate(state) first")
     replicated = NamedSharding(mesh, P())
     compiled = jax.jit(functools.partial(train_step, check_inputs=False), donate_argnums=0,
                        out_shardings=(replicated, replicated))
@@ -71,10 +61,30 @@ def compile_train_step(state: TrainState, mesh: Mesh, *, check_inputs: bool = Tr
             x, eps, target = model._check_batch(x, eps, target)
             if learning_rate is not None:
                 learning_rate = checks.check_learning_rate(float(learning_rate))
-        x, eps, target = shard_batch(mesh, x, eps, target)
+        x, eps, target = _shard(mesh, x, eps, target)
         beta = np.asarray(model.config.beta if beta is None else beta, model.dtype)
         if learning_rate is not None:
             learning_rate = np.asarray(learning_rate, model.dtype)
         return compiled(state, x, eps, beta, target=target, learning_rate=learning_rate)
 
     return step
+
+
+def shutdown() -> None:
+    """End a multi-host run (jax.distributed.shutdown); nothing to do on one host."""
+    if jax.process_count() > 1:
+        jax.distributed.shutdown()
+
+
+def _shard(mesh: Mesh, *arrays):
+    """Global batches split along their first axis over the mesh, never padded: a batch that does not
+    divide by the number of devices is an error. Each process supplies its own rows."""
+    sharding = NamedSharding(mesh, P(AXIS))
+    out = []
+    for array in arrays:
+        if array is not None:
+            check_divisible_batch(len(array), mesh.devices.size, "devices")
+            local = worker_slice(np.asarray(array), jax.process_index(), jax.process_count())
+            array = jax.make_array_from_process_local_data(sharding, local, np.shape(array))
+        out.append(array)
+    return tuple(out)

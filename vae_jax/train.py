@@ -30,6 +30,7 @@ class TrainState(struct.PyTreeNode):
     graphdef: nnx.GraphDef = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     free_bits: float = struct.field(pytree_node=False, default=0.0)  # nats per latent dim (see _vae_loss)
+    mesh: jax.sharding.Mesh | None = struct.field(pytree_node=False, default=None)  # distributed.replicate
 
     @property
     def model(self) -> VAE:

@@ -2,10 +2,10 @@
 on CPU, NCCL on GPU), launched by torchrun (`torchrun --nproc-per-node N -m vae_torch.train ...`) or by
 `twinvae train --backend torch --nproc N`. Mirrors vae_jax/distributed.py (a jax.sharding mesh).
 
-Every process takes its slice of the same global batch and of the same global eps (`local_slice`; not
-DistributedSampler's padded, strided split), the loss is its slice's mean, and DDP averages the gradients
-over the processes during backward: the mean of equal slices' means is the global mean, so N processes
-compute what one would on the same global batches (to rounding)."""
+Every process gets the same global batch and eps and takes its own rows (vae_core.parallel.worker_slice;
+not DistributedSampler's strided, padded split); its loss is its slice's mean, and DDP averages the
+gradients over the processes during backward: the mean of equal slices' means is the global mean, so N
+processes compute what one would on the same global batches (to rounding)."""
 
 from __future__ import annotations
 
@@ -16,56 +16,77 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from vae_core import checks
+from vae_core.parallel import worker_slice
+from vae_torch import train as single
 from vae_torch.train import TrainState
 
-TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("TWINVAE_DIST_TIMEOUT", 120)))
+# How long a collective waits for a peer (TWINVAE_DIST_TIMEOUT seconds; torch's own default, 30 min):
+# rank 0 evaluates and writes the checkpoint at the end of an epoch while the others wait in the next step.
+TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("TWINVAE_DIST_TIMEOUT", 1800)))
 
 
-def initialize(backend: str | None = None, rank: int | None = None, world_size: int | None = None,
-               init_method: str | None = None) -> tuple[int, int]:
-    """torch.distributed.init_process_group, from torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR,
-    MASTER_PORT) where the arguments are None; backend: NCCL with CUDA, else gloo. A rendezvous that cannot
-    bind its port or hears from no peer within TIMEOUT (TWINVAE_DIST_TIMEOUT seconds, default 120) is an
-    error that says which. Returns (rank, world_size)."""
+def initialize(address: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+               backend: str | None = None) -> tuple[int, int]:
+    """torch.distributed.init_process_group; where the arguments are None, torchrun's environment
+    (MASTER_ADDR:MASTER_PORT, WORLD_SIZE, RANK). backend: NCCL with CUDA, else gloo. A port that is taken
+    or a peer that never comes is an error that says so. Returns (rank, world size); a process that already
+    joined a group gets its place in it."""
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    kwargs = {} if init_method is None else {"init_method": init_method}
-    if rank is not None:
-        kwargs.update(rank=rank, world_size=world_size)
+    address = address or f"{os.environ.get('MASTER_ADDR', '127.0.0.1')}:{os.environ.get('MASTER_PORT', '29500')}"
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if num_processes is None else num_processes
+    rank = int(os.environ.get("RANK", 0)) if process_id is None else process_id
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
     try:
-        dist.init_process_group(backend, timeout=TIMEOUT, **kwargs)
+        dist.init_process_group(backend, init_method=f"tcp://{address}", world_size=world_size, rank=rank,
+                                timeout=TIMEOUT)
     except (RuntimeError, ValueError) as err:  # DistNetworkError and DistStoreError are RuntimeErrors
-        where = init_method or f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
-        raise RuntimeError(f"could not start the {backend} process group at {where}: {err}. A port in use "
-                           f"(choose another --master-port), a peer that did not start, or a wrong "
-                           f"address are the usual causes") from err
-    return dist.get_rank(), dist.get_world_size()
+        raise RuntimeError(f"could not start the {backend} process group at {address} (rank {rank} of "
+                           f"{world_size}): {err}. A port in use (choose another MASTER_PORT / "
+                           f"--master-port), a peer that did not start or a wrong address are the usual "
+                           f"causes") from err
+    return rank, world_size
 
 
-def local_slice(array, rank: int, world_size: int):
-    """This process's equal slice of a global batch (images, eps or target) along its first axis."""
-    size = checks.check_divisible_batch(len(array), world_size, "processes")
-    return array[rank * size:(rank + 1) * size]
-
-
-def wrap(state: TrainState) -> TrainState:
-    """The training state with its model wrapped in DistributedDataParallel (which broadcasts rank 0's
-    parameters): train_step then runs through it, and DDP all-reduces the gradients."""
+def replicate(state: TrainState, workers: int | None = None) -> TrainState:
+    """The state with its model wrapped in DistributedDataParallel, which copies rank 0's parameters to
+    every process; `workers`, if given, must be the process group's size."""
+    if workers is not None and workers != dist.get_world_size():
+        raise ValueError(f"asked for {workers} workers, the process group has {dist.get_world_size()}")
     if state.free_bits > 0:
         raise ValueError("free bits clamp the KL's mean over the global batch per latent dimension, which a "
-                         "DistributedDataParallel process does not see; train with free_bits=0 or in JAX")
+                         "DistributedDataParallel process does not see; train with free_bits=0, or in JAX")
     device = state.model.fc_mu.weight.device
     state.ddp = DistributedDataParallel(state.model, device_ids=[device] if device.type == "cuda" else None)
     return state
 
 
-def mean_losses(losses):
-    """The step's losses averaged over the processes (each holds its slice's), for logging."""
-    stacked = torch.stack([loss.detach() for loss in losses])
-    dist.all_reduce(stacked)
-    return type(losses)(*(stacked / dist.get_world_size()))
+def compile_train_step(state: TrainState, mode: str | None = None, *, check_inputs: bool = True):
+    """The data-parallel step of a replicated state: `step(state, x, eps, beta=None, *, target=None,
+    learning_rate=None)` with the global batch; this process trains on its rows and returns the losses
+    averaged over the processes. mode: None runs eagerly, else torch.compile's mode."""
+    if state.ddp is None:
+        raise ValueError("the state is not replicated: call replicate(state) first")
+    inner = single.train_step if mode is None else single.compile_train_step(state, mode, check_inputs=False)
+    kwargs = {"check_inputs": check_inputs} if mode is None else {}
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+
+    def step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None):
+        x, eps, target = (None if a is None else worker_slice(a, rank, world_size) for a in (x, eps, target))
+        state, losses = inner(state, x, eps, beta, target=target, learning_rate=learning_rate, **kwargs)
+        return state, _mean_over_processes(losses)
+
+    return step
 
 
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _mean_over_processes(losses):
+    stacked = torch.stack([loss.detach() for loss in losses])
+    dist.all_reduce(stacked)
+    return type(losses)(*(stacked / dist.get_world_size()))

@@ -1,5 +1,6 @@
 """One Adam training step, eager or compiled whole with torch.compile. Mirrors vae_jax/train.py:
-`state, losses = train_step(state, x, eps)` in both twins."""
+`state, losses = train_step(state, x, eps)` in both twins. Run as a module, it is `twinvae train --backend
+torch`, for torchrun: `torchrun --nproc-per-node N -m vae_torch.train --dataset ...`."""
 
 from __future__ import annotations
 
@@ -144,3 +145,11 @@ def _step_body(model, optimizer, x, eps, beta, free_bits, target) -> VAELoss:
     losses.total.backward()
     optimizer.step()
     return VAELoss(*(loss.detach() for loss in losses))
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m vae_torch.train [twinvae train's options]
+    import sys
+
+    from vae_core.cli import main
+
+    sys.exit(main(["train", "--backend", "torch", *sys.argv[1:]]))

@@ -1,0 +1,76 @@
+"""The framework-free side of data-parallel training: which slice of each global batch a worker takes,
+and the launcher behind `twinvae train --backend torch --nproc N` (what torchrun does, for one machine).
+The twins' distributed.py hold the engines (a jax.sharding mesh; DistributedDataParallel)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import time
+
+
+def check_divisible_batch(batch_size: int, workers: int, what: str) -> int:
+    """Data-parallel training splits each global batch into equal slices, one per worker (never padded, so
+    N workers compute what one would): the batch must divide by the number of workers. Returns the slice."""
+    if batch_size % workers:
+        raise ValueError(f"a global batch of {batch_size} does not divide by {workers} {what}: every worker "
+                         f"takes an equal slice; choose a batch size that is a multiple of {workers}")
+    return batch_size // workers
+
+
+def worker_slice(array, rank: int, workers: int, what: str = "processes"):
+    """Worker `rank`'s equal slice of a global batch (images, eps, target) along its first axis: rows
+    [rank * k, (rank + 1) * k), k = batch / workers (not DistributedSampler's strided, padded split)."""
+    size = check_divisible_batch(len(array), workers, what)
+    return array[rank * size:(rank + 1) * size]
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process of a multi-process run died or failed; the others were stopped."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def launch_workers(target, args: tuple, nproc: int, port: int | None = None, poll: float = 0.2) -> None:
+    """Run target(*args) in `nproc` fresh processes on this machine, each with torchrun's environment
+    (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT); wait for all of them. If one dies
+    or fails, the others are stopped and WorkerFailed names it (its own traceback is on stderr)."""
+    port = port or free_port()
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked framework state
+    processes = []
+    saved = {k: os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    try:
+        for rank in range(nproc):
+            os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
+                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            process = context.Process(target=target, args=args, name=f"twinvae-worker-{rank}")
+            process.start()
+            processes.append(process)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    try:
+        while any(p.is_alive() for p in processes):
+            failed = [(rank, p.exitcode) for rank, p in enumerate(processes) if p.exitcode not in (None, 0)]
+            if failed:
+                break
+            time.sleep(poll)
+        failed = [(rank, p.exitcode) for rank, p in enumerate(processes) if p.exitcode not in (None, 0)]
+        if failed:
+            rank, code = failed[0]
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            raise WorkerFailed(f"worker {rank} of {nproc} {how}; the other workers were stopped")
+    finally:
+        for p in processes:
+            if p.is_alive():
+                p.terminate()
+        for p in processes:
+            p.join()
