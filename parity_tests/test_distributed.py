@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,6 +126,16 @@ def test_torch_nproc_and_jax_devices_train_as_one_device(single_run, tmp_path):
     options = json.loads((tmp_path / "ddp" / "run.json").read_text())["options"]
     assert options["nproc"] == 2
     assert json.loads((tmp_path / "mesh" / "run.json").read_text())["options"]["devices"] == 0
+
+
+def test_torchrun_module_trains_as_one_device(single_run, tmp_path):
+    """`torchrun --nproc-per-node 2 -m vae_torch.train ...`: twinvae train's flags, torch's own launcher."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "vae_torch.train",
+                           *TRAIN[1:], "--epochs", "2", "--out", str(tmp_path / "torchrun")], env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _same_run(tmp_path / "torchrun", single_run)
 
 
 def test_jax_on_two_hosts_trains_as_one_device(single_run, tmp_path):
