@@ -1,4 +1,4 @@
-"""Random architectures (hypothesis, fixed seed, 8 examples): eager torch vs jitted JAX in float64."""
+"""Random architectures (hypothesis, fixed seed, 4 examples): eager torch vs jitted JAX in float64."""
 
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
@@ -28,7 +28,7 @@ def configs(draw):
 
 
 @seed(20261127)
-@settings(max_examples=8, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=configs(), batch_size=st.integers(1, 5))
 def test_random_configs_agree_in_float64(config, batch_size):
     case = harness.Case(f"random {config}", config, batch_size=batch_size, steps=2)
