@@ -52,12 +52,19 @@ def initialize(address: str | None = None, num_processes: int | None = None, pro
 
 def replicate(state: TrainState, workers: int | None = None) -> TrainState:
     """The state with its model wrapped in DistributedDataParallel, which copies rank 0's parameters to
-    every process; `workers`, if given, must be the process group's size."""
+    every process; with NCCL the model and Adam's moments move to this process's GPU first. `workers`, if
+    given, must be the process group's size."""
     if workers is not None and workers != dist.get_world_size():
         raise ValueError(f"asked for {workers} workers, the process group has {dist.get_world_size()}")
     if state.free_bits > 0:
         raise ValueError("free bits clamp the KL's mean over the global batch per latent dimension, which a "
                          "DistributedDataParallel process does not see; train with free_bits=0, or in JAX")
+    if dist.get_backend() == "nccl":  # one GPU per process (initialize picked it): the model and Adam's
+        device = torch.device("cuda", torch.cuda.current_device())  # moments go there; the step count and
+        state.model.to(device)  # the learning rate stay 0-d CPU tensors, as torch keeps them
+        for slot in state.optimizer.state.values():
+            for key in ("exp_avg", "exp_avg_sq"):
+                slot[key] = slot[key].to(device)
     device = state.model.fc_mu.weight.device
     state.ddp = DistributedDataParallel(state.model, device_ids=[device] if device.type == "cuda" else None)
     return state
