@@ -7,12 +7,14 @@ import argparse
 import sys
 import time
 
+from vae_core.checks import PRECISIONS
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parity_tests", description=__doc__)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: $TWINVAE_DEVICE or cpu)")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls/convs (GPU)")
-    parser.add_argument("--dtype", choices=["float64", "float32", "bfloat16"], action="append",
+    parser.add_argument("--dtype", choices=list(PRECISIONS), action="append",
                         help="repeatable; default float64 and float32")
     parser.add_argument("--steps", type=int, default=None, help="Adam steps per case (default 50)")
     parser.add_argument("--case", action="append", help="substring of a case name to run (repeatable)")

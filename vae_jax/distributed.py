@@ -9,16 +9,14 @@ global batch; each contributes its own rows (vae_core.parallel.worker_slice)."""
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vae_core import checks
 from vae_core.parallel import check_divisible_batch, worker_slice
-from vae_jax.train import TrainState, train_step
+from vae_jax import train as single
+from vae_jax.train import TrainState
 
 AXIS = "data"
 
@@ -46,25 +44,16 @@ def replicate(state: TrainState, workers: int | None = None) -> TrainState:
 
 def compile_train_step(state: TrainState, *, check_inputs: bool = True):
     """The data-parallel step of a replicated state: `step(state, x, eps, beta=None, *, target=None,
-    learning_rate=None)` with the global batch (numpy or arrays, NHWC), checked on the host (with
-    check_inputs), split over the mesh; the state is donated and comes back replicated."""
+    learning_rate=None)` with the global batch (numpy or arrays, NHWC), split over the mesh, then the
+    single-device compiled step (vae_jax.train.compile_train_step: the checks, the donation), which XLA
+    partitions over the mesh from its inputs' shardings."""
     mesh = state.mesh
     if mesh is None:
         raise ValueError("the state is not replicated over a mesh: call replicate(state) first")
-    replicated = NamedSharding(mesh, P())
-    compiled = jax.jit(functools.partial(train_step, check_inputs=False), donate_argnums=0,
-                       out_shardings=(replicated, replicated))
-    model = state.model
+    compiled = single.compile_train_step(state, check_inputs=check_inputs)
 
     def step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None):
-        if check_inputs:
-            x, eps, target = model._check_batch(x, eps, target)
-            if learning_rate is not None:
-                learning_rate = checks.check_learning_rate(float(learning_rate))
         x, eps, target = _shard(mesh, x, eps, target)
-        beta = np.asarray(model.config.beta if beta is None else beta, model.dtype)
-        if learning_rate is not None:
-            learning_rate = np.asarray(learning_rate, model.dtype)
         return compiled(state, x, eps, beta, target=target, learning_rate=learning_rate)
 
     return step

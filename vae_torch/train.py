@@ -25,7 +25,7 @@ class TrainState:
     optimizer: torch.optim.Adam
     step: int = 0
     free_bits: float = 0.0  # nats per latent dimension, in the training objective only (see _vae_loss)
-    ddp: torch.nn.Module | None = None  # the model's DistributedDataParallel wrapper (distributed.wrap)
+    ddp: torch.nn.Module | None = None  # the model's DistributedDataParallel wrapper (distributed.replicate)
 
 
 def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
