@@ -39,8 +39,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 def launch_workers(target, args: tuple, nproc: int, port: int | None = None, poll: float = 0.2) -> None:
     """Run target(*args) in `nproc` fresh processes on this machine, each with torchrun's environment
     (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT) and OMP_NUM_THREADS = cores / nproc
-    unless set; wait for all of them. If one dies
-    or fails, the others are stopped and WorkerFailed names it (its own traceback is on stderr)."""
+    unless set; wait for all of them. If one dies or fails, the others are stopped and WorkerFailed names
+    it (its own traceback is on stderr)."""
     port = port or free_port()
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked framework state
     processes = []
