@@ -100,3 +100,23 @@ def test_a_mode_the_device_lacks_is_listed_as_unavailable():
     reason = Backend("compile-reduce-overhead", "cpu", threads=threads, tf32=False).unavailable(POINT)
     assert reason == "reduce-overhead means CUDA graphs: CUDA only"
     assert Backend("eager", "cpu", threads=threads, tf32=False).unavailable(POINT) is None
+
+
+@pytest.mark.parametrize("backend, op", [("torch", "aten::convolution_backward"), ("jax", "dot_general")])
+def test_profile_names_the_step_s_ops(backend, op):
+    # a small batch and few steps: the table must hold the backend's convolution/matmul work, with shapes
+    run = subprocess.run([sys.executable, "-m", "benchmarks.profile", "--backend", backend, "--batch-size", "8",
+                          "--steps", "3", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    header, command, _, total, _, columns, _, *rows = run.stdout.strip().splitlines()
+    assert "batch 8" in header and "ms per step" in header and command.startswith("Command: ")
+    assert columns.startswith("| ms per step | share | op | shape |") and 0 < len(rows) <= 25
+    assert any(op in row for row in rows), run.stdout
+    times = [float(row.split("|")[1]) for row in rows]
+    assert times == sorted(times, reverse=True) and times[0] > 0
+
+
+def test_profile_refuses_a_mode_the_backend_lacks():
+    run = subprocess.run([sys.executable, "-m", "benchmarks.profile", "--backend", "jax", "--mode", "eager"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "jax has no mode 'eager'" in run.stderr

@@ -55,8 +55,12 @@ class CheckpointError(ValueError):
 # (SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s]). So one stride-1 2x2 conv over the input padded by 1, with
 # weight K[(a, b, c_out), c_in, r, s] = W[c_in, c_out, SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s]], gives
 # every phase as a block of 4*c_out channels on an (H+1) x (W+1) grid; phase (a, b) is the window at
-# offset (a, b), and interleaving the four gives the (2H, 2W) output. It does the useful work plus the
-# grid's one extra row and column, where the native form on XLA also multiplies the zeros it inserts.
+# offset (a, b), and interleaving the four gives the (2H, 2W) output (torch's order). Or, the same sums in
+# the other order (JAX's: XLA's CPU convolutions are slow, its dots are not): one matmul of every input
+# pixel with all 16 taps, W as (c_in, (kh, kw, c_out)), then phase (a, b) adds the four tap planes
+# (SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s]) shifted by (a+r-1, b+s-1). Either does the useful work (the
+# conv order also the grid's one extra row and column), where the native form on XLA also multiplies the
+# zeros it inserts.
 # ---------------------------------------------------------------------------------------------------------
 
 TRANSPOSED_CONVS = ("native", "subpixel")

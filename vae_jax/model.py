@@ -83,31 +83,56 @@ class ConvEncoder(nnx.Module):
                                 for cout in channels[1:]])
 
     def __call__(self, x):
-        for conv, blocks in zip(self.convs, self.blocks):
-            x = _run_blocks(blocks, nnx.relu(conv(x)))
+        for conv, blocks in zip(self.convs, self.blocks):  # conv's parameters, our faster contraction
+            x = _conv_stride2(x.astype(conv.dtype), conv.kernel[...], conv.bias[...])
+            x = _run_blocks(blocks, nnx.relu(x))
         return x.reshape(x.shape[0], -1)
+
+
+def _conv_stride2(x, kernel, bias):
+    """nnx.Conv(k=4, s=2, p=1)(x) for NHWC x and its kernel (4, 4, C_in, C_out), as one contraction: x padded
+    by 1 and folded space-to-depth by 2, so each output pixel reads a 2x2 window of folded pixels, and
+    kernel tap (2r+p, 2s+q) multiplies window (r, s), folded channel (p, q, c). XLA's CPU convolution is
+    slow here, above all in backward (weight gradients: ../shared/perf-notes.md); its dot is not. An odd
+    H or W gets one more row or column of padding, which the window never reads. Computes in x's dtype; a
+    bf16 x with float32 parameters returns the float32 accumulation (see _precision)."""
+    n, h, w, c = x.shape
+    out_h, out_w = h // 2, w // 2
+    x = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
+    fold_h, fold_w = x.shape[1] // 2, x.shape[2] // 2
+    folded = x.reshape(n, fold_h, 2, fold_w, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, fold_h, fold_w, 4 * c)
+    windows = jnp.stack([folded[:, r:r + out_h, s:s + out_w] for r in (0, 1) for s in (0, 1)])
+    taps = kernel.reshape(2, 2, 2, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(4, 4 * c, -1)
+    accumulate = None if x.dtype == kernel.dtype else kernel.dtype
+    y = jnp.einsum("tnhwc,tco->nhwo", windows, taps.astype(x.dtype), preferred_element_type=accumulate)
+    return y + bias.astype(x.dtype)  # as nnx.Conv promotes it
 
 
 def conv_transpose_subpixel(x, kernel, bias):
     """Flax ConvTranspose(k=4, s=2, p=1, transpose_kernel=True)(x) for NHWC x and its kernel (4, 4, C_out,
-    C_in), computed as one 2x2 conv over x padded by 1 whose 4*C_out channels are the four output phases,
-    then interleaved. Computes in x's dtype; a bf16 x with float32 parameters returns the float32
-    accumulation, as the layers do in mixed precision (see _precision)."""
-    n, h, w, _ = x.shape
+    C_in), phase by phase: one matmul gives every input pixel times all 16 kernel taps, and output phase
+    (a, b) sums, for each of its pixels, the four taps that reach it from the 2x2 neighbouring input pixels.
+    Computes in x's dtype; a bf16 x with float32 parameters returns the float32 accumulation, as the layers
+    do in mixed precision (see _precision)."""
+    n, h, w, c_in = x.shape
     c_out = kernel.shape[2]
-    weight = kernel.transpose(3, 2, 0, 1)  # canonical (c_in, c_out, 4, 4)
-    # 16 static slices, not a gather: (a, b, r, s, c_in, c_out) -> (r, s, c_in, (a, b, c_out))
-    taps = [weight[:, :, int(SUBPIXEL_TAPS[a][r]), int(SUBPIXEL_TAPS[b][s])]
-            for a in (0, 1) for b in (0, 1) for r in (0, 1) for s in (0, 1)]
-    sub = jnp.stack(taps).reshape(2, 2, 2, 2, -1, c_out).transpose(2, 3, 4, 0, 1, 5).reshape(2, 2, -1, 4 * c_out)
+    weight = kernel.reshape(-1, c_in)  # ((kh, kw, c_out), c_in): the canonical W's taps
     accumulate = None if x.dtype == kernel.dtype else kernel.dtype
-    sub, bias = sub.astype(x.dtype), bias.astype(x.dtype)  # as nnx.ConvTranspose promotes them
-    padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    y = jax.lax.conv_general_dilated(padded, sub, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     preferred_element_type=accumulate)
-    y = y.reshape(n, h + 1, w + 1, 2, 2, c_out)
-    rows = [jnp.stack([y[:, a:a + h, b:b + w, a, b] for b in (0, 1)], axis=3) for a in (0, 1)]
-    return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, c_out) + bias
+    # taps lead, pixels last: each tap's plane is contiguous, and so is its gradient in backward
+    taps = jnp.einsum("tc,nhwc->tnhw", weight.astype(x.dtype), x, preferred_element_type=accumulate)
+    # split, not indexed (the gradient of 16 slices of one array is 16 zero-padded copies of it), and the
+    # batch axis kept apart (a data-parallel mesh shards it); each tap's plane padded by 1
+    planes = [jnp.pad(plane[0], ((0, 0), (0, 0), (1, 1), (1, 1)))
+              for plane in jnp.split(taps.reshape(16, c_out, n, h, w), 16)]
+
+    def phase(a, b):  # pixel (i, j) of output phase (a, b) reads input pixel (i-1+a+r, j-1+b+s) through tap
+        # (SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s])
+        taps_in = [(r, s, int(4 * SUBPIXEL_TAPS[a][r] + SUBPIXEL_TAPS[b][s])) for r in (0, 1) for s in (0, 1)]
+        return sum(planes[t][..., a + r:a + r + h, b + s:b + s + w] for r, s, t in taps_in)
+
+    rows = [jnp.stack([phase(a, 0), phase(a, 1)], axis=-1) for a in (0, 1)]
+    y = jnp.stack(rows, axis=-3).reshape(c_out, n, 2 * h, 2 * w).transpose(1, 2, 3, 0)
+    return y + bias.astype(x.dtype)
 
 
 class ConvDecoder(nnx.Module):
