@@ -83,7 +83,7 @@ class ConvEncoder(nnx.Module):
                                 for cout in channels[1:]])
 
     def __call__(self, x):
-        for conv, blocks in zip(self.convs, self.blocks):  # conv's parameters, our faster contraction
+        for conv, blocks in zip(self.convs, self.blocks):  # the Conv holds the parameters
             x = _conv_stride2(x.astype(conv.dtype), conv.kernel[...], conv.bias[...])
             x = _run_blocks(blocks, nnx.relu(x))
         return x.reshape(x.shape[0], -1)
@@ -93,7 +93,7 @@ def _conv_stride2(x, kernel, bias):
     """nnx.Conv(k=4, s=2, p=1)(x) for NHWC x and its kernel (4, 4, C_in, C_out), as one contraction: x padded
     by 1 and folded space-to-depth by 2, so each output pixel reads a 2x2 window of folded pixels, and
     kernel tap (2r+p, 2s+q) multiplies window (r, s), folded channel (p, q, c). XLA's CPU convolution is
-    slow here, above all in backward (weight gradients: ../shared/perf-notes.md); its dot is not. An odd
+    slow here, above all in backward (weight gradients: docs/perf-log.md); its dot is not. An odd
     H or W gets one more row or column of padding, which the window never reads. Computes in x's dtype; a
     bf16 x with float32 parameters returns the float32 accumulation (see _precision)."""
     n, h, w, c = x.shape
