@@ -3,7 +3,7 @@
 # benchmark on CUDA in TF32 and in bf16 mixed precision (training at one large batch), and the parity suite
 # on CUDA (float64, float32, bf16) for three standard cases. Each step has its own time limit, so a slow
 # one leaves the others their time; everything lands in OUT_DIR (log.txt, tf32/ and bf16/ results).
-#   [STEPS="tf32 bf16 parity ddp"] benchmarks/gpu.sh OUT_DIR    (DEVICE=cpu BATCH=64 LIMIT=2 try it on a CPU)
+#   [STEPS="tf32 bf16 parity profile ddp"] benchmarks/gpu.sh OUT_DIR    (DEVICE=cpu BATCH=64 LIMIT=2 try it on a CPU)
 set -u
 out=${1:?usage: benchmarks/gpu.sh OUT_DIR}
 device=${DEVICE:-cuda}
@@ -30,7 +30,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, output appended
 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
 } >> "$log" 2>&1
 
-what=${STEPS:-tf32 bf16 parity ddp}  # a lent machine's call is at most 10 minutes: split them over two calls
+what=${STEPS:-tf32 bf16 parity profile ddp}  # a lent machine's call is at most 10 minutes: split them over two calls
 bench=(python3 -m benchmarks --device "$device" --kinds train --batch-sizes "$batch" --repeats 6 --no-progress
        --peak-sizes 2048,8192)
 if [[ " $what " == *" tf32 "* ]]; then
@@ -42,6 +42,11 @@ fi
 if [[ " $what " == *" parity "* ]]; then
     step parity 170 python3 -m parity_tests --device "$device" --dtype float64 --dtype float32 --dtype bfloat16 \
         --steps 5 --case seed --case residual --case "mlp 1x28x28" --summary
+fi
+if [[ " $what " == *" profile "* ]]; then  # where each twin's TF32 step spends its time on the GPU
+    step profile-torch 90 python3 -m benchmarks.profile --device "$device" --backend torch --mode compile-default \
+        --tf32 --batch-size "$batch" --top 15
+    step profile-jax 60 python3 -m benchmarks.profile --device "$device" --backend jax --tf32 --batch-size "$batch" --top 15
 fi
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 if [[ " $what " == *" ddp "* ]] && ((gpus >= 2)); then  # DDP over NCCL, one process per GPU (a single

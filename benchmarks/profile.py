@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--dtype", choices=sorted(PRECISIONS), default="float32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 (GPU), as the benchmark's --tf32")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--steps", type=int, default=20, help="steps timed, then profiled (default 20)")
     p.add_argument("--top", type=int, default=25, help="rows shown (default 25)")
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
         return _in_worker_env(argv, args)
     point = Point(VAEConfig(), args.batch_size, args.dtype, args.kind)
     backend = importlib.import_module(f"benchmarks.{args.backend}_backend").Backend(
-        mode, args.device, args.threads, tf32=False)
+        mode, args.device, args.threads, tf32=args.tf32)
     refused = backend.unavailable(point)
     if refused:
         raise SystemExit(f"python -m benchmarks.profile: {args.backend} {mode}: {refused}")
@@ -74,7 +75,8 @@ def main(argv=None) -> int:
     step_ms = (time.perf_counter() - start) / args.steps * 1e3
     rows = (_torch_rows if args.backend == "torch" else _jax_rows)(backend, args.steps, args.device)
     flops = (train_step_flops if args.kind == "train" else inference_flops)(point.config) * args.batch_size
-    print(f"{args.backend} {mode}, {args.kind} step, batch {args.batch_size}, {args.dtype}, {args.device}, "
+    precision = args.dtype + (" (TF32 allowed)" if args.tf32 else "")
+    print(f"{args.backend} {mode}, {args.kind} step, batch {args.batch_size}, {precision}, {args.device}, "
           f"{args.threads} threads: {step_ms:.2f} ms per step, {args.batch_size / step_ms * 1e3:,.0f} images/s, "
           f"{flops / step_ms / 1e6:.1f} GFLOP/s (analytic)")
     print(f"Command: `python -m benchmarks.profile {' '.join(argv)}`\n")
@@ -85,7 +87,8 @@ def main(argv=None) -> int:
 def _in_worker_env(argv: list[str], args) -> int:
     from benchmarks.coordinator import Options, worker_env
 
-    options = Options(backends=[args.backend], modes=[], points=[], device=args.device, threads=args.threads)
+    options = Options(backends=[args.backend], modes=[], points=[], device=args.device, threads=args.threads,
+                      tf32=args.tf32)
     with tempfile.TemporaryDirectory(prefix="twinvae-profile-") as cache:
         env = {**worker_env(options), "TWINVAE_BENCH_CACHE": cache,
                "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache, "inductor"),
