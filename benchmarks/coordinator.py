@@ -31,8 +31,7 @@ class WorkerProcess:
     def __init__(self, backend: str, mode: str, env: dict, cache_root: str):
         self.backend, self.mode = backend, mode
         cache = tempfile.mkdtemp(prefix=f"{backend}-{mode}-", dir=cache_root)
-        env = {**env, "TWINVAE_BENCH_CACHE": cache, "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache, "inductor"),
-               "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+        env = cache_env(env, cache)
         self.log = open(os.path.join(cache, "stderr.log"), "w+")  # noqa: SIM115 (lives as long as the worker)
         self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.worker", backend, mode], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
@@ -94,6 +93,12 @@ def worker_env(options: Options) -> dict:
     return {**os.environ, "TWINVAE_BENCH_DEVICE": options.device, "TWINVAE_BENCH_THREADS": threads,
             "TWINVAE_BENCH_TF32": "1" if options.tf32 else "0", "OMP_NUM_THREADS": threads,
             "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+
+
+def cache_env(env: dict, cache: str) -> dict:
+    """env with every compilation cache (JAX, Inductor, Triton) in the folder `cache`."""
+    return {**env, "TWINVAE_BENCH_CACHE": cache, "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache, "inductor"),
+            "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
 
 
 def precisions(options: Options) -> list[str]:

@@ -85,14 +85,12 @@ def main(argv=None) -> int:
 
 
 def _in_worker_env(argv: list[str], args) -> int:
-    from benchmarks.coordinator import Options, worker_env
+    from benchmarks.coordinator import Options, cache_env, worker_env
 
     options = Options(backends=[args.backend], modes=[], points=[], device=args.device, threads=args.threads,
                       tf32=args.tf32)
     with tempfile.TemporaryDirectory(prefix="twinvae-profile-") as cache:
-        env = {**worker_env(options), "TWINVAE_BENCH_CACHE": cache,
-               "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache, "inductor"),
-               "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+        env = cache_env(worker_env(options), cache)
         return subprocess.run([sys.executable, "-m", "benchmarks.profile", *argv], env=env).returncode
 
 
