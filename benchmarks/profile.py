@@ -54,8 +54,9 @@ def main(argv=None) -> int:
     if mode not in MODES[args.backend]:
         raise SystemExit(f"python -m benchmarks.profile: error: {args.backend} has no mode {mode!r}; modes: "
                          f"{', '.join(MODES[args.backend])}")
-    if args.batch_size < 1 or args.steps < 1 or args.top < 1:
-        raise SystemExit("python -m benchmarks.profile: error: --batch-size, --steps and --top must be >= 1")
+    if min(args.batch_size, args.steps, args.top, args.threads) < 1:
+        raise SystemExit("python -m benchmarks.profile: error: --batch-size, --steps, --top and --threads must "
+                         "be >= 1")
     if "TWINVAE_BENCH_CACHE" not in os.environ:  # run as a benchmark worker runs: its threads, fresh caches
         return _in_worker_env(argv, args)
     point = Point(VAEConfig(), args.batch_size, args.dtype, args.kind)
