@@ -38,17 +38,28 @@ def test_compiled_torch_step_matches_eager_and_jax(dtype):
     eps = [seeds.eps_for_step(0, s, 6, CONFIG.latent_dim, dtype) for s in range(STEPS)]
     tdtype = getattr(torch, dtype)
 
+    # float32 compiles the channels_last model (the benchmark's fastest torch form) and also checks that
+    # the compiled backward copies no activation into another layout (vae_torch.compile_train_step)
+    layout = torch.channels_last if dtype == "float32" else torch.contiguous_format
+
+    def to_tensor(a):
+        return torch.as_tensor(a).contiguous(memory_format=layout if a.ndim == 4 else torch.contiguous_format)
+
     def torch_run(compiled):
-        model = vae_torch.init_model(CONFIG, seed=0, dtype=tdtype)
+        model = vae_torch.init_model(CONFIG, seed=0, dtype=tdtype).to(memory_format=layout)
         state = vae_torch.create_train_state(model)
         torch._dynamo.reset()  # forget earlier tests' compilations, so only this run's count
         step = vae_torch.compile_train_step(state) if compiled else vae_torch.train_step
         with torch._dynamo.config.patch(error_on_recompile=True):  # a new beta or rate must not recompile
-            return _trajectory(step, state, batches, eps, lambda a: torch.as_tensor(a),
-                               lambda s: vae_torch.export_weights(s.model))
+            run = _trajectory(step, state, batches, eps, to_tensor, lambda s: vae_torch.export_weights(s.model))
+            with torch.profiler.profile(record_shapes=True) as p:  # one more step, compiled by now
+                step(state, to_tensor(batches[0]), to_tensor(eps[0]))
+        return run, [event.input_shapes[0] for event in p.events() if event.name == "aten::copy_"]
 
-    eager = torch_run(compiled=False)
-    compiled = torch_run(compiled=True)
+    eager, _ = torch_run(compiled=False)
+    compiled, copies = torch_run(compiled=True)
+    activations = [shape for shape in copies if len(shape) == 4 and shape[0] == 6 and shape[1] > 1]
+    assert dtype == "float64" or activations == [], activations
     with jax.enable_x64(dtype == "float64"):
         state = vae_jax.create_train_state(vae_jax.init_model(CONFIG, seed=0, dtype=jnp.dtype(dtype)))
         jitted = _trajectory(vae_jax.compile_train_step(state), state,
