@@ -64,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads (default: cores)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per mode (default 20)")
     p.add_argument("--repeat-seconds", type=float, default=None,
-                   help="steps per repeat are chosen so a repeat lasts about this long (default 0.1)")
+                   help="steps per repeat are chosen so a repeat lasts about this long (default 0.3)")
     p.add_argument("--peak-sizes", type=_ints, default=None, help="matmul sizes for the roofline "
                                                                  "(default 1024,2048,4096)")
     p.add_argument("--peak-seconds", type=float, default=None, help="time per matmul measurement (default 0.3)")
@@ -90,7 +90,7 @@ def options_from(args):
     points = [Point(config, b, args.dtype, kind) for kind in args.kinds for b in batch_sizes]
     return Options(backends=args.backends, modes=modes, points=points, device=args.device, threads=args.threads,
                    tf32=args.tf32, repeats=args.repeats or quick.get("repeats", 20),
-                   repeat_seconds=args.repeat_seconds or quick.get("repeat_seconds", 0.1),
+                   repeat_seconds=args.repeat_seconds or quick.get("repeat_seconds", 0.3),
                    peak_sizes=args.peak_sizes or _ints(quick.get("peak_sizes", "1024,2048,4096")),
                    peak_seconds=args.peak_seconds or quick.get("peak_seconds", 0.3), seed=args.seed)
 

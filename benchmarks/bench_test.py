@@ -84,6 +84,7 @@ def test_quick_run_end_to_end(tmp_path):
         assert row["status"] == "ok", row
         assert row["images_per_s"] > 0 and row["repeats"] == 5 and row["fraction_of_peak"] > 0
         assert (row["compile_s"] is None) == (mode == "eager")
+        assert row["rss_delta_mb"] > 1 and row["device_peak_mb"] is None  # the model and its step's buffers
     assert any(p["valid"] and p["library"] in ("torch", "jax", "numpy") for p in results["peak"])
     with open(out / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)

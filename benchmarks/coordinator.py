@@ -82,7 +82,7 @@ class Options:
     threads: int = os.cpu_count() or 1
     tf32: bool = False
     repeats: int = 20
-    repeat_seconds: float = 0.1
+    repeat_seconds: float = 0.3
     peak_sizes: list[int] = field(default_factory=lambda: [1024, 2048, 4096])
     peak_seconds: float = 0.3
     seed: int = 0
@@ -170,9 +170,6 @@ def run_point(point: Point, options: Options, env: dict, cache_root: str, weight
                 entry = entries[key]
                 entry["times"] += reply["times"]
                 entry["steps_per_repeat"] = reply["steps_per_repeat"]
-                for name in ("rss_delta", "device_peak"):
-                    if reply[name] is not None:
-                        entry[name] = max(entry.get(name) or 0, reply[name])
             progress.advance()
     finally:
         for worker in workers.values():
