@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="run folder (default: runs/DATASET-BACKEND-TIMESTAMP)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="compile the step (default: jax yes, torch no: eager is faster on CPU here)")
+                       help="compile the step (default: jax yes, torch no: no faster on a CPU here)")
     train.add_argument("--devices", type=_devices, default=None, metavar="N|all",
                        help="jax: data-parallel over N devices of a mesh in this process, or all it sees "
                             "(default 1; the batch divides among them)")
