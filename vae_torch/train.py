@@ -44,8 +44,8 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
 
 
 def _adam_slot(p, step: int, exp_avg, exp_avg_sq) -> dict:
-    # the state fused Adam would create lazily: a float32 step count on the parameter's device (the fused
-    # kernel computes the bias corrections from it in double precision, so a float64 model stays exact)
+    # the state fused Adam would create lazily: a float32 step count on the parameter's device (a float64
+    # model still trains float64-exactly against optax: the float64 parity cases, eager and compiled)
     return {"step": torch.tensor(float(step), dtype=torch.float32, device=p.device),
             "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
