@@ -80,12 +80,11 @@ class Worker:
         self.backend.run(1)  # warm-up beyond the compiling call
         # three steady steps size the timed repeats and give the memory peaks (never measured while timing)
         self.backend.reset_peak_memory()
-        host_peak = peak_rss_bytes() if reset_peak_rss() else None
+        tracks_peak = reset_peak_rss()
         start = time.perf_counter()
         self.backend.run(3)
         per_step = (time.perf_counter() - start) / 3
-        if host_peak is not None:
-            host_peak = peak_rss_bytes()
+        host_peak = peak_rss_bytes() if tracks_peak else None
         self.steps_per_repeat = max(1, math.ceil(repeat_seconds / max(per_step, 1e-6)))
         self.backend.freeze()  # from here on a recompilation is an error
         result["steps_per_repeat"] = self.steps_per_repeat
