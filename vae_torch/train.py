@@ -43,6 +43,18 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     return TrainState(model, optimizer, free_bits=checks.check_free_bits(free_bits))
 
 
+def _move_train_state(state: TrainState, device: torch.device) -> TrainState:
+    """The model and all of Adam's state (moments, step counts, learning rate) to `device`, in place:
+    fused Adam needs every one of them beside the parameters."""
+    state.model.to(device)  # moves each parameter's data; the Parameters, Adam's keys, stay the same
+    for p, slot in state.optimizer.state.items():
+        state.optimizer.state[p] = _adam_slot(p, int(slot["step"]), slot["exp_avg"].to(device),
+                                              slot["exp_avg_sq"].to(device))
+    for group in state.optimizer.param_groups:
+        group["lr"] = group["lr"].to(device)
+    return state
+
+
 def _adam_slot(p, step: int, exp_avg, exp_avg_sq) -> dict:
     # the state fused Adam would create lazily: a float32 step count on the parameter's device (a float64
     # model still trains float64-exactly against optax: the float64 parity cases, eager and compiled)
@@ -89,16 +101,15 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
     """train_step with its body (forward, backward, Adam) compiled by torch.compile. Inputs are checked
     eagerly before entering the compiled code; beta is passed as a tensor so a changing beta (KL warm-up)
     does not recompile. Shapes are specialised (dynamic=False): a new batch size compiles anew."""
-    # Inductor turns its layout optimisation on per graph, on a CPU for any graph with a forward
-    # convolution; the backward graph has none, so without forcing it Inductor copies the activations
-    # that feed each 1-channel conv's backward into a layout oneDNN then copies back (2 x 1 ms per step at
-    # batch 128; forced, the compiled step went from 0.91x to 1.09x eager: docs/perf-log.md). Not forced
-    # on a GPU, where it is unmeasured.
-    if next(state.model.parameters()).device.type == "cpu":  # a mode is a set of options; one or the other
-        options = {**torch._inductor.list_mode_options(mode), "force_layout_optimization": True}
-        compiled = torch.compile(_step_body, dynamic=False, options=options)
-    else:
-        compiled = torch.compile(_step_body, mode=mode, dynamic=False)
+    # A mode is a set of Inductor options (torch.compile takes a mode or options, not both). On a CPU one
+    # more: Inductor turns its layout optimisation on per graph, for any graph with a forward convolution;
+    # the backward graph has none, so unforced it copies the activations that feed each 1-channel conv's
+    # backward into a layout oneDNN then copies back (2 x 1 ms per step at batch 128; docs/perf-log.md).
+    # Not forced on a GPU, where it is unmeasured.
+    options = torch._inductor.list_mode_options(mode or "default", dynamic=False)
+    if next(state.model.parameters()).device.type == "cpu":
+        options = {**options, "force_layout_optimization": True}
+    compiled = torch.compile(_step_body, dynamic=False, options=options)
 
     def step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None,
              ) -> tuple[TrainState, VAELoss]:
