@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     options = options_from(args)
 
     from benchmarks import coordinator, report
-    from vae_core.progress import Progress
+    from twinvae.progress import Progress
 
     workers = sum(1 for b in options.backends for m in options.modes if m in MODES[b])
     progress = Progress(len(options.points) * (workers + options.repeats), enabled=not args.no_progress)

@@ -16,7 +16,8 @@ import numpy as np
 
 from benchmarks import peak
 from benchmarks.points import GATE_RTOL, MODES, Point
-from vae_core import weights as core
+from vae_core.checkpoint import write_checkpoint
+from vae_core.layout import init_weights
 
 BASELINE_MODES = {"torch": "eager", "jax": "jit"}
 
@@ -119,8 +120,7 @@ def run(options: Options, progress) -> dict:
         for point in options.points:  # canonical weights, one file per config, as the twins' loaders take
             if point.config not in weights:
                 weights[point.config] = os.path.join(cache_root, f"weights-{len(weights)}.safetensors")
-                core.write_checkpoint(weights[point.config], core.init_weights(point.config, options.seed),
-                                      point.config)
+                write_checkpoint(weights[point.config], init_weights(point.config, options.seed), point.config)
         progress.stage("matmul peak")
         results["peak"] += peak.numpy_peak(options.peak_sizes, options.peak_seconds)
         for backend in options.backends:
@@ -138,6 +138,8 @@ def run(options: Options, progress) -> dict:
                 worker.close()
         for point in options.points:
             results["points"].append(run_point(point, options, env, cache_root, weights[point.config], progress))
+            timed = sum(r["status"] == "ok" for r in results["points"][-1]["results"])
+            progress.write(f"{point.label}: {timed} of {len(results['points'][-1]['results'])} modes timed")
         return results
     finally:
         shutil.rmtree(cache_root, ignore_errors=True)

@@ -51,7 +51,7 @@ fi
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 if [[ " $what " == *" ddp "* ]] && ((gpus >= 2)); then  # DDP over NCCL, one process per GPU (a single
     # process is no data-parallel run: the trainer wraps the model in DDP only for two or more)
-    step ddp-nccl 90 torchrun --standalone --nproc-per-node "$gpus" -m vae_torch.train --dataset digits \
+    step ddp-nccl 90 torchrun --standalone --nproc-per-node "$gpus" -m twinvae train --backend torch --dataset digits \
         --epochs 2 --batch-size 128 --out /tmp/twinvae-ddp --no-progress
     ls -l /tmp/twinvae-ddp >> "$log" 2>&1
 fi

@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from twinvae.compare import relative_error
+
 # Largest relative error (max|c - c64| / max|c64| on sampled rows) accepted per precision: genuine
 # float32 gives ~1e-6 at these sizes, TF32 ~1e-3, bf16 ~1e-2.
 MAX_ERROR = {"float32": 1e-4, "tf32": 1e-2, "bf16": 5e-2}
@@ -27,7 +29,7 @@ def measure(library: str, precision: str, n: int, matmul, to_device, to_numpy, s
     sync(c)
     rows = slice(0, 16)
     reference = a[rows].astype(np.float64) @ b.astype(np.float64)
-    error = float(np.max(np.abs(to_numpy(c)[rows].astype(np.float64) - reference)) / np.max(np.abs(reference)))
+    error = relative_error(to_numpy(c)[rows], reference)
     start, reps = time.perf_counter(), 0
     while time.perf_counter() - start < min_seconds / 3 or reps < 2:  # calibrate the repetitions
         sync(matmul(da, db))

@@ -24,10 +24,11 @@ import tempfile
 import time
 
 from benchmarks.points import KINDS, MODES, Point
-from vae_core import weights as core
+from vae_core.checkpoint import write_checkpoint
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
 from vae_core.flops import inference_flops, train_step_flops
+from vae_core.layout import init_weights
 
 DEFAULT_MODES = {"torch": "eager-channels-last", "jax": "jit"}
 
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"python -m benchmarks.profile: {args.backend} {mode}: {refused}")
     with tempfile.TemporaryDirectory(prefix="twinvae-profile-") as tmp:
         weights = os.path.join(tmp, "weights.safetensors")
-        core.write_checkpoint(weights, core.init_weights(point.config, 0), point.config)
+        write_checkpoint(weights, init_weights(point.config, 0), point.config)
         backend.setup(point, weights)
     backend.freeze()
     backend.run(max(3, args.steps // 4))  # warm

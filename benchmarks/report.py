@@ -6,13 +6,13 @@ import csv
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
 from benchmarks.coordinator import summarise
 from benchmarks.peak import best_peak
 from benchmarks.points import Point
+from twinvae.environment import cpu_name, git_commit
 from vae_core.flops import inference_flops, train_step_flops
 
 COLUMNS = ["backend", "mode", "kind", "batch", "dtype", "model", "status", "images_per_s", "iqr", "gflops",
@@ -107,25 +107,10 @@ def peak_table(results: dict) -> str:
 
 
 def environment(argv: list[str], results: dict, options) -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=here, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=here, timeout=10).stdout.strip()
-        commit += "+uncommitted changes" if commit and dirty else ""
-    except (OSError, subprocess.TimeoutExpired):
-        commit = ""
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": "python -m benchmarks " + " ".join(argv),
-            "python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu,
+            "python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_name(),
             "cores": os.cpu_count(), "threads": options.threads, "device": options.device, "tf32": options.tf32,
-            "git_commit": commit, "backends": results["info"]}
+            "git_commit": git_commit(short=True), "backends": results["info"]}
 
 
 def write_all(out: str, results: dict, table: list[dict], tf32: bool) -> list[str]:

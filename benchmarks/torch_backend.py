@@ -77,7 +77,7 @@ class Backend:
                 self.fn = functools.partial(vae_torch.train_step, check_inputs=False)
         else:
             self.model.eval()
-            reconstruct = self.model._reconstruct
+            reconstruct = functools.partial(self.model.reconstruct, check_inputs=False)
             self.fn = torch.compile(reconstruct, mode=torch_mode, dynamic=False) if compiled else reconstruct
         # the first call compiles; its value, from the canonical weights, is the gate
         compile_s, gate = compile_seconds(lambda i: self._gate(self._call(*self.batches[i])))

@@ -1,6 +1,6 @@
 import os
 
-from parity_tests import harness
+from twinvae.parity import harness
 
 # The parity tests run on the CPU unless TWINVAE_DEVICE names another device (cuda on a GPU machine).
 # TF32 is set explicitly in both frameworks (off unless TWINVAE_TF32=1): torch's cuDNN default is on.

@@ -7,11 +7,11 @@ from PIL import Image
 
 import vae_jax
 import vae_torch
-from vae_core import apps
-from vae_core.cli import main as cli_main
+from twinvae import apps
+from twinvae.cli import main as cli_main
+from twinvae.data import DataError, Dataset, load_dataset
+from twinvae.trainer import TrainOptions, train
 from vae_core.config import VAEConfig
-from vae_core.data import DataError, Dataset, load_dataset
-from vae_core.trainer import TrainOptions, train
 
 CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4)
 

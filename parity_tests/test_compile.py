@@ -9,7 +9,7 @@ import torch
 
 import vae_jax
 import vae_torch
-from parity_tests.harness import TOLERANCES, relative_error, worst
+from twinvae.parity.harness import TOLERANCES, relative_error, worst
 from vae_core import seeds
 from vae_core.config import VAEConfig
 

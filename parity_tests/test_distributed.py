@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity_tests.harness import worst
-from vae_core.parallel import check_divisible_batch, free_port, worker_slice
-from vae_core.trainer import TrainOptions, read_train_state
-from vae_core.weights import init_weights, read_checkpoint
+from twinvae.launcher import free_port
+from twinvae.parity.harness import worst
+from twinvae.trainer import TrainOptions, read_train_state
+from vae_core.checkpoint import read_checkpoint
+from vae_core.layout import init_weights
+from vae_core.parallel import check_divisible_batch, worker_slice
 
 ROUNDOFF = 1e-10  # float64: N workers split each sum in N parts, so only rounding may differ
 
@@ -57,7 +59,7 @@ def _env(**extra):
 
 
 def _cli(args, env=None, timeout=300, check=True):
-    done = subprocess.run([sys.executable, "-m", "vae_core.cli", *args], env=_env(**(env or {})),
+    done = subprocess.run([sys.executable, "-m", "twinvae", *args], env=_env(**(env or {})),
                           capture_output=True, text=True, timeout=timeout)
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
@@ -100,11 +102,11 @@ def test_torch_nproc_and_jax_devices_train_as_one_device(single_run, tmp_path):
 
 
 def test_torchrun_module_trains_as_one_device(single_run, tmp_path):
-    """`torchrun --nproc-per-node 2 -m vae_torch.train ...`: twinvae train's flags, torch's own launcher."""
+    """`torchrun --nproc-per-node 2 -m twinvae train --backend torch ...`: torch's own launcher."""
     torchrun = Path(sys.executable).with_name("torchrun")
-    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "vae_torch.train",
-                           *TRAIN[1:], "--epochs", "2", "--out", str(tmp_path / "torchrun")], env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "twinvae", *TRAIN,
+                           "--backend", "torch", "--epochs", "2", "--out", str(tmp_path / "torchrun")],
+                          env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     _same_run(tmp_path / "torchrun", single_run)
 
@@ -114,7 +116,7 @@ def test_jax_on_two_hosts_trains_as_one_device(single_run, tmp_path):
     through the JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment."""
     port = free_port()
     runs_ = [subprocess.Popen(
-        [sys.executable, "-m", "vae_core.cli", *TRAIN, "--backend", "jax", "--devices", "all", "--epochs", "2",
+        [sys.executable, "-m", "twinvae", *TRAIN, "--backend", "jax", "--devices", "all", "--epochs", "2",
          "--out", str(tmp_path / "hosts")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**_env(), "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
              "JAX_PROCESS_ID": str(i)}) for i in range(2)]
@@ -135,7 +137,7 @@ def test_a_dead_worker_stops_the_run_and_leaves_whole_files(tmp_path):
     and training state on disk load (each is written atomically, by rank 0 only)."""
     out = tmp_path / "run"
     env = _env(TWINVAE_DIST_TIMEOUT="30")
-    run = subprocess.Popen([sys.executable, "-m", "vae_core.cli", *TRAIN, "--backend", "torch", "--nproc", "2",
+    run = subprocess.Popen([sys.executable, "-m", "twinvae", *TRAIN, "--backend", "torch", "--nproc", "2",
                             "--epochs", "200", "--checkpoint-every", "3", "--out", str(out)],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -10,11 +10,12 @@ import pytest
 
 import vae_jax
 import vae_torch
-from vae_core import weights as core
-from vae_core.cli import main as cli_main
+from twinvae.cli import main as cli_main
+from twinvae.evaluation import evaluate_checkpoint, log_mean_exp
+from twinvae.trainer import TrainOptions, train
+from vae_core.checkpoint import write_checkpoint
 from vae_core.config import VAEConfig
-from vae_core.evaluation import evaluate_checkpoint, log_mean_exp
-from vae_core.trainer import TrainOptions, train
+from vae_core.layout import init_weights
 
 CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4)
 
@@ -41,7 +42,7 @@ def _reference_log_weights(config, weights, x, eps):
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_importance_weights_match_numpy_and_each_other(likelihood):
     config = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, likelihood=likelihood)
-    weights = core.init_weights(config, 0, np.float64)
+    weights = init_weights(config, 0, np.float64)
     rng = np.random.default_rng(0)
     x, eps = rng.random((3, 1, 8, 8)), rng.standard_normal((5, 3, 4))
     reference = _reference_log_weights(config, weights, x, eps)
@@ -86,13 +87,17 @@ def test_report_on_a_trained_model_agrees_across_backends(trained):
 
 def test_cli_evaluate(trained, tmp_path, capsys):
     out = tmp_path / "figures.json"
+    table = tmp_path / "results.md"
     assert cli_main(["evaluate", str(trained), "--k", "8", "--backend", "torch", "--json", str(out),
-                     "--no-progress"]) == 0
+                     "--markdown", str(table), "--no-progress"]) == 0
     assert "IWAE -log p(x)" in capsys.readouterr().out
-    assert json.loads(out.read_text())["k"] == 8
+    figures = json.loads(out.read_text())
+    assert figures["k"] == 8
+    assert table.read_text().startswith(f"Command: `twinvae evaluate {trained} --k 8 --backend torch")
+    assert f"| {figures['iwae_nll']:.3f} |" in table.read_text().splitlines()[-1]
     assert cli_main(["evaluate", str(trained), "--k", "0", "--no-progress"]) == 2
     assert "k must be at least 1" in capsys.readouterr().err
     bare = tmp_path / "bare.safetensors"
-    core.write_checkpoint(bare, core.init_weights(CONFIG, 0), CONFIG)  # no dataset in the metadata
+    write_checkpoint(bare, init_weights(CONFIG, 0), CONFIG)  # no dataset in the metadata
     assert cli_main(["evaluate", str(bare), "--no-progress"]) == 2
     assert "names no dataset" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import torch
 
 import vae_jax
 import vae_torch
-from vae_core import weights as core
+from vae_core import layout as core
 from vae_core.config import VAEConfig
 
 CONFIG = VAEConfig(image_shape=(1, 8, 12), conv_channels=(4, 8), latent_dim=3)

@@ -1,5 +1,6 @@
 """Importing one twin never imports the other framework: with the other made unimportable, the import,
-a forward pass and a checkpoint round trip still work. vae_core imports neither."""
+a forward pass and a checkpoint round trip still work. vae_core imports neither, and nor does the
+application until a command runs one (the parity harness aside, which compares the two)."""
 
 import subprocess
 import sys
@@ -38,13 +39,25 @@ print('ok')
 """
 
 
+# Every module of a package, imported; the parity harness (it runs both twins) and the tests aside.
+IMPORT_ALL = """
+import importlib, pkgutil, {package}
+for m in pkgutil.walk_packages({package}.__path__, '{package}.'):
+    if not m.name.endswith(('_test', '.harness')):
+        importlib.import_module(m.name)
+"""
+FRAMEWORKS = ("torch", "jax", "jaxlib", "flax", "optax")
+
+
 @pytest.mark.parametrize("run, blocked", [
-    ("import importlib, pkgutil, vae_core\n"
-     "for m in pkgutil.iter_modules(vae_core.__path__):\n"
-     "    importlib.import_module('vae_core.' + m.name)", ("torch", "jax", "flax", "optax")),
+    (IMPORT_ALL.format(package="vae_core"), FRAMEWORKS),
+    (IMPORT_ALL.format(package="twinvae") + "from twinvae.cli import main\n"
+     "import contextlib, io\n"
+     "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+     "    main(['train', '--help'])\n", FRAMEWORKS),
     (RUN_TORCH, ("jax", "jaxlib", "flax", "optax")),
     (RUN_JAX, ("torch",)),
-], ids=["vae_core", "vae_torch", "vae_jax"])
+], ids=["vae_core", "twinvae application", "vae_torch", "vae_jax"])
 def test_one_twin_without_the_other_framework(run, blocked):
     code = BLOCK.format(blocked=blocked) + run + CHECK.format(blocked=blocked)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import vae_jax.model
-from parity_tests import harness
-from vae_core import weights as core
+from twinvae.parity import harness
+from vae_core import layout as core
 from vae_core.config import VAEConfig
 
 CASE = harness.Case("conv 3x12x20 (H != W)", VAEConfig(image_shape=(3, 12, 20), conv_channels=(8, 16),

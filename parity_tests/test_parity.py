@@ -3,7 +3,7 @@ bf16 mixed precision on two cases."""
 
 import pytest
 
-from parity_tests import harness
+from twinvae.parity import harness
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -3,7 +3,7 @@
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from parity_tests import harness
+from twinvae.parity import harness
 from vae_core.config import VAEConfig
 
 

@@ -1,11 +1,11 @@
-"""twinvae's framework-free core: the config both twins implement, seeds, canonical weights, input checks.
-Never imports torch or jax."""
+"""twinvae's spec: what both twins implement and import (config, outputs, seeds, input checks, likelihood,
+FLOP counts, the canonical weight layout, the checkpoint format, data-parallel slices). Never imports torch,
+jax or the application (twinvae)."""
 
+from vae_core.checkpoint import CheckpointError
 from vae_core.config import VAEConfig
+from vae_core.layout import WeightsError, canonical_shapes, init_weights
 from vae_core.outputs import VAELoss, VAEOutput
-from vae_core.weights import CheckpointError, WeightsError, canonical_shapes, init_weights
 
-__version__ = "0.1.0"
-
-__all__ = ["CheckpointError", "VAEConfig", "VAELoss", "VAEOutput", "WeightsError", "__version__",
-           "canonical_shapes", "init_weights"]
+__all__ = ["CheckpointError", "VAEConfig", "VAELoss", "VAEOutput", "WeightsError", "canonical_shapes",
+           "init_weights"]

@@ -90,9 +90,9 @@ def check_free_bits(value) -> float:
 
 
 def check_transposed_conv(value, default: str) -> str:
-    """How a twin computes its transposed convs: one of vae_core.weights.TRANSPOSED_CONVS; None is the
+    """How a twin computes its transposed convs: one of vae_core.layout.TRANSPOSED_CONVS; None is the
     twin's default."""
-    from vae_core.weights import TRANSPOSED_CONVS
+    from vae_core.layout import TRANSPOSED_CONVS
 
     value = default if value is None else value
     if value not in TRANSPOSED_CONVS:

@@ -10,7 +10,7 @@ much again) and the input gradients (as much again, except the first layer's: th
 from __future__ import annotations
 
 from vae_core.config import VAEConfig
-from vae_core.weights import layer_specs
+from vae_core.layout import layer_specs
 
 
 def layer_flops(config: VAEConfig) -> dict[str, int]:

@@ -38,3 +38,8 @@ def standard_normal(seed: int, purpose: str, step: int, shape: tuple[int, ...],
 def eps_for_step(seed: int, step: int, batch_size: int, latent_dim: int, dtype=np.float64) -> np.ndarray:
     """The reparameterisation noise of training step `step`: shape (batch_size, latent_dim)."""
     return standard_normal(seed, "eps", step, (batch_size, latent_dim), dtype)
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The training-set permutation of one epoch (0-based), the same in both backends."""
+    return rng(seed, "data", step=1 + epoch).permutation(n)

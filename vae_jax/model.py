@@ -1,5 +1,5 @@
 """The VAE in JAX / Flax NNX (NHWC). Mirrors vae_torch/model.py layer for layer; the layout rules that map
-these parameters onto the canonical (torch) names are in vae_core/weights.py."""
+these parameters onto the canonical (torch) names are in vae_core/layout.py."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from flax import nnx
 
 from vae_core import checks, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
+from vae_core.layout import SUBPIXEL_TAPS
 from vae_core.outputs import VAEOutput
-from vae_core.weights import SUBPIXEL_TAPS
 
-# How this twin computes the decoder's transposed convs unless told (vae_core/weights.py describes both
+# How this twin computes the decoder's transposed convs unless told (vae_core/layout.py describes both
 # forms; the benchmark harness measures which is faster here).
 DEFAULT_TRANSPOSED_CONV = "subpixel"
 
@@ -30,8 +30,8 @@ def _torch_uniform(fan_in: int):
 # Every layer takes Flax's pair: `dtype` to compute in, `param_dtype` to store its parameters in. In mixed
 # precision the layers also return their float32 accumulation (preferred_element_type), so the bias is
 # added before rounding, as torch's fused matmul/conv epilogue does under autocast: rounded first, a
-# pre-activation near 0 can lose its sign, and the ReLU's gradient then switches for that unit (measured:
-# 9% gradient error instead of 0.4%, parity_tests/harness.py).
+# pre-activation near 0 can lose its sign, and the ReLU's gradient then switches for that unit (the bf16
+# tolerances of twinvae/parity/harness.py, docs/parity.md).
 def _precision(dtype, param_dtype) -> dict:
     return {"dtype": dtype, "param_dtype": param_dtype,
             "preferred_element_type": None if dtype == param_dtype else param_dtype}
@@ -258,9 +258,12 @@ class VAE(nnx.Module):
         z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
         return nnx.sigmoid(self._decode(jnp.asarray(z, self.dtype)))
 
-    def reconstruct(self, x):
-        """Decode the posterior mean: probabilities in [0, 1], the shape of x."""
-        x = self._check_images("x", x)
+    def reconstruct(self, x, *, check_inputs: bool = True):
+        """Decode the posterior mean: probabilities in [0, 1], the shape of x. check_inputs=False skips the
+        checks of x (shape, dtype, NaN, range: a device sync), for timing loops over data checked once;
+        under jax.jit the value checks are skipped anyway."""
+        if check_inputs:
+            x = self._check_images("x", x)
         return self._reconstruct(x)
 
     # Unchecked internals: the public methods above check their input, then call these; the training

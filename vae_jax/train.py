@@ -12,8 +12,7 @@ import numpy as np
 import optax
 from flax import nnx, struct
 
-from vae_core import checks
-from vae_core import weights as core
+from vae_core import checks, layout
 from vae_core.outputs import VAELoss
 from vae_jax.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
 from vae_jax.model import VAE
@@ -68,7 +67,7 @@ def import_optimizer_state(state: TrainState, arrays: dict) -> TrainState:
     moments = {}
     for moment in ("exp_avg", "exp_avg_sq"):
         weights = {k.removeprefix(f"{moment}."): v for k, v in arrays.items() if k.startswith(f"{moment}.")}
-        core.check_weights(weights, config)
+        layout.check_weights(weights, config)
         # a scratch model takes the moments through the tested weight import; its params are the tree
         model = nnx.merge(state.graphdef, jax.tree.map(jnp.copy, state.params))
         moments[moment] = nnx.state(import_weights(model, weights), nnx.Param)

@@ -1,6 +1,6 @@
 """Data-parallel training on PyTorch's own engine: DistributedDataParallel, one process per device (gloo
-on CPU, NCCL on GPU), launched by torchrun (`torchrun --nproc-per-node N -m vae_torch.train ...`) or by
-`twinvae train --backend torch --nproc N`. Mirrors vae_jax/distributed.py (a jax.sharding mesh).
+on CPU, NCCL on GPU), launched by torchrun (`torchrun --nproc-per-node N -m twinvae train --backend torch`)
+or by `twinvae train --backend torch --nproc N`. Mirrors vae_jax/distributed.py (a jax.sharding mesh).
 
 Every process gets the same global batch and eps and takes its own rows (vae_core.parallel.worker_slice;
 not DistributedSampler's strided, padded split); its loss is its slice's mean, and DDP averages the

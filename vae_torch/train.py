@@ -1,6 +1,5 @@
 """One Adam training step, eager or compiled whole with torch.compile. Mirrors vae_jax/train.py:
-`state, losses = train_step(state, x, eps)` in both twins. Run as a module, it is `twinvae train --backend
-torch`, for torchrun: `torchrun --nproc-per-node N -m vae_torch.train --dataset ...`."""
+`state, losses = train_step(state, x, eps)` in both twins."""
 
 from __future__ import annotations
 
@@ -10,8 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vae_core import checks
-from vae_core import weights as core
+from vae_core import checks, layout
 from vae_core.outputs import VAELoss
 from vae_torch.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
 from vae_torch.model import VAE
@@ -31,7 +29,7 @@ class TrainState:
 def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                        free_bits: float = 0.0) -> TrainState:
     """Adam with torch.optim.Adam's defaults (the same maths as optax.adam), fused: one kernel updates every
-    parameter (measured 3-8% faster per step than the per-parameter loop on a CPU; docs/perf-log.md);
+    parameter (faster than the per-parameter loop: docs/perf-log.md);
     free_bits >= 0 nats per latent dimension for the training objective. The learning rate is a tensor
     (in the model's dtype), so a schedule changes it in place and a compiled step does not recompile.
     Create the state after moving the model to its device: Adam's state lives beside the parameters."""
@@ -76,7 +74,7 @@ def import_optimizer_state(state: TrainState, arrays: dict) -> TrainState:
     """Load Adam's moments and step count (canonical layout, from either twin) into `state`, in place."""
     model = state.model
     for moment in ("exp_avg", "exp_avg_sq"):
-        core.check_weights({k.removeprefix(f"{moment}."): v for k, v in arrays.items()
+        layout.check_weights({k.removeprefix(f"{moment}."): v for k, v in arrays.items()
                             if k.startswith(f"{moment}.")}, model.config)
     step = int(np.asarray(arrays["step"]).reshape(-1)[0])  # 0-d, or (1,) after a safetensors round trip
     for key, p in model.named_parameters():
@@ -104,7 +102,7 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
     # A mode is a set of Inductor options (torch.compile takes a mode or options, not both). On a CPU one
     # more: Inductor turns its layout optimisation on per graph, for any graph with a forward convolution;
     # the backward graph has none, so unforced it copies the activations that feed each 1-channel conv's
-    # backward into a layout oneDNN then copies back (2 x 1 ms per step at batch 128; docs/perf-log.md).
+    # backward into a layout oneDNN then copies back (docs/perf-log.md).
     # Not forced on a GPU, where it is unmeasured.
     options = torch._inductor.list_mode_options(mode or "default", dynamic=False)
     if next(state.model.parameters()).device.type == "cpu":
@@ -171,10 +169,3 @@ def _step_body(model, optimizer, x, eps, beta, free_bits, target) -> VAELoss:
     optimizer.step()
     return VAELoss(*(loss.detach() for loss in losses))
 
-
-if __name__ == "__main__":  # torchrun --nproc-per-node N -m vae_torch.train [twinvae train's options]
-    import sys
-
-    from vae_core.cli import main
-
-    sys.exit(main(["train", "--backend", "torch", *sys.argv[1:]]))

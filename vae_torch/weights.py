@@ -1,12 +1,13 @@
 """Canonical weights for the torch twin: the state_dict *is* the canonical layout, so export and import
-are copies plus the checks of vae_core.weights."""
+are copies plus the checks of vae_core.layout."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from vae_core import weights as core
+from vae_core import layout
+from vae_core.checkpoint import read_checkpoint, write_checkpoint
 from vae_core.config import VAEConfig
 from vae_torch.model import VAE
 
@@ -17,7 +18,7 @@ def to_canonical(tree: dict, config: VAEConfig) -> dict[str, np.ndarray]:
     """Any name -> tensor dict shaped like the model's parameters (state_dict, gradients, Adam moments)
     -> canonical numpy dict. torch's layout is the canonical one: this checks and copies."""
     weights = {key: value.detach().cpu().numpy().copy() for key, value in tree.items()}
-    core.check_weights(weights, config)
+    layout.check_weights(weights, config)
     return weights
 
 
@@ -28,7 +29,7 @@ def export_weights(model: VAE) -> dict[str, np.ndarray]:
 
 def import_weights(model: VAE, weights: dict) -> VAE:
     """Load canonical weights (cast to the model's dtype); raises WeightsError naming every bad key."""
-    core.check_weights(weights, model.config)
+    layout.check_weights(weights, model.config)
     state = {key: torch.from_numpy(np.array(value)) for key, value in weights.items()}  # a writable copy
     model.load_state_dict(state, strict=True)  # load_state_dict copies into the params' dtype/device
     return model
@@ -38,7 +39,7 @@ def init_model(config: VAEConfig, seed: int = 0, dtype=torch.float32, transposed
                compute_dtype=None) -> VAE:
     """A VAE with vae_core's canonical initialisation: the same seed gives the same weights in vae_jax."""
     model = _new_model(config, dtype, transposed_conv, compute_dtype)
-    return import_weights(model, core.init_weights(config, seed))
+    return import_weights(model, layout.init_weights(config, seed))
 
 
 def _new_model(config: VAEConfig, dtype, transposed_conv, compute_dtype) -> VAE:
@@ -50,13 +51,13 @@ def _new_model(config: VAEConfig, dtype, transposed_conv, compute_dtype) -> VAE:
 def save_checkpoint(path, model: VAE, config: VAEConfig, metadata: dict | None = None) -> None:
     """Atomically write one safetensors file: canonical weights, config, format version, metadata."""
     _check_same_config(model, config)
-    core.write_checkpoint(path, export_weights(model), config, metadata)
+    write_checkpoint(path, export_weights(model), config, metadata)
 
 
 def load_checkpoint(path, dtype=None, transposed_conv: str | None = None, compute_dtype=None,
                     ) -> tuple[VAE, VAEConfig, dict]:
     """(model, config, metadata) from a checkpoint written by either twin; dtype defaults to the stored one."""
-    weights, config, metadata = core.read_checkpoint(path)
+    weights, config, metadata = read_checkpoint(path)
     stored = _DTYPES[next(iter(weights.values())).dtype]
     model = import_weights(_new_model(config, stored if dtype is None else dtype, transposed_conv, compute_dtype),
                            weights)

@@ -13,8 +13,8 @@ import threading
 import numpy as np
 import pytest
 
-from vae_core import data
-from vae_core.data import DataError
+from twinvae import data
+from twinvae.data import DataError
 
 
 def _idx(array: np.ndarray) -> bytes:

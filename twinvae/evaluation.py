@@ -8,20 +8,32 @@ for denoising the PSNR of noisy and denoised test images (vae_core/denoising.py)
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import numpy as np
 
+from twinvae.apps import encode_all
+from twinvae.data import load_dataset
+from twinvae.denoising import denoising_figures, training_noise
+from twinvae.progress import Progress
+from twinvae.twin import Model, Twin, dtype_name, load_twin
 from vae_core import checks, seeds
-from vae_core.apps import dtype_name, encode_all
-from vae_core.data import load_dataset
-from vae_core.denoising import denoising_figures, training_noise
-from vae_core.progress import Progress
-from vae_core.trainer import evaluate as negative_elbo
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 SAMPLES_PER_CHUNK = 20_000  # images x K per decoder call: bounds memory at about 60 MB for 28x28
+EVAL_BATCH = 500
+
+
+def negative_elbo(twin: Twin, model: Model, images: np.ndarray, seed: int, dtype: str) -> dict:
+    """Mean per-image negative ELBO, reconstruction and KL at beta = 1, in nats, with eps drawn from the
+    'eval' stream (so every epoch and both backends see the same noise)."""
+    sums = np.zeros(3)
+    for start in range(0, len(images), EVAL_BATCH):
+        x = images[start:start + EVAL_BATCH]
+        eps = seeds.standard_normal(seed, "eval", start // EVAL_BATCH, (len(x), model.config.latent_dim), dtype)
+        losses = twin.evaluate(model, twin.as_input(x.astype(dtype), model), twin.as_input(eps, model))
+        sums += [float(twin.to_numpy(v).astype(np.float64).sum()) for v in losses]
+    return dict(zip(("total", "reconstruction", "kl"), (sums / len(images)).tolist()))
 
 
 def log_mean_exp(log_w: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -29,15 +41,16 @@ def log_mean_exp(log_w: np.ndarray, axis: int = 0) -> np.ndarray:
     return (top + np.log(np.mean(np.exp(log_w - top), axis=axis, keepdims=True))).squeeze(axis)
 
 
-def iwae_nll(backend, model, images: np.ndarray, k: int, seed: int, dtype: str, progress=None) -> np.ndarray:
+def iwae_nll(twin: Twin, model: Model, images: np.ndarray, k: int, seed: int, dtype: str,
+             progress: Progress | None = None) -> np.ndarray:
     """Per-image IWAE estimate of -log p(x) in nats, K importance samples each."""
     per_chunk = max(1, SAMPLES_PER_CHUNK // k)
     nll = []
     for chunk, start in enumerate(range(0, len(images), per_chunk)):
         x = images[start:start + per_chunk].astype(dtype)
         eps = seeds.standard_normal(seed, "eval", 1_000_000 + chunk, (k, len(x), model.config.latent_dim), dtype)
-        log_w = backend.to_numpy(backend.importance_log_weights(model, backend.as_input(x, model),
-                                                                backend.as_input(eps, model)))
+        log_w = twin.importance_log_weights(model, twin.as_input(x, model), twin.as_input(eps, model))
+        log_w = twin.to_numpy(log_w)
         nll.append(-log_mean_exp(log_w.astype(np.float64)))
         if progress:
             progress.advance(len(x))
@@ -52,7 +65,7 @@ def evaluate_checkpoint(path, *, backend: str = "jax", dataset: str | None = Non
         raise ValueError(f"k must be at least 1, got {k}")
     if noise is not None:
         checks.check_noise(noise)
-    twin = importlib.import_module(f"vae_{backend}")
+    twin = load_twin(backend)
     model, config, metadata = twin.load_checkpoint(path)
     name = dataset or metadata.get("dataset")
     if not name:
@@ -67,11 +80,11 @@ def evaluate_checkpoint(path, *, backend: str = "jax", dataset: str | None = Non
     mu, logvar = encode_all(twin, model, images)
     kl_per_dim = (0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)).mean(0)
     active = int(np.sum(mu.var(0) > ACTIVE_UNIT_THRESHOLD))
-    bar = Progress(len(images), enabled=progress)
+    bar = Progress(len(images), enabled=progress, unit="image")
     bar.stage(f"IWAE, K={k}")
     nll = iwae_nll(twin, model, images, k, seed, dtype, bar).mean()
     bar.close()
-    dims = int(np.prod(config.image_shape))
+    dims = config.num_pixels
     noise = training_noise(metadata) if noise is None else noise
     denoising = denoising_figures(twin, model, images, noise, seed) if noise > 0 else None
     return {"checkpoint": str(path), "dataset": name, "backend": backend, "images": len(images), "k": k,
@@ -97,3 +110,18 @@ def format_report(r: dict) -> str:
             f"  active units       {r['active_units']} of {r['latent_dim']} "
             f"(Var E_q[z] > {ACTIVE_UNIT_THRESHOLD})\n"
             f"  KL per latent dim  {kl}" + psnr)
+
+
+def report_markdown(r: dict, command: str) -> str:
+    """The figures as a results file for the docs: the command, then one table row."""
+    d = r.get("denoising")
+    header = ["checkpoint", "backend", "test images", "K", "negative ELBO", "bits/dim", "IWAE -log p(x)",
+              "bits/dim", "reconstruction", "KL", "active units"]
+    header += ["sigma", "PSNR noisy", "PSNR denoised"] if d else []
+    cells = [r["checkpoint"], r["backend"], str(r["images"]), str(r["k"]), f"{r['negative_elbo']:.3f}",
+             f"{r['bits_per_dim_elbo']:.4f}", f"{r['iwae_nll']:.3f}", f"{r['bits_per_dim_iwae']:.4f}",
+             f"{r['reconstruction']:.3f}", f"{r['kl']:.3f}", f"{r['active_units']} of {r['latent_dim']}"]
+    if d:
+        cells += [f"{d['sigma']:g}", f"{d['psnr_noisy']:.2f} dB", f"{d['psnr_denoised']:.2f} dB"]
+    return (f"Command: `{command}`; nats per image on the {r['dataset']} test set.\n\n"
+            f"| {' | '.join(header)} |\n|{'---|' * len(header)}\n| {' | '.join(cells)} |\n")

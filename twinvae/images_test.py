@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vae_core.images import grid, lerp, save_png, slerp
+from twinvae.images import grid, lerp, save_png, slerp
 
 
 def test_grid_layout_and_padding():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_core.weights import atomic_write_bytes
+from vae_core.checkpoint import atomic_write_bytes
 
 
 def grid(images: np.ndarray, ncol: int | None = None, pad: int = 2, scale: int | None = None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The seed's applications on a trained model of either backend: prior samples, reconstructions, latent
 interpolation (linear and spherical) and latent arithmetic on class means. Framework-free: each function
-takes the twin module and its model, and writes PNG grids."""
+takes the twin (twinvae.twin.Twin) and its model, and writes PNG grids."""
 
 from __future__ import annotations
 
@@ -8,22 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
+from twinvae.data import DataError, Dataset
+from twinvae.images import lerp, save_png, slerp
+from twinvae.twin import Model, Twin, dtype_name
 from vae_core import seeds
-from vae_core.data import DataError, Dataset
-from vae_core.images import lerp, save_png, slerp
+from vae_core.checkpoint import atomic_write_bytes
 
 
-def _probabilities(twin, model, z: np.ndarray) -> np.ndarray:
+def _probabilities(twin: Twin, model: Model, z: np.ndarray) -> np.ndarray:
     logits = twin.to_numpy(model.decode(twin.as_input(z, model))).astype(np.float64)
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def dtype_name(model) -> str:
-    """'float32' or 'float64', for either twin's model."""
-    return str(model.dtype).removeprefix("torch.")
-
-
-def encode_all(twin, model, images: np.ndarray, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def encode_all(twin: Twin, model: Model, images: np.ndarray, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """(mu, logvar) of every image, in float64, encoded `batch` images at a time."""
     mus, logvars = [], []
     for start in range(0, len(images), batch):
@@ -33,12 +30,12 @@ def encode_all(twin, model, images: np.ndarray, batch: int = 500) -> tuple[np.nd
     return np.concatenate(mus), np.concatenate(logvars)
 
 
-def write_samples(twin, model, out, n: int = 64, seed: int = 0) -> Path:
+def write_samples(twin: Twin, model: Model, out, n: int = 64, seed: int = 0) -> Path:
     """n images from the prior (z from the 'sample' stream: the same in both backends)."""
     return save_png(Path(out) / "samples.png", twin.to_numpy(model.sample(n, seed)))
 
 
-def write_reconstructions(twin, model, data: Dataset, out, n: int = 32) -> Path:
+def write_reconstructions(twin: Twin, model: Model, data: Dataset, out, n: int = 32) -> Path:
     """Test images (odd rows) above their reconstructions from the posterior mean (even rows)."""
     x = data.test_x[:n].astype(dtype_name(model))
     recon = twin.to_numpy(model.reconstruct(twin.as_input(x, model)))
@@ -49,7 +46,7 @@ def write_reconstructions(twin, model, data: Dataset, out, n: int = 32) -> Path:
     return save_png(Path(out) / "reconstructions.png", np.concatenate(rows), ncol=ncol)
 
 
-def write_interpolations(twin, model, data: Dataset, out, pairs: int = 6, steps: int = 10,
+def write_interpolations(twin: Twin, model: Model, data: Dataset, out, pairs: int = 6, steps: int = 10,
                          seed: int = 0) -> list[Path]:
     """Between pairs of test images: each row is image a, `steps` decoded points from mu(a) to mu(b),
     image b; one grid linear, one spherical."""
@@ -79,7 +76,7 @@ def class_index(data: Dataset, name: str) -> int:
                     f"{len(data.classes) - 1})")
 
 
-def write_arithmetic(twin, model, data: Dataset, out, a: str, b: str, c: str, n: int = 8) -> Path:
+def write_arithmetic(twin: Twin, model: Model, data: Dataset, out, a: str, b: str, c: str, n: int = 8) -> Path:
     """z + (mean_b - mean_c) for n test images of class a, with the class means over the test set.
     Rows: the images, their reconstructions, the shifted decodings; last row: decode(mean_a + mean_b -
     mean_c) beside the three class means decoded."""
@@ -110,8 +107,6 @@ def write_loss_curve(records: list[dict], path) -> Path | None:
         return None
     import io
 
-    from vae_core.weights import atomic_write_bytes
-
     epochs = [r["epoch"] for r in records]
     fig, ax = plt.subplots(figsize=(6, 4))
     for split in ("train", "test"):
@@ -127,16 +122,3 @@ def write_loss_curve(records: list[dict], path) -> Path | None:
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
 
-
-def write_run_pictures(twin, model, data: Dataset, out, records: list[dict], seed: int = 0,
-                       denoise: float = 0.0) -> list[Path]:
-    """What a training run leaves: loss curve, reconstructions, prior samples, interpolations, and for a
-    denoising run test images before and after denoising."""
-    from vae_core.denoising import write_denoising
-
-    written = [write_loss_curve(records, Path(out) / "loss.png"),
-               write_reconstructions(twin, model, data, out),
-               write_samples(twin, model, out, seed=seed),
-               *write_interpolations(twin, model, data, out, seed=seed),
-               write_denoising(twin, model, data.test_x, out, denoise, seed) if denoise else None]
-    return [p for p in written if p is not None]

@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from vae_core import seeds
-from vae_core.weights import atomic_write_bytes
+from vae_core.checkpoint import atomic_write_bytes
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "folder")
+# image shape of each named dataset (a folder's comes from the image size and channels asked for)
+DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 DIGITS_TEST_FRACTION = 0.2
 FOLDER_TEST_FRACTION = 0.1
 NUMPY_2 = int(np.__version__.split(".")[0]) >= 2

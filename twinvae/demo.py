@@ -9,18 +9,14 @@ import time
 
 import numpy as np
 
+from twinvae.compare import relative_error
+from twinvae.data import load_digits
 from vae_core import seeds
 from vae_core.config import VAEConfig
-from vae_core.data import load_digits
 
 DIGITS_CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(16, 32), latent_dim=8)
 # The demo fails (exit 1) if the twins' forward pass, losses or samples differ by more than this.
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
-
-
-def _relative_error(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
 def run_demo(out: str = "runs/demo", seed: int = 0, steps: int = 20, batch_size: int = 64,
@@ -50,7 +46,7 @@ def _demo(out, seed, steps, batch_size, dtype) -> int:
     batches = []
     for i in range(2 * steps):  # a fresh permutation of the training set each epoch, from the 'data' stream
         epoch, k = divmod(i, per_epoch)
-        order = seeds.rng(seed, "data", step=1 + epoch).permutation(len(train_x))
+        order = seeds.epoch_order(seed, epoch, len(train_x))
         batches.append(train_x[order[k * batch_size:(k + 1) * batch_size]])
     eps = [seeds.eps_for_step(seed, i, batch_size, config.latent_dim, dtype) for i in range(2 * steps)]
 
@@ -104,9 +100,9 @@ def _demo(out, seed, steps, batch_size, dtype) -> int:
     print("|---|---|---|---|")
     for name, t, j in rows:
         show = (lambda v: f"{v:.4f}") if np.ndim(t) == 0 else (lambda v: f"shape {np.shape(v)}")
-        print(f"| {name} | {show(t)} | {show(j)} | {_relative_error(j, t):.1e} |")
+        print(f"| {name} | {show(t)} | {show(j)} | {relative_error(j, t):.1e} |")
     print(f"\nfinal losses: torch {t_losses[-1]:.4f}, jax {j_losses[-1]:.4f}")
-    worst = max(_relative_error(j, t) for _, t, j in rows[:checked])
+    worst = max(relative_error(j, t) for _, t, j in rows[:checked])
     if not worst <= TOLERANCE[dtype]:
         print(f"the twins disagree: {worst:.1e} > {TOLERANCE[dtype]:.0e}")
         return 1

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vae_core.data import DataError, read_images
-from vae_core.denoising import _unique_names, add_noise, image_files, psnr
+from twinvae.data import DataError, read_images
+from twinvae.denoising import _unique_names, add_noise, image_files, psnr
 
 
 def test_add_noise_is_seeded_clipped_and_keeps_the_dtype():

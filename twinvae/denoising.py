@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from twinvae.data import IMAGE_SUFFIXES, DataError, image_paths, read_images
+from twinvae.images import save_png
+from twinvae.twin import dtype_name
 from vae_core import checks, seeds
-from vae_core.data import IMAGE_SUFFIXES, DataError, image_paths, read_images
-from vae_core.images import save_png
 
 EVAL_NOISE_OFFSET = 1 << 40  # 'noise' stream steps of evaluation: far past any training step
 
@@ -44,8 +45,6 @@ def psnr(estimate: np.ndarray, clean: np.ndarray) -> np.ndarray:
 
 def denoise(twin, model, noisy: np.ndarray, batch: int = 500) -> np.ndarray:
     """Decode the posterior mean of each noisy image: pixel probabilities in [0, 1], float64."""
-    from vae_core.apps import dtype_name
-
     out = [twin.to_numpy(model.reconstruct(twin.as_input(noisy[i:i + batch].astype(dtype_name(model)), model)))
            for i in range(0, len(noisy), batch)]
     return np.concatenate(out).astype(np.float64)

@@ -1,0 +1,347 @@
+"""The `twinvae` command: one small parser builder and one runner per subcommand. Framework-free: a
+subcommand imports torch or jax only when it runs. `parity` and `bench` own their options and get the
+rest of the command line whole."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+
+from twinvae import __version__
+from twinvae.data import DATASET_SHAPES, DATASETS
+from twinvae.presets import PRESETS
+from twinvae.twin import BACKENDS
+from vae_core import checks
+from vae_core.checkpoint import atomic_write_bytes, atomic_write_json, read_checkpoint
+
+HANDED_OVER = {"bench": "the benchmark harness: `twinvae bench --help` (same as python -m benchmarks)",
+               "parity": "check that the twins agree on your model and device: `twinvae parity --help`"}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from benchmarks.__main__ import main as bench
+
+        return bench(argv[1:])
+    if argv[:1] == ["parity"]:
+        from twinvae.parity.cli import main as parity
+
+        return parity(argv[1:])
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line, for the results files that name it
+    try:
+        return args.run(args)
+    except (ValueError, OSError, RuntimeError) as err:  # bad input, missing data, divergence: no traceback
+        print(f"twinvae {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twinvae", description="One VAE, written in PyTorch and JAX/Flax.")
+    parser.add_argument("--version", action="version", version=f"twinvae {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for build in (_train_parser, _evaluate_parser, _sample_parser, _interpolate_parser, _arithmetic_parser,
+                  _denoise_parser, _inspect_parser, _demo_parser):
+        build(commands)
+    for name, help_text in HANDED_OVER.items():
+        commands.add_parser(name, add_help=False, help=help_text)
+    return parser
+
+
+# --- train ------------------------------------------------------------------------------------------------
+
+def _train_parser(commands) -> None:
+    p = commands.add_parser("train", help="train a VAE with either backend; writes a run folder")
+    p.set_defaults(run=_train)
+    p.add_argument("--backend", choices=BACKENDS, help="default jax (or, with --resume, the run's)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last saved state")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="also save model and training state every this many steps (default 0: at epoch ends)")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--data-dir", help="where the dataset's files are (or go), or the image folder")
+    p.add_argument("--image-size", type=int, help="folder dataset: resize images to this square size")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="folder dataset: grey (1, default) or RGB (3)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--config", help="a VAEConfig JSON file (image_shape is the dataset's)")
+    group.add_argument("--preset", choices=list(PRESETS), default="seed",
+                       help="seed (the seed's conv VAE, default), mlp (pytorch/examples), resnet (stronger)")
+    p.add_argument("--arch", choices=["conv", "mlp"])
+    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
+    p.add_argument("--beta", type=float)
+    p.add_argument("--epochs", type=int, help="default 10 (or, with --resume, the run's)")
+    p.add_argument("--batch-size", type=int, help="default 128")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3, or the preset's)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"],
+                   help="constant, or a cosine decay to 0 at the end (default constant, or the preset's)")
+    p.add_argument("--lr-warmup", type=int, metavar="STEPS",
+                   help="raise the learning rate linearly over this many steps (default 0, or the preset's)")
+    p.add_argument("--kl-warmup", type=int, metavar="STEPS",
+                   help="raise beta linearly over this many steps (default 0: off)")
+    p.add_argument("--free-bits", type=float, metavar="NATS",
+                   help="free bits per latent dimension in the training objective (default 0: off)")
+    p.add_argument("--denoise", type=float, metavar="SIGMA",
+                   help="train a denoising VAE: inputs get Gaussian noise of this sigma, clipped to [0, 1]")
+    p.add_argument("--dtype", choices=list(checks.PRECISIONS),
+                   help="float32 (default), float64, or bfloat16: mixed precision (float32 parameters and "
+                        "optimizer, layers computing in bf16)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run folder (default: runs/DATASET-BACKEND-TIMESTAMP)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the step (default: jax yes, torch no: no faster on a CPU here)")
+    p.add_argument("--devices", type=_devices, default=None, metavar="N|all",
+                   help="jax: data-parallel over N devices of a mesh in this process, or all it sees "
+                        "(default 1; the batch divides among them)")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="torch: data-parallel over N DistributedDataParallel processes on this machine "
+                        "(gloo on CPU, NCCL on GPU; default 1); torchrun --nproc-per-node N -m twinvae "
+                        "train --backend torch ... does the same, and spans machines")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
+
+
+def _devices(text: str) -> int:
+    if text == "all":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of devices >= 1 or 'all', got {text!r}")
+    return value
+
+
+def _train(args) -> int:
+    from twinvae.trainer import TrainingInterrupted, resume, train
+
+    try:
+        if args.resume:
+            out = args.resume
+            record = resume(args.resume, args.backend, args.epochs, progress=not args.no_progress,
+                            devices=args.devices, nproc=args.nproc)
+        else:
+            config, options = _train_config(args), _train_options(args)
+            out = options.out
+            record = train(config, options, progress=not args.no_progress)
+    except TrainingInterrupted as err:  # Ctrl-C: the state was saved; say how to go on
+        print(f"twinvae train: {err}", file=sys.stderr)
+        return 130
+    if record is not None:  # None: a worker of a multi-process run other than rank 0, which reports
+        print(f"test negative ELBO {record['test']['total']:.3f} nats/image after {record['epoch']} epochs; "
+              f"run folder {out}")
+    return 0
+
+
+def _train_options(args):
+    """TrainOptions from the flags given, over the preset's tuned options, over TrainOptions' defaults."""
+    from twinvae.trainer import TrainOptions
+
+    backend = args.backend or TrainOptions.backend
+    tuned = {} if args.config else PRESETS[args.preset].training
+    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainOptions)
+             if getattr(args, field.name, None) is not None}
+    out = args.out or time.strftime(f"runs/{args.dataset}-{backend}-%Y%m%d-%H%M%S")
+    return TrainOptions(**{**tuned, **given, "backend": backend, "out": out})
+
+
+def _train_config(args):
+    """The model: a preset or a config file at the dataset's image shape, with the flags' overrides."""
+    from twinvae.trainer import TrainOptions
+    from vae_core.config import VAEConfig
+
+    if args.dataset == "folder":
+        if not args.image_size:
+            raise ValueError("the folder dataset needs --image-size")
+        shape = (args.channels or TrainOptions.channels, args.image_size, args.image_size)
+    else:
+        shape = DATASET_SHAPES[args.dataset]
+    if args.config:
+        with open(args.config) as f:
+            data = json.loads(f.read())
+        if isinstance(data, dict) and tuple(data.get("image_shape", shape)) != shape:
+            raise ValueError(f"{args.config}: image_shape {data['image_shape']} does not match the "
+                             f"{args.dataset} images {shape}")
+        config = VAEConfig.from_dict({**data, "image_shape": shape} if isinstance(data, dict) else data)
+    else:
+        config = PRESETS[args.preset].config(shape)
+    overrides = {k: v for k, v in (("arch", args.arch), ("latent_dim", args.latent_dim),
+                                   ("likelihood", args.likelihood), ("beta", args.beta)) if v is not None}
+    return dataclasses.replace(config, **overrides)
+
+
+# --- evaluate, the applications, inspect, demo ----------------------------------------------------------------
+
+def _evaluate_parser(commands) -> None:
+    p = commands.add_parser("evaluate", help="negative ELBO, IWAE -log p(x), bits/dim, active units")
+    p.set_defaults(run=_evaluate)
+    p.add_argument("checkpoint")
+    _dataset_options(p)
+    p.add_argument("--k", type=int, default=1000, help="importance samples per image (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=BACKENDS, default="jax")
+    p.add_argument("--noise", type=float, metavar="SIGMA",
+                   help="also report denoising PSNR at this noise level (default: the sigma a denoising model "
+                        "was trained at)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--markdown", metavar="FILE", help="also write them as a results table (for the docs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
+
+
+def _evaluate(args) -> int:
+    from twinvae.evaluation import evaluate_checkpoint, format_report, report_markdown
+
+    read_checkpoint(args.checkpoint)  # a bad file fails here, before a framework is imported
+    result = evaluate_checkpoint(args.checkpoint, backend=args.backend, dataset=args.dataset,
+                                 data_dir=args.data_dir, k=args.k, seed=args.seed, noise=args.noise,
+                                 progress=not args.no_progress)
+    print(format_report(result))
+    if args.json:
+        atomic_write_json(args.json, result)
+    if args.markdown:
+        atomic_write_bytes(args.markdown, report_markdown(result, "twinvae " + " ".join(args.argv)).encode())
+    return 0
+
+
+def _dataset_options(p) -> None:
+    p.add_argument("--dataset", help="default: the one in the checkpoint's metadata")
+    p.add_argument("--data-dir")
+
+
+def _application_parser(commands, name: str, help_text: str, run):
+    p = commands.add_parser(name, help=help_text)
+    p.set_defaults(run=lambda args: _application(args, run))
+    p.add_argument("checkpoint")
+    p.add_argument("--backend", choices=BACKENDS, default="jax")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="folder for the PNGs (default: the checkpoint's folder)")
+    return p
+
+
+def _sample_parser(commands) -> None:
+    p = _application_parser(commands, "sample", "images from the prior, as a PNG grid", _sample)
+    p.add_argument("--n", type=int, default=64)
+
+
+def _interpolate_parser(commands) -> None:
+    p = _application_parser(commands, "interpolate", "linear and spherical paths between test images",
+                            _interpolate)
+    _dataset_options(p)
+    p.add_argument("--pairs", type=int, default=6)
+    p.add_argument("--steps", type=int, default=10)
+
+
+def _arithmetic_parser(commands) -> None:
+    p = _application_parser(commands, "arithmetic", "latent arithmetic on class means: A + (B - C)", _arithmetic)
+    _dataset_options(p)
+    p.add_argument("--a", required=True, help="class (name or index) whose images are shifted")
+    p.add_argument("--b", required=True, help="class added")
+    p.add_argument("--c", required=True, help="class subtracted")
+    p.add_argument("--n", type=int, default=8)
+
+
+def _denoise_parser(commands) -> None:
+    p = _application_parser(commands, "denoise", "denoise image files (noise added at --noise first)", _denoise)
+    p.add_argument("--noise", type=float, metavar="SIGMA",
+                   help="Gaussian noise added before denoising, the result clipped to [0, 1] (default: the "
+                        "sigma the model was trained at; 0: the files are noisy already)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of them")
+
+
+def _application(args, run) -> int:
+    from pathlib import Path
+
+    from twinvae.twin import load_twin
+
+    read_checkpoint(args.checkpoint)  # a bad file fails here, before a framework is imported
+    twin = load_twin(args.backend)
+    model, config, metadata = twin.load_checkpoint(args.checkpoint)
+    out = Path(args.out or Path(args.checkpoint).parent)
+    out.mkdir(parents=True, exist_ok=True)
+    written = run(args, twin, model, metadata, out)
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def _sample(args, twin, model, metadata, out) -> list:
+    from twinvae.apps import write_samples
+
+    return [write_samples(twin, model, out, args.n, args.seed)]
+
+
+def _interpolate(args, twin, model, metadata, out) -> list:
+    from twinvae.apps import write_interpolations
+
+    return write_interpolations(twin, model, _test_data(args, model, metadata), out, args.pairs, args.steps,
+                                args.seed)
+
+
+def _arithmetic(args, twin, model, metadata, out) -> list:
+    from twinvae.apps import write_arithmetic
+
+    return [write_arithmetic(twin, model, _test_data(args, model, metadata), out, args.a, args.b, args.c, args.n)]
+
+
+def _denoise(args, twin, model, metadata, out) -> list:
+    from twinvae.denoising import denoise_files, training_noise
+
+    sigma = training_noise(metadata) if args.noise is None else args.noise
+    result = denoise_files(twin, model, args.paths, out, sigma, args.seed)
+    if "psnr_noisy" in result:
+        print(f"{result['files']} image(s), noise sigma {sigma:g}: PSNR noisy {result['psnr_noisy']:.2f} dB, "
+              f"denoised {result['psnr_denoised']:.2f} dB")
+    return [result["written"][-1], f"{result['files']} denoised image(s) in {out / 'denoised'}"]
+
+
+def _test_data(args, model, metadata):
+    """The dataset the applications take test images from: --dataset, else the checkpoint's."""
+    from twinvae.data import load_dataset
+
+    name = args.dataset or metadata.get("dataset")
+    if not name:
+        raise ValueError(f"checkpoint {args.checkpoint} names no dataset in its metadata; pass --dataset")
+    data = load_dataset(name, args.data_dir)
+    if data.image_shape != model.config.image_shape:
+        raise ValueError(f"the checkpoint takes images {model.config.image_shape}, {name} has {data.image_shape}")
+    return data
+
+
+def _inspect_parser(commands) -> None:
+    p = commands.add_parser("inspect", help="print a checkpoint's config, metadata and weights")
+    p.set_defaults(run=_inspect)
+    p.add_argument("checkpoint")
+
+
+def _inspect(args) -> int:
+    from vae_core.layout import canonical_shapes, num_parameters
+
+    weights, config, metadata = read_checkpoint(args.checkpoint)
+    print(f"config: {json.dumps(config.to_dict())}")
+    print(f"metadata: {json.dumps(metadata)}")
+    print(f"{num_parameters(config)} parameters, {next(iter(weights.values())).dtype}")
+    for key, shape in canonical_shapes(config).items():
+        print(f"  {key:32s} {shape}")
+    return 0
+
+
+def _demo_parser(commands) -> None:
+    p = commands.add_parser("demo", help="train in torch, load in JAX, show both compute the same")
+    p.set_defaults(run=_demo)
+    p.add_argument("--out", default="runs/demo", help="folder for the checkpoint (default runs/demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=20, help="Adam steps in torch, then in both twins")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+
+
+def _demo(args) -> int:
+    from twinvae.demo import run_demo
+
+    return run_demo(args.out, args.seed, args.steps, args.batch_size, args.dtype)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+import pytest
+
+from twinvae import __version__
+from twinvae.cli import main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_bench_hands_its_options_to_the_harness(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--help"])
+    assert info.value.code == 0 and "--batch-sizes" in capsys.readouterr().out
+
+
+def test_inspect_errors_are_messages_not_tracebacks(tmp_path, capsys):
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint at all")
+    assert main(["inspect", str(tmp_path / "junk.safetensors")]) == 2
+    assert "twinvae inspect: error: checkpoint" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path / "missing.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_parity_hands_its_options_to_the_harness(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["parity", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "--quick" in out and "--preset" in out and "--brief" in out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--config", "missing.json"], "missing.json"),
+    (["--preset", "seed", "--case", "digits"], "--case picks standard cases"),
+    (["--case", "no such case"], "no case matches"),
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
+])
+def test_parity_refuses_bad_options_with_a_message(args, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["parity", *args])
+    assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_parity_reads_a_config_file(tmp_path):
+    from twinvae.parity.cli import _read_config
+
+    path = tmp_path / "c.json"
+    path.write_text('{"image_shape": [1, 8, 8], "conv_channels": [4], "latent_dim": 2}')
+    assert _read_config(str(path)).conv_channels == (4,)
+    path.write_text('{"image_shape": [1, 8, 8], "colour": "red"}')
+    with pytest.raises(ValueError, match=r"c.json: not a VAEConfig JSON file .*unknown field"):
+        _read_config(str(path))

@@ -1,0 +1,105 @@
+"""`twinvae parity [--config FILE.json | --preset P] [--device cpu|cuda] [--dtype D] [--quick] ...`: the
+parity table for the user's own model on their own device (default: every standard case); exits non-zero
+on any failure. TPU is not a choice: the float64 torch reference cannot run there."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from twinvae.presets import PRESETS
+from vae_core.checks import PRECISIONS
+from vae_core.config import VAEConfig
+
+QUICK_STEPS = 5  # Adam steps under --quick (the full check runs 50)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="twinvae parity", description=__doc__)
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--config", metavar="FILE.json", help="a VAEConfig JSON file: check this model")
+    model.add_argument("--preset", choices=list(PRESETS), help="check a named model (at 1x28x28)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="cpu or cuda (default: $TWINVAE_DEVICE or cpu)")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls/convs (GPU)")
+    p.add_argument("--dtype", choices=list(PRECISIONS), action="append",
+                   help="repeatable; default float64 and float32 (bfloat16: mixed precision)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"{QUICK_STEPS} Adam steps instead of 50, each twin's default transposed-conv form only, "
+                        "and only the seed model unless a model is given (under a minute on 2 CPU cores)")
+    p.add_argument("--steps", type=int, default=None, help="Adam steps per case (default 50)")
+    p.add_argument("--case", action="append", help="substring of a standard case's name to run (repeatable)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per compared batch (default 8)")
+    p.add_argument("--summary", action="store_true",
+                   help="print only the largest error of each quantity over all cases")
+    p.add_argument("--markdown", metavar="FILE", help="also write the table printed to this file")
+    p.add_argument("--brief", metavar="FILE",
+                   help="also write the largest error of each group of quantities (the README's table) here")
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    from twinvae.parity import harness  # imports torch and jax: after --help and bad options
+
+    cases = _cases(p, args, harness)
+    device = harness.device_from_env(args.device)
+    harness.set_tf32(args.tf32)
+    steps = args.steps if args.steps is not None else QUICK_STEPS if args.quick else None
+    rows = []
+    for case in cases:
+        for dtype in args.dtype or ["float64", "float32"]:
+            start = time.perf_counter()
+            rows += harness.compare(case, dtype, device, steps=steps, every_form=not args.quick)
+            print(f"  {case.name} {dtype}: {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
+    table = harness.format_summary(rows) if args.summary else harness.format_table(rows)
+    print(f"device: {device}, TF32 {'on' if args.tf32 else 'off'}")
+    print(table)
+    failed = [r for r in rows if not r.ok]
+    print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
+    from vae_core.checkpoint import atomic_write_bytes
+
+    origin = _origin(sys.argv[1:] if argv is None else argv, device)
+    for path, text in ((args.markdown, table), (args.brief, harness.format_groups(rows))):
+        if path:
+            atomic_write_bytes(path, f"{origin}\n\n{text}\n".encode())
+    return 1 if failed else 0
+
+
+def _origin(argv: list[str], device: str) -> str:
+    """The line a results file starts with: the command, the machine, the versions, the date."""
+    from twinvae.environment import cpu_name, versions
+
+    where = cpu_name() if device == "cpu" else device
+    return (f"Command: `twinvae parity {' '.join(argv)}` ({time.strftime('%Y-%m-%d')}; {where}; "
+            + ", ".join(f"{k} {v}" for k, v in versions().items()) + ").")
+
+
+def _cases(p: argparse.ArgumentParser, args, harness) -> list:
+    if args.batch_size < 1 or (args.steps is not None and args.steps < 0):
+        p.error("--batch-size must be at least 1 and --steps at least 0")
+    if args.config or args.preset:
+        if args.case:
+            p.error("--case picks standard cases; it does not go with --config or --preset")
+        try:
+            config = _read_config(args.config) if args.config else PRESETS[args.preset].config()
+        except (OSError, ValueError) as err:
+            p.error(str(err))
+        return [harness.Case(args.config or f"preset {args.preset}", config, args.batch_size)]
+    standard = harness.CASES[:1] if args.quick and not args.case else harness.CASES
+    cases = [c for c in standard if not args.case or any(s in c.name for s in args.case)]
+    if not cases:
+        p.error(f"no case matches {args.case}; cases: {[c.name for c in harness.CASES]}")
+    return cases
+
+
+def _read_config(path: str) -> VAEConfig:
+    with open(path) as f:
+        text = f.read()
+    try:
+        return VAEConfig.from_dict(json.loads(text))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: not a VAEConfig JSON file ({err})") from None

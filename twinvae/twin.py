@@ -1,0 +1,102 @@
+"""The one interface between the application and a twin: exactly what the application calls on vae_torch
+or vae_jax, stated as Protocols, and load_twin, which imports a twin by its backend name. Arrays cross it
+as the twin's own (`as_input` makes them from canonical numpy, `to_numpy` turns them back)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from vae_core.config import VAEConfig
+from vae_core.outputs import VAELoss
+
+BACKENDS = ("jax", "torch")
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A twin's VAE: vae_torch.VAE (NCHW) or vae_jax.VAE (NHWC)."""
+
+    config: VAEConfig
+
+    @property
+    def dtype(self) -> Any: ...
+
+    def encode(self, x) -> tuple[Any, Any]: ...
+
+    def decode(self, z) -> Any: ...
+
+    def sample(self, n: int, seed: int = 0) -> Any: ...
+
+    def reconstruct(self, x) -> Any: ...
+
+
+class Distributed(Protocol):
+    """A twin's distributed.py: the data-parallel engine (DistributedDataParallel; a jax.sharding mesh).
+    torch's compile_train_step also takes torch.compile's mode (None: eager) after the state."""
+
+    def initialize(self, address: str | None = None, num_processes: int | None = None,
+                   process_id: int | None = None) -> tuple[int, int]: ...
+
+    def replicate(self, state, workers: int | None = None) -> Any: ...
+
+    def compile_train_step(self, state, *, check_inputs: bool = True) -> Any: ...
+
+    def shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class Twin(Protocol):
+    """A twin module, as the application uses it (the twins' full public API is larger)."""
+
+    LAYOUT: str
+    distributed: Distributed
+
+    def init_model(self, config: VAEConfig, seed: int = 0, dtype=..., transposed_conv: str | None = None,
+                   compute_dtype=None) -> Model: ...
+
+    def load_checkpoint(self, path, dtype=None, transposed_conv: str | None = None,
+                        compute_dtype=None) -> tuple[Model, VAEConfig, dict]: ...
+
+    def save_checkpoint(self, path, model: Model, config: VAEConfig, metadata: dict | None = None) -> None: ...
+
+    def create_train_state(self, model: Model, learning_rate: float = 1e-3, betas=(0.9, 0.999),
+                           eps: float = 1e-8, free_bits: float = 0.0) -> Any: ...
+
+    def train_step(self, state, x, eps, beta=None, *, target=None, learning_rate=None,
+                   check_inputs: bool = True) -> tuple[Any, VAELoss]: ...
+
+    def compile_train_step(self, state, *, check_inputs: bool = True) -> Any: ...
+
+    def export_optimizer_state(self, state) -> dict[str, np.ndarray]: ...
+
+    def import_optimizer_state(self, state, arrays: dict) -> Any: ...
+
+    def evaluate(self, model: Model, x, eps) -> VAELoss: ...
+
+    def importance_log_weights(self, model: Model, x, eps) -> Any: ...
+
+    def as_input(self, array, model: Model) -> Any: ...
+
+    def to_numpy(self, array) -> np.ndarray: ...
+
+
+def load_twin(backend: str) -> Twin:
+    """The twin module of a backend ("jax": vae_jax, "torch": vae_torch), with its distributed engine;
+    imports that framework, and only that one."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    twin = importlib.import_module(f"vae_{backend}")
+    importlib.import_module(f"vae_{backend}.distributed")  # sets twin.distributed
+    if not isinstance(twin, Twin):
+        names = [*Twin.__annotations__, *(name for name in vars(Twin) if not name.startswith("_"))]
+        missing = [name for name in names if not hasattr(twin, name)]
+        raise TypeError(f"vae_{backend} does not implement twinvae.twin.Twin: missing {missing}")
+    return twin
+
+
+def dtype_name(model: Model) -> str:
+    """'float32' or 'float64': the model's parameter dtype, by name, for either twin."""
+    return str(model.dtype).removeprefix("torch.")

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+
+from vae_core import layout as core
+from vae_core.config import VAEConfig
+
+# The canonical layout, version 1. A rename or reshape here is a format change: bump FORMAT_VERSION,
+# update the README's table, and keep reading the old names.
+GOLDEN_CONV = {
+    "encoder.convs.0.weight": (32, 1, 4, 4), "encoder.convs.0.bias": (32,),
+    "encoder.convs.1.weight": (64, 32, 4, 4), "encoder.convs.1.bias": (64,),
+    "fc_mu.weight": (20, 3136), "fc_mu.bias": (20,),
+    "fc_logvar.weight": (20, 3136), "fc_logvar.bias": (20,),
+    "decoder.fc.weight": (3136, 20), "decoder.fc.bias": (3136,),
+    "decoder.deconvs.0.weight": (64, 32, 4, 4), "decoder.deconvs.0.bias": (32,),
+    "decoder.deconvs.1.weight": (32, 1, 4, 4), "decoder.deconvs.1.bias": (1,),
+}
+GOLDEN_MLP = {
+    "encoder.linears.0.weight": (400, 784), "encoder.linears.0.bias": (400,),
+    "fc_mu.weight": (20, 400), "fc_mu.bias": (20,),
+    "fc_logvar.weight": (20, 400), "fc_logvar.bias": (20,),
+    "decoder.fc.weight": (400, 20), "decoder.fc.bias": (400,),
+    "decoder.linears.0.weight": (784, 400), "decoder.linears.0.bias": (784,),
+}
+
+
+def test_golden_key_lists():
+    assert list(core.canonical_shapes(VAEConfig()).items()) == list(GOLDEN_CONV.items())
+    assert list(core.canonical_shapes(VAEConfig(arch="mlp")).items()) == list(GOLDEN_MLP.items())
+    assert core.num_parameters(VAEConfig()) == 258_025
+
+
+@pytest.mark.parametrize("config", [
+    VAEConfig(image_shape=(3, 8, 12), conv_channels=(4, 6), latent_dim=5),
+    VAEConfig(arch="mlp", image_shape=(3, 4, 6), mlp_widths=(7, 5), latent_dim=2),
+], ids=["conv", "mlp"])
+def test_layout_rules_round_trip_exactly(config):
+    for layer in core.layer_specs(config):
+        rng = np.random.default_rng(0)
+        weight = rng.standard_normal(layer.weight_shape)
+        bias = rng.standard_normal(layer.out_features)
+        kernel, jax_bias = core.to_jax_layout(layer, weight, bias)
+        back = core.from_jax_layout(layer, kernel, jax_bias)
+        assert np.array_equal(back[0], weight) and np.array_equal(back[1], bias), layer
+
+
+def test_flatten_rule_matches_an_nhwc_activation():
+    # fc_mu applied to an NCHW-flattened map with the torch weight == applied to the NHWC-flattened map
+    # with the converted kernel.
+    layer = core.LayerSpec("fc_mu", "linear_from_image", 2 * 3 * 5, 4, (2, 3, 5))
+    rng = np.random.default_rng(1)
+    weight, bias, fmap = rng.standard_normal((4, 30)), rng.standard_normal(4), rng.standard_normal((2, 3, 5))
+    kernel, _ = core.to_jax_layout(layer, weight, bias)
+    np.testing.assert_allclose(fmap.transpose(1, 2, 0).reshape(-1) @ kernel, weight @ fmap.reshape(-1))
+
+
+def test_unflatten_rule_matches_an_nhwc_activation():
+    # decoder.fc then view(C, H, W) with the torch weight == the converted kernel then reshape(H, W, C).
+    layer = core.LayerSpec("decoder.fc", "linear_to_image", 4, 2 * 3 * 5, (2, 3, 5))
+    rng = np.random.default_rng(2)
+    weight, bias, z = rng.standard_normal((30, 4)), rng.standard_normal(30), rng.standard_normal(4)
+    kernel, jax_bias = core.to_jax_layout(layer, weight, bias)
+    nchw = (weight @ z + bias).reshape(2, 3, 5)
+    np.testing.assert_allclose((z @ kernel + jax_bias).reshape(3, 5, 2), nchw.transpose(1, 2, 0))
+
+
+def test_init_is_seeded_and_torch_like():
+    config = VAEConfig()
+    a, b = core.init_weights(config, 0), core.init_weights(config, 0)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["fc_mu.weight"], core.init_weights(config, 1)["fc_mu.weight"])
+    assert np.abs(a["fc_mu.weight"]).max() <= 1 / np.sqrt(3136)
+    assert np.abs(a["decoder.deconvs.0.weight"]).max() <= 1 / np.sqrt(32 * 16)  # torch: fan_in from dim 1
