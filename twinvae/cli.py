@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import sys
 import time
 
-from twinvae import __version__
+from twinvae import __version__, apps
 from twinvae.data import DATASET_SHAPES, DATASETS
+from twinvae.demo import run_demo
+from twinvae.evaluation import evaluate_checkpoint
 from twinvae.presets import PRESETS
-from twinvae.twin import BACKENDS
+from twinvae.trainer import TrainOptions
+from twinvae.twin import BACKENDS, DEFAULT_BACKEND
 from vae_core import checks
 from vae_core.checkpoint import atomic_write_bytes, atomic_write_json, read_checkpoint
 
@@ -40,6 +44,11 @@ def main(argv=None) -> int:
         return 2
 
 
+def _default(function, parameter: str):
+    """A parameter's default, read off the function that takes it, so the CLI never states it again."""
+    return inspect.signature(function).parameters[parameter].default
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twinvae", description="One VAE, written in PyTorch and JAX/Flax.")
     parser.add_argument("--version", action="version", version=f"twinvae {__version__}")
@@ -61,7 +70,7 @@ def _train_parser(commands) -> None:
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last saved state")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
                    help="also save model and training state every this many steps (default 0: at epoch ends)")
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--dataset", choices=DATASETS, default=TrainOptions.dataset, help="default %(default)s")
     p.add_argument("--data-dir", help="where the dataset's files are (or go), or the image folder")
     p.add_argument("--image-size", type=int, help="folder dataset: resize images to this square size")
     p.add_argument("--channels", type=int, choices=[1, 3], help="folder dataset: grey (1, default) or RGB (3)")
@@ -138,8 +147,6 @@ def _train(args) -> int:
 
 def _train_options(args):
     """TrainOptions from the flags given, over the preset's tuned options, over TrainOptions' defaults."""
-    from twinvae.trainer import TrainOptions
-
     backend = args.backend or TrainOptions.backend
     tuned = {} if args.config else PRESETS[args.preset].training
     given = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainOptions)
@@ -150,7 +157,6 @@ def _train_options(args):
 
 def _train_config(args):
     """The model: a preset or a config file at the dataset's image shape, with the flags' overrides."""
-    from twinvae.trainer import TrainOptions
     from vae_core.config import VAEConfig
 
     if args.dataset == "folder":
@@ -180,9 +186,10 @@ def _evaluate_parser(commands) -> None:
     p.set_defaults(run=_evaluate)
     p.add_argument("checkpoint")
     _dataset_options(p)
-    p.add_argument("--k", type=int, default=1000, help="importance samples per image (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", choices=BACKENDS, default="jax")
+    p.add_argument("--k", type=int, default=_default(evaluate_checkpoint, "k"),
+                   help="importance samples per image (default %(default)s)")
+    p.add_argument("--seed", type=int, default=_default(evaluate_checkpoint, "seed"))
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help="default %(default)s")
     p.add_argument("--noise", type=float, metavar="SIGMA",
                    help="also report denoising PSNR at this noise level (default: the sigma a denoising model "
                         "was trained at)")
@@ -192,7 +199,7 @@ def _evaluate_parser(commands) -> None:
 
 
 def _evaluate(args) -> int:
-    from twinvae.evaluation import evaluate_checkpoint, format_report, report_markdown
+    from twinvae.evaluation import format_report, report_markdown
 
     read_checkpoint(args.checkpoint)  # a bad file fails here, before a framework is imported
     result = evaluate_checkpoint(args.checkpoint, backend=args.backend, dataset=args.dataset,
@@ -215,23 +222,23 @@ def _application_parser(commands, name: str, help_text: str, run):
     p = commands.add_parser(name, help=help_text)
     p.set_defaults(run=lambda args: _application(args, run))
     p.add_argument("checkpoint")
-    p.add_argument("--backend", choices=BACKENDS, default="jax")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help="default %(default)s")
+    p.add_argument("--seed", type=int, default=_default(apps.write_samples, "seed"))
     p.add_argument("--out", help="folder for the PNGs (default: the checkpoint's folder)")
     return p
 
 
 def _sample_parser(commands) -> None:
     p = _application_parser(commands, "sample", "images from the prior, as a PNG grid", _sample)
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--n", type=int, default=_default(apps.write_samples, "n"))
 
 
 def _interpolate_parser(commands) -> None:
     p = _application_parser(commands, "interpolate", "linear and spherical paths between test images",
                             _interpolate)
     _dataset_options(p)
-    p.add_argument("--pairs", type=int, default=6)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--pairs", type=int, default=_default(apps.write_interpolations, "pairs"))
+    p.add_argument("--steps", type=int, default=_default(apps.write_interpolations, "steps"))
 
 
 def _arithmetic_parser(commands) -> None:
@@ -240,7 +247,7 @@ def _arithmetic_parser(commands) -> None:
     p.add_argument("--a", required=True, help="class (name or index) whose images are shifted")
     p.add_argument("--b", required=True, help="class added")
     p.add_argument("--c", required=True, help="class subtracted")
-    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--n", type=int, default=_default(apps.write_arithmetic, "n"))
 
 
 def _denoise_parser(commands) -> None:
@@ -267,22 +274,17 @@ def _application(args, run) -> int:
 
 
 def _sample(args, twin, model, metadata, out) -> list:
-    from twinvae.apps import write_samples
-
-    return [write_samples(twin, model, out, args.n, args.seed)]
+    return [apps.write_samples(twin, model, out, args.n, args.seed)]
 
 
 def _interpolate(args, twin, model, metadata, out) -> list:
-    from twinvae.apps import write_interpolations
-
-    return write_interpolations(twin, model, _test_data(args, model, metadata), out, args.pairs, args.steps,
+    return apps.write_interpolations(twin, model, _test_data(args, model, metadata), out, args.pairs, args.steps,
                                 args.seed)
 
 
 def _arithmetic(args, twin, model, metadata, out) -> list:
-    from twinvae.apps import write_arithmetic
-
-    return [write_arithmetic(twin, model, _test_data(args, model, metadata), out, args.a, args.b, args.c, args.n)]
+    data = _test_data(args, model, metadata)
+    return [apps.write_arithmetic(twin, model, data, out, args.a, args.b, args.c, args.n)]
 
 
 def _denoise(args, twin, model, metadata, out) -> list:
@@ -330,16 +332,16 @@ def _inspect(args) -> int:
 def _demo_parser(commands) -> None:
     p = commands.add_parser("demo", help="train in torch, load in JAX, show both compute the same")
     p.set_defaults(run=_demo)
-    p.add_argument("--out", default="runs/demo", help="folder for the checkpoint (default runs/demo)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=20, help="Adam steps in torch, then in both twins")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--out", default=_default(run_demo, "out"),
+                   help="folder for the checkpoint (default %(default)s)")
+    p.add_argument("--seed", type=int, default=_default(run_demo, "seed"))
+    p.add_argument("--steps", type=int, default=_default(run_demo, "steps"),
+                   help="Adam steps in torch, then in both twins (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=_default(run_demo, "batch_size"))
+    p.add_argument("--dtype", choices=["float32", "float64"], default=_default(run_demo, "dtype"))
 
 
 def _demo(args) -> int:
-    from twinvae.demo import run_demo
-
     return run_demo(args.out, args.seed, args.steps, args.batch_size, args.dtype)
 
 

@@ -53,3 +53,12 @@ def test_parity_reads_a_config_file(tmp_path):
     path.write_text('{"image_shape": [1, 8, 8], "colour": "red"}')
     with pytest.raises(ValueError, match=r"c.json: not a VAEConfig JSON file .*unknown field"):
         _read_config(str(path))
+
+
+def test_parity_on_a_machine_without_cuda_says_so(capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as info:
+        main(["parity", "--device", "cuda", "--quick"])
+    assert info.value.code == 2 and "torch sees no CUDA device" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from twinvae.apps import encode_all
 from twinvae.data import load_dataset
 from twinvae.denoising import denoising_figures, training_noise
 from twinvae.progress import Progress
-from twinvae.twin import Model, Twin, dtype_name, load_twin
+from twinvae.twin import DEFAULT_BACKEND, Model, Twin, dtype_name, load_twin
 from vae_core import checks, seeds
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -57,8 +57,8 @@ def iwae_nll(twin: Twin, model: Model, images: np.ndarray, k: int, seed: int, dt
     return np.concatenate(nll)
 
 
-def evaluate_checkpoint(path, *, backend: str = "jax", dataset: str | None = None, data_dir=None, k: int = 1000,
-                        seed: int = 0, noise: float | None = None, progress: bool = False) -> dict:
+def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | None = None, data_dir=None,
+                        k: int = 1000, seed: int = 0, noise: float | None = None, progress: bool = False) -> dict:
     """The figures of the module docstring; with a noise level (default: the sigma a denoising model was
     trained at, none for others) also the PSNR of noisy, denoised and reconstructed test images."""
     if k < 1:

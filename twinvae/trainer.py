@@ -29,7 +29,7 @@ from twinvae.denoising import add_noise, denoising_figures, write_denoising
 from twinvae.environment import cpu_name, git_commit, versions
 from twinvae.evaluation import negative_elbo
 from twinvae.progress import Progress
-from twinvae.twin import BACKENDS, Twin, load_twin
+from twinvae.twin import BACKENDS, DEFAULT_BACKEND, Twin, load_twin
 from vae_core import checks, parallel, seeds
 from vae_core.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json, read_safetensors_header
 from vae_core.config import VAEConfig
@@ -50,7 +50,7 @@ class TrainingInterrupted(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainOptions:
-    backend: str = "jax"
+    backend: str = DEFAULT_BACKEND
     dataset: str = "digits"
     data_dir: str | None = None
     image_size: int | None = None  # folder dataset only

@@ -13,6 +13,7 @@ from vae_core.config import VAEConfig
 from vae_core.outputs import VAELoss
 
 BACKENDS = ("jax", "torch")
+DEFAULT_BACKEND = "jax"  # the main job's, and every command's unless --backend says otherwise
 
 
 @runtime_checkable

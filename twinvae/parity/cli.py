@@ -9,7 +9,9 @@ import json
 import sys
 import time
 
+from twinvae.environment import cpu_name, versions
 from twinvae.presets import PRESETS
+from vae_core.checkpoint import atomic_write_bytes
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
 
@@ -47,6 +49,8 @@ def main(argv=None) -> int:
 
     cases = _cases(p, args, harness)
     device = harness.device_from_env(args.device)
+    if device == "cuda" and not harness.torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device here")
     harness.set_tf32(args.tf32)
     steps = args.steps if args.steps is not None else QUICK_STEPS if args.quick else None
     rows = []
@@ -60,8 +64,6 @@ def main(argv=None) -> int:
     print(table)
     failed = [r for r in rows if not r.ok]
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
-    from vae_core.checkpoint import atomic_write_bytes
-
     origin = _origin(sys.argv[1:] if argv is None else argv, device)
     for path, text in ((args.markdown, table), (args.brief, harness.format_groups(rows))):
         if path:
@@ -71,8 +73,6 @@ def main(argv=None) -> int:
 
 def _origin(argv: list[str], device: str) -> str:
     """The line a results file starts with: the command, the machine, the versions, the date."""
-    from twinvae.environment import cpu_name, versions
-
     where = cpu_name() if device == "cpu" else device
     return (f"Command: `twinvae parity {' '.join(argv)}` ({time.strftime('%Y-%m-%d')}; {where}; "
             + ", ".join(f"{k} {v}" for k, v in versions().items()) + ").")
