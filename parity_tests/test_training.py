@@ -225,6 +225,8 @@ def test_resume_errors(tmp_path):
     _, out = _run(tmp_path, "torch", "float32")
     with pytest.raises(ValueError, match="already finished 2 epochs"):
         resume(out, progress=False)
+    with pytest.raises(ValueError, match="epochs must be at least 1, got 0"):
+        resume(out, epochs=0, progress=False)
     Path(out, trainer.TRAIN_STATE).write_bytes(b"garbage")
     with pytest.raises(ValueError, match="unreadable training state"):
         resume(out, epochs=3, progress=False)

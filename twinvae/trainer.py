@@ -165,7 +165,7 @@ def resume(run_dir, backend: str | None = None, epochs: int | None = None, progr
     config, stored = read_run_record(out)
     switched = backend is not None and backend != stored.backend  # the other engine: its own parallelism
     options = dataclasses.replace(stored, out=str(out), backend=backend or stored.backend,
-                                  epochs=epochs or stored.epochs,
+                                  epochs=stored.epochs if epochs is None else epochs,
                                   devices=devices if devices is not None else 1 if switched else stored.devices,
                                   nproc=nproc if nproc is not None else 1 if switched else stored.nproc)
     if _launches(options):
@@ -329,8 +329,8 @@ def _fit(run: Run, state, position: Position, progress: bool, log) -> dict | Non
         return None
     records = [json.loads(line) for line in (run.out / "log.jsonl").read_text().splitlines() if line.strip()]
     write_run_pictures(run.twin, state.model, run.dataset, run.out, records, options.seed, options.denoise)
-    atomic_write_bytes(run.out / "results.md", results_markdown(json.loads((run.out / "run.json").read_text()),
-                                                                records).encode())
+    # this process's record: a resumed run's command, backend and epochs, not the first process's
+    atomic_write_bytes(run.out / "results.md", results_markdown(run_record(run.config, options), records).encode())
     return record
 
 

@@ -5,6 +5,7 @@ on any failure. TPU is not a choice: the float64 torch reference cannot run ther
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -48,9 +49,7 @@ def main(argv=None) -> int:
     from twinvae.parity import harness  # imports torch and jax: after --help and bad options
 
     cases = _cases(p, args, harness)
-    device = harness.device_from_env(args.device)
-    if device == "cuda" and not harness.torch.cuda.is_available():
-        p.error("--device cuda: torch sees no CUDA device here")
+    device = _device(p, args, harness)
     harness.set_tf32(args.tf32)
     steps = args.steps if args.steps is not None else QUICK_STEPS if args.quick else None
     rows = []
@@ -78,6 +77,18 @@ def _origin(argv: list[str], device: str) -> str:
             + ", ".join(f"{k} {v}" for k, v in versions().items()) + ").")
 
 
+def _device(p: argparse.ArgumentParser, args, harness) -> str:
+    """The device both twins run on: it must exist for torch and for JAX."""
+    try:
+        device = harness.device_from_env(args.device)
+        if device == "cuda" and not harness.torch.cuda.is_available():
+            raise ValueError("torch sees no CUDA device here")
+        harness.jax.devices(device)
+    except (ValueError, RuntimeError) as err:
+        p.error(f"device {args.device or '$TWINVAE_DEVICE'}: {err}")
+    return device
+
+
 def _cases(p: argparse.ArgumentParser, args, harness) -> list:
     if args.batch_size < 1 or (args.steps is not None and args.steps < 0):
         p.error("--batch-size must be at least 1 and --steps at least 0")
@@ -90,7 +101,8 @@ def _cases(p: argparse.ArgumentParser, args, harness) -> list:
             p.error(str(err))
         return [harness.Case(args.config or f"preset {args.preset}", config, args.batch_size)]
     standard = harness.CASES[:1] if args.quick and not args.case else harness.CASES
-    cases = [c for c in standard if not args.case or any(s in c.name for s in args.case)]
+    cases = [dataclasses.replace(c, batch_size=args.batch_size) for c in standard
+             if not args.case or any(s in c.name for s in args.case)]
     if not cases:
         p.error(f"no case matches {args.case}; cases: {[c.name for c in harness.CASES]}")
     return cases

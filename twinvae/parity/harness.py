@@ -11,6 +11,7 @@ same float64 reference.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -324,12 +325,13 @@ def _compare(case, dtype, device, weights_fn, steps, every_form) -> list[Row]:
     weights = {k: v.astype(PARAM_DTYPE[dtype]) for k, v in weights_fn(config, seed=0).items()}
     # the reference is torch's native ConvTranspose2d; every other way of computing it is compared with it
     reference = TorchTwin(config, weights, "float64", device)
-    forms = {twin: TRANSPOSED_CONVS if config.arch == "conv" and every_form else (twin.default_form,)
+    conv = config.arch == "conv"  # an MLP has no transposed conv: its one form is named native
+    forms = {twin: TRANSPOSED_CONVS if conv and every_form else (twin.default_form if conv else "native",)
              for twin in (TorchTwin, JaxTwin)}
     twins = [twin(config, weights, dtype, device, form) for twin in (TorchTwin, JaxTwin) for form in forms[twin]
              if not (twin is TorchTwin and form == "native" and dtype == "float64")]
     # Inputs rounded to the run's dtype first, so the reference sees exactly the same numbers.
-    batches, eps = case_data(case)
+    batches, eps = case_data(dataclasses.replace(case, steps=steps))  # eps for every step compared
     batches = [b.astype(PARAM_DTYPE[dtype]) for b in batches]
     eps = [e.astype(PARAM_DTYPE[dtype]) for e in eps]
     rows = []

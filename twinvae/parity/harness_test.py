@@ -18,3 +18,20 @@ def test_first_step_error_never_hides_a_nan():
     ref_grads = {"w": np.array([1.0, 1e-12])}
     ref = {"w": np.array([0.5, 0.5])}
     assert first_step_error({"w": np.array([0.5, np.nan])}, ref, ref_grads, 1e-4)[0] == float("inf")
+
+
+def test_more_adam_steps_than_a_case_names_are_compared():
+    from twinvae.parity import harness
+
+    (case,) = [c for c in harness.CASES if c.name == "mlp 1x8x8"]
+    rows = harness.compare(case, "float64", steps=case.steps + 2)
+    (loss,) = [r for r in rows if r.quantity == "adam.loss" and r.twin == "jax"]
+    assert loss.ok and all(r.ok for r in rows)
+
+
+def test_the_batch_size_given_applies_to_the_standard_cases():
+    from twinvae.parity import cli, harness
+
+    parser = cli.parser()
+    args = parser.parse_args(["--batch-size", "3", "--case", "mlp 1x8x8"])
+    assert [c.batch_size for c in cli._cases(parser, args, harness)] == [3]
