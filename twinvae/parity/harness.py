@@ -146,14 +146,11 @@ def first_step_error(params: dict, ref_params: dict, ref_grads: dict, grad_toler
     maths to step1's tolerance. The measure is relative_error's (max over the kept elements / max|b|)."""
     errors = {}
     for key, b in ref_params.items():
-        a, b, g = (np.asarray(v, np.float64) for v in (params[key], b, ref_grads[key]))
-        if not np.array_equal(np.isfinite(a), np.isfinite(b)):
-            errors[key] = float("inf")
-            continue
-        kept = np.abs(g) > grad_tolerance * np.max(np.abs(g)) if g.size else np.zeros(g.shape, bool)
-        diff = np.max(np.abs(a - b)[kept]) if kept.any() else 0.0
-        scale = np.max(np.abs(b)) if b.size else 0.0
-        errors[key] = float(diff / scale) if scale > 0 else float(diff)
+        a, b = np.asarray(params[key], np.float64), np.asarray(b, np.float64)
+        g = np.abs(np.asarray(ref_grads[key], np.float64))
+        unsure = ~(np.isfinite(a) & np.isfinite(b))  # NaN and inf are always compared, never left out
+        kept = (g > grad_tolerance * g.max()) | unsure if g.size else unsure
+        errors[key] = relative_error(np.where(kept, a, b), b)  # a left-out element counts as exact
     key = max(errors, key=lambda k: errors[k] if not np.isnan(errors[k]) else np.inf)
     return errors[key], key
 
