@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=["conv", "mlp"], default="conv")
     p.add_argument("--image", default="1x28x28", help="CxHxW (default 1x28x28)")
     p.add_argument("--channels", type=_ints, default=[32, 64], help="conv channels (default 32,64)")
+    p.add_argument("--res-blocks", type=int, default=0, help="residual blocks per resolution (default 0; the "
+                                                             "resnet preset: --channels 64,128 --res-blocks 1)")
     p.add_argument("--widths", type=_ints, default=[400], help="MLP widths (default 400)")
     p.add_argument("--latent", type=int, default=20)
     p.add_argument("--batch-sizes", type=_ints, default=None, help="default 32,128,512")
@@ -60,6 +62,16 @@ def parser() -> argparse.ArgumentParser:
                         "(torch autocast; Flax dtype=bfloat16, param_dtype=float32); rates then divide by "
                         "the bf16 matmul peak measured in the same run")
     p.add_argument("--device", choices=["cpu", "cuda", "tpu"], default="cpu")
+    p.add_argument("--aot", type=lambda t: [v.strip() for v in t.split(",") if v.strip()], default=None,
+                   metavar="TOPOLOGIES", help="with --device tpu: compile the JAX twin's steps for one chip of "
+                   "each TPU topology (e.g. v5e:2x2,v4:2x2x1,v6e:2x2,v5p:2x2x1) on this machine, without a TPU, "
+                   "and report XLA's analyses and estimated times (benchmarks/aot.py; needs the tpu-aot extra)")
+    p.add_argument("--gpu-target-config", metavar="FILE",
+                   help="with --device cuda --aot GPU (e.g. H100): the XLA GpuTargetConfigProto (text format) "
+                        "of that GPU, to compile for it without one (needs jax[cuda12])")
+    p.add_argument("--aot-grid", choices=["full", "smoke"], default="full",
+                   help="full: the documented grid (about 45 compiles, 40 s-2 min each on 2 cores); smoke: a "
+                        "tiny model, 4 compiles")
     p.add_argument("--tf32", action="store_true", help="allow TF32 (GPU); rates then divide by the TF32 peak")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads (default: cores)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per mode (default 20)")
@@ -68,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-sizes", type=_ints, default=None, help="matmul sizes for the roofline "
                                                                  "(default 1024,2048,4096)")
     p.add_argument("--peak-seconds", type=float, default=None, help="time per matmul measurement (default 0.3)")
+    p.add_argument("--roofline-only", action="store_true",
+                   help="measure only the matmul peaks and the memory bandwidth (no model steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
     p.add_argument("--no-progress", action="store_true")
@@ -81,13 +95,15 @@ def options_from(args):
     try:
         c, h, w = (int(v) for v in args.image.lower().split("x"))
         config = VAEConfig(image_shape=(c, h, w), latent_dim=args.latent, arch=args.arch,
-                           conv_channels=tuple(args.channels), mlp_widths=tuple(args.widths))
+                           conv_channels=tuple(args.channels), mlp_widths=tuple(args.widths),
+                           res_blocks=args.res_blocks)
     except ValueError as err:
         raise SystemExit(f"python -m benchmarks: error: bad model ({err})") from None
     batch_sizes = args.batch_sizes or _ints(quick.get("batch_sizes", "32,128,512"))
     modes = args.modes or (_names(sum(MODES.values(), ()))(quick["modes"]) if quick
                            else [m for modes in MODES.values() for m in modes])
-    points = [Point(config, b, args.dtype, kind) for kind in args.kinds for b in batch_sizes]
+    points = [] if args.roofline_only else [Point(config, b, args.dtype, kind) for kind in args.kinds
+                                            for b in batch_sizes]
     return Options(backends=args.backends, modes=modes, points=points, device=args.device, threads=args.threads,
                    tf32=args.tf32, repeats=args.repeats or quick.get("repeats", 20),
                    repeat_seconds=args.repeat_seconds or quick.get("repeat_seconds", 0.3),
@@ -98,6 +114,16 @@ def options_from(args):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    if args.aot:
+        if (args.device, bool(args.gpu_target_config)) not in (("tpu", False), ("cuda", True)):
+            raise SystemExit("python -m benchmarks: error: --aot compiles for TPU topologies (--device tpu) or "
+                             "for a GPU (--device cuda with --gpu-target-config FILE)")
+        if args.device == "tpu":
+            os.environ.setdefault("JAX_PLATFORMS", "cpu")  # no TPU here: libtpu gives compile-only devices
+        from benchmarks import aot
+
+        out = args.out if args.out != "runs/bench" else f"runs/{args.device}-aot"
+        return aot.main(args.aot, args.aot_grid, out, argv, args.gpu_target_config)
     options = options_from(args)
 
     from benchmarks import coordinator, report

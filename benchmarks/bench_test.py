@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks import coordinator
+from benchmarks import coordinator, peak, report
 from benchmarks.points import Point, compile_seconds, synthetic_batches
 from vae_core.config import VAEConfig
 
@@ -51,6 +51,26 @@ def test_summary_is_median_and_iqr_of_images_per_second():
     assert summary["fraction_of_peak"] == pytest.approx(summary["gflops"])
 
 
+def test_bandwidth_counts_three_arrays_and_refuses_a_wrong_kernel():
+    n = 1 << 16
+    right = peak.measure_bandwidth("numpy", n, np.add, np.asarray, np.asarray, lambda c: None, min_seconds=0.01)
+    wrong = peak.measure_bandwidth("numpy", n, lambda a, b: a + a, np.asarray, np.asarray, lambda c: None,
+                                   min_seconds=0.01)
+    assert right["valid"] and not wrong["valid"] and right["gb_per_s"] > 0
+    assert peak.best_bandwidth([wrong, right]) is right and peak.best_bandwidth([wrong]) is None
+    # the arrays outgrow the cache 8 times over, whatever this machine's last-level cache is
+    assert peak.bandwidth_elements("cpu") * 4 == 8 * peak.last_level_cache_bytes() >= 8 * 2**20
+
+
+def test_roofline_names_the_limit_that_binds():
+    # 100 GFLOP/s of matmul, 10 GB/s: the ridge sits at 10 FLOP/byte
+    memory = report.roofline(flops=4e9, nbytes=1e9, peak_gflops=100.0, bandwidth_gb_s=10.0)
+    assert memory == {"intensity": 4.0, "attainable_gflops": 40.0, "bound": "memory"}
+    compute = report.roofline(flops=40e9, nbytes=1e9, peak_gflops=100.0, bandwidth_gb_s=10.0)
+    assert compute == {"intensity": 40.0, "attainable_gflops": 100.0, "bound": "compute"}
+    assert report.roofline(4e9, 1e9, 100.0, None)["attainable_gflops"] is None
+
+
 def test_compile_seconds_counts_the_first_two_calls_beyond_steady_ones():
     durations = [0.30, 0.12, 0.02]  # a compile, a re-lowering, then steady
 
@@ -83,9 +103,11 @@ def test_quick_run_end_to_end(tmp_path):
         mode = key[1]
         assert row["status"] == "ok", row
         assert row["images_per_s"] > 0 and row["repeats"] == 5 and row["fraction_of_peak"] > 0
+        assert row["fraction_of_attainable"] > 0 and row["bound"] in ("compute", "memory")
         assert (row["compile_s"] is None) == (mode == "eager")
         assert row["rss_delta_mb"] > 1 and row["device_peak_mb"] is None  # the model and its step's buffers
     assert any(p["valid"] and p["library"] in ("torch", "jax", "numpy") for p in results["peak"])
+    assert {b["library"] for b in results["bandwidth"] if b["valid"]} == {"numpy", "torch", "jax"}
     with open(out / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     assert "| backend | mode |" in (out / "results.md").read_text()

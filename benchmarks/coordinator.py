@@ -115,14 +115,17 @@ def run(options: Options, progress) -> dict:
     env = worker_env(options)
     cache_root = tempfile.mkdtemp(prefix="twinvae-bench-")
     try:
-        results = {"peak": [], "info": {}, "points": []}
+        results = {"peak": [], "bandwidth": [], "info": {}, "points": []}
         weights = {}
         for point in options.points:  # canonical weights, one file per config, as the twins' loaders take
             if point.config not in weights:
                 weights[point.config] = os.path.join(cache_root, f"weights-{len(weights)}.safetensors")
                 write_checkpoint(weights[point.config], init_weights(point.config, options.seed), point.config)
-        progress.stage("matmul peak")
+        progress.stage("matmul peak and memory bandwidth")
         results["peak"] += peak.numpy_peak(options.peak_sizes, options.peak_seconds)
+        elements = peak.bandwidth_elements(options.device)
+        if options.device == "cpu":
+            results["bandwidth"].append(peak.numpy_bandwidth(elements, options.peak_seconds))
         for backend in options.backends:
             mode = BASELINE_MODES[backend]
             worker = WorkerProcess(backend, mode, env, cache_root)
@@ -134,6 +137,8 @@ def run(options: Options, progress) -> dict:
                 results["info"][backend] = worker.ask({"cmd": "info"})
                 reply = worker.ask({"cmd": "peak", "sizes": options.peak_sizes, "precisions": precisions(options)})
                 results["peak"] += reply.get("peak", [])
+                reply = worker.ask({"cmd": "bandwidth", "n": elements, "seconds": options.peak_seconds})
+                results["bandwidth"] += [reply["bandwidth"]] if "bandwidth" in reply else []
             finally:
                 worker.close()
         for point in options.points:

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# The GPU checks in one call, for a lent GPU machine whose time is short: the machine and versions, the
-# benchmark on CUDA in TF32 and in bf16 mixed precision (training at one large batch), and the parity suite
-# on CUDA (float64, float32, bf16) for three standard cases. Each step has its own time limit, so a slow
-# one leaves the others their time; everything lands in OUT_DIR (log.txt, tf32/ and bf16/ results).
-#   [STEPS="tf32 bf16 parity profile ddp"] benchmarks/gpu.sh OUT_DIR    (DEVICE=cpu BATCH=64 LIMIT=2 try it on a CPU)
+# The GPU checks in one call, for a lent GPU machine whose time is short (its own torch and jax, nothing
+# installed, the source tree carried): each step has its own time limit, and the steps run in order of
+# importance, so a session with 10 minutes of device time gets the first ones whole.
+#   1 roofline   the matmul peaks (float32, TF32, bf16) and the memory bandwidth
+#   2 parity     float64 and float32 on the seed case
+#   3 tf32       training rows in TF32 at batch $BATCH, each twin's best modes
+#   4 bf16       the same in bf16 mixed precision
+#   5 resnet     the resnet preset's training rows in TF32
+#   6 infer      inference rows in TF32
+#   7 profile    where each twin's best TF32 training step spends its time
+#   8 parity-bf16  parity in bf16 mixed precision on the seed and residual cases
+#   9 ddp        DDP over NCCL (two or more GPUs only)
+# Everything lands in OUT_DIR (log.txt and one folder of results per step).
+#   [STEPS="roofline parity tf32"] benchmarks/gpu.sh OUT_DIR    (DEVICE=cpu BATCH=64 LIMIT=0.3 try it on a CPU)
 set -u
 out=${1:?usage: benchmarks/gpu.sh OUT_DIR}
 device=${DEVICE:-cuda}
@@ -23,36 +32,41 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, output appended
     echo "== $name: exit $? after $((SECONDS - start)) s" | tee -a "$log"
 }
 
+wanted() { [[ " ${STEPS:-roofline parity tf32 bf16 resnet infer profile parity-bf16 ddp} " == *" $1 "* ]]; }
+
 {
     date -u
+    git rev-parse --short HEAD 2>/dev/null || true
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv || true
     python3 -c "import torch, jax, flax, optax; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
 } >> "$log" 2>&1
 
-what=${STEPS:-tf32 bf16 parity profile ddp}  # a lent machine's call is at most 10 minutes: split them over two calls
-bench=(python3 -m benchmarks --device "$device" --kinds train --batch-sizes "$batch" --repeats 6 --no-progress
-       --peak-sizes 2048,8192)
-if [[ " $what " == *" tf32 "* ]]; then
-    step bench-tf32 270 "${bench[@]}" --tf32 --out "$out/tf32" --modes eager,compile-default,jit,jit-native
+bench=(python3 -m benchmarks --device "$device" --no-progress --peak-sizes 2048,8192)
+train=("${bench[@]}" --kinds train --batch-sizes "$batch" --repeats 6)
+best_tf32=eager,eager-channels-last,compile-default-channels-last,jit,jit-native
+wanted roofline && step roofline 60 "${bench[@]}" --roofline-only --tf32 --dtype bfloat16 --out "$out/roofline"
+wanted parity && step parity 120 python3 -m parity_tests --device "$device" --dtype float64 --dtype float32 \
+    --steps 5 --case seed --summary
+wanted tf32 && step bench-tf32 200 "${train[@]}" --tf32 --out "$out/tf32" --modes "$best_tf32"
+wanted bf16 && step bench-bf16 150 "${train[@]}" --dtype bfloat16 --out "$out/bf16" \
+    --modes eager,compile-reduce-overhead,jit
+wanted resnet && step bench-resnet 150 "${train[@]}" --tf32 --channels 64,128 --res-blocks 1 --out "$out/resnet" \
+    --modes eager-channels-last,compile-default-channels-last,jit
+wanted infer && step bench-infer 120 "${bench[@]}" --kinds infer --batch-sizes "$batch" --repeats 6 --tf32 \
+    --out "$out/infer" --modes eager,compile-default,jit
+if wanted profile; then
+    step profile-torch 90 python3 -m benchmarks.profile --device "$device" --backend torch \
+        --mode compile-default --tf32 --batch-size "$batch" --top 15
+    step profile-jax 60 python3 -m benchmarks.profile --device "$device" --backend jax --tf32 --batch-size "$batch" \
+        --top 15
 fi
-if [[ " $what " == *" bf16 "* ]]; then
-    step bench-bf16 200 "${bench[@]}" --dtype bfloat16 --out "$out/bf16" --modes eager,compile-reduce-overhead,jit
-fi
-if [[ " $what " == *" parity "* ]]; then
-    step parity 170 python3 -m parity_tests --device "$device" --dtype float64 --dtype float32 --dtype bfloat16 \
-        --steps 5 --case seed --case residual --case "mlp 1x28x28" --summary
-fi
-if [[ " $what " == *" profile "* ]]; then  # where each twin's TF32 step spends its time on the GPU
-    step profile-torch 90 python3 -m benchmarks.profile --device "$device" --backend torch --mode compile-default \
-        --tf32 --batch-size "$batch" --top 15
-    step profile-jax 60 python3 -m benchmarks.profile --device "$device" --backend jax --tf32 --batch-size "$batch" --top 15
-fi
+wanted parity-bf16 && step parity-bf16 120 python3 -m parity_tests --device "$device" --dtype bfloat16 --steps 5 \
+    --case seed --case residual --summary
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
-if [[ " $what " == *" ddp "* ]] && ((gpus >= 2)); then  # DDP over NCCL, one process per GPU (a single
-    # process is no data-parallel run: the trainer wraps the model in DDP only for two or more)
-    step ddp-nccl 90 torchrun --standalone --nproc-per-node "$gpus" -m twinvae train --backend torch --dataset digits \
-        --epochs 2 --batch-size 128 --out /tmp/twinvae-ddp --no-progress
+if wanted ddp && ((gpus >= 2)); then  # one process per GPU (a single process is no data-parallel run)
+    step ddp-nccl 90 torchrun --standalone --nproc-per-node "$gpus" -m twinvae train --backend torch \
+        --dataset digits --epochs 2 --batch-size 128 --out /tmp/twinvae-ddp --no-progress
     ls -l /tmp/twinvae-ddp >> "$log" 2>&1
 fi
 rm -f "$out"/*/results.csv  # what comes back from a lent machine is counted in files

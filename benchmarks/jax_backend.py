@@ -21,6 +21,12 @@ PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "tpu": "tpu"}
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one per XLA compilation, any function
 
 
+def inference_step(model):
+    """(reconstruct jitted over the model's split state, that state): the inference step."""
+    graphdef, params = nnx.split(model)
+    return jax.jit(lambda params, x: nnx.merge(graphdef, params).reconstruct(x, check_inputs=False)), params
+
+
 class Backend:
     def __init__(self, mode: str, device: str, threads: int, tf32: bool):
         if mode not in MODES["jax"]:
@@ -72,22 +78,26 @@ class Backend:
                     lambda c: np.asarray(c.astype(jnp.float32)), jax.block_until_ready))
         return results
 
+    def bandwidth(self, n: int, min_seconds: float) -> dict:
+        device = self._devices()[0]
+        return peak.measure_bandwidth("jax", n, jax.jit(jnp.add), lambda a: jax.device_put(a, device), np.asarray,
+                                      jax.block_until_ready, min_seconds)
+
     def setup(self, point: Point, weights_path: str) -> dict:
         jax.config.update("jax_enable_x64", point.dtype == "float64")
         device = self._devices()[0]
         dtype, compute_dtype = PRECISIONS[point.dtype]
         with jax.default_device(device):
             model, config, _ = vae_jax.load_checkpoint(weights_path, dtype=dtype, compute_dtype=compute_dtype,
-                                                       transposed_conv=split_mode(self.mode)[1]["transposed_conv"])
+                                                       **split_mode(self.mode)[1]["forms"])
         if config != point.config:
             raise ValueError("the weights file's config differs from the benchmark point's")
         self.batches = [(jax.device_put(x.transpose(0, 2, 3, 1), device), jax.device_put(e, device))
                         for x, e in synthetic_batches(point)]
         self.kind, self.i = point.kind, 0
         self.beta = jax.device_put(jnp.asarray(config.beta, dtype), device)
-        if split_mode(self.mode)[0] == "jit":
-            return self._setup_jit(model, point)
-        return self._setup_nnx_jit(model, point)
+        setup = self._setup_jit if split_mode(self.mode)[0] == "jit" else self._setup_nnx_jit
+        return {**setup(model, point), "forms": model.forms}
 
     def _setup_jit(self, model, point: Point) -> dict:
         x, eps = self.batches[0]
@@ -97,8 +107,7 @@ class Backend:
             jitted = vae_jax.compile_train_step(self.state, check_inputs=False)
             self.fn = jitted.lower(self.state, x, eps, self.beta).compile()  # ahead of time: cannot recompile
         else:
-            graphdef, self.params = nnx.split(model)
-            jitted = jax.jit(lambda params, x: nnx.merge(graphdef, params).reconstruct(x, check_inputs=False))
+            jitted, self.params = inference_step(model)
             self.fn = jitted.lower(self.params, x).compile()
         compile_s = time.perf_counter() - start
         cost = self.fn.cost_analysis()

@@ -11,10 +11,12 @@ import numpy as np
 from vae_core import seeds
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
+from vae_core.layout import FORMS
 
-# A mode is how a backend runs the step, with variants: "-subpixel" / "-native" (how the decoder's
-# transposed convs are computed, when not the backend's default: vae_*.model.DEFAULT_TRANSPOSED_CONV) and
-# "-channels-last" (torch's NHWC memory format for the model and the batch).
+# A mode is how a backend runs the step, with variants: "-subpixel" (the decoder's sub-pixel transposed
+# convs), "-native" (every layer kind in its native form: vae_core.layout.FORMS), where the backend's
+# default on the device differs (vae_*.model.DEFAULT_FORMS), and "-channels-last" (torch's NHWC memory
+# format for the model and the batch).
 MODES = {
     "torch": ("eager", "eager-channels-last", "eager-subpixel", "compile-default", "compile-default-channels-last",
               "compile-max-autotune", "compile-reduce-overhead"),
@@ -24,15 +26,18 @@ VARIANTS = ("-channels-last", "-subpixel", "-native")
 
 
 def split_mode(mode: str) -> tuple[str, dict]:
-    """'compile-default-channels-last' -> ('compile-default', {'channels_last': True, 'transposed_conv': None})."""
-    options = {"channels_last": False, "transposed_conv": None}
+    """'compile-default-channels-last' -> ('compile-default', {'channels_last': True, 'forms': {}}); forms: the
+    keyword arguments of init_model that set them ({}: the backend's defaults)."""
+    options = {"channels_last": False, "forms": {}}
     for variant in VARIANTS:
         if mode.endswith(variant):
             mode = mode.removesuffix(variant)
             if variant == "-channels-last":
                 options["channels_last"] = True
+            elif variant == "-subpixel":
+                options["forms"] = {"transposed_conv": "subpixel"}
             else:
-                options["transposed_conv"] = variant.removeprefix("-")
+                options["forms"] = dict.fromkeys(FORMS, "native")
     return mode, options
 KINDS = ("train", "infer")
 N_BATCHES = 4  # distinct synthetic batches, cycled, already on the device

@@ -10,14 +10,14 @@ import sys
 import time
 
 from benchmarks.coordinator import summarise
-from benchmarks.peak import best_peak
+from benchmarks.peak import best_bandwidth, best_peak
 from benchmarks.points import Point
 from twinvae.environment import cpu_name, git_commit
-from vae_core.flops import inference_flops, train_step_flops
+from vae_core.flops import inference_flops, step_bytes, train_step_flops
 
 COLUMNS = ["backend", "mode", "kind", "batch", "dtype", "model", "status", "images_per_s", "iqr", "gflops",
-           "fraction_of_peak", "vs_torch_eager", "compile_s", "rss_delta_mb", "device_peak_mb", "repeats",
-           "reason"]
+           "fraction_of_peak", "intensity", "attainable_gflops", "fraction_of_attainable", "bound",
+           "vs_torch_eager", "forms", "compile_s", "rss_delta_mb", "device_peak_mb", "repeats", "reason"]
 
 
 def peak_for(results: dict, tf32: bool, dtype: str = "float32") -> dict | None:
@@ -27,12 +27,27 @@ def peak_for(results: dict, tf32: bool, dtype: str = "float32") -> dict | None:
     return (best_peak(results["peak"], "bf16") or fallback) if dtype == "bfloat16" else fallback
 
 
+def roofline(flops: float, nbytes: float, peak_gflops: float | None, bandwidth_gb_s: float | None) -> dict:
+    """The attainable rate of a step that does `flops` and must move `nbytes`: min(matmul peak, arithmetic
+    intensity x bandwidth); compute-bound where the peak is the lower of the two."""
+    intensity = flops / nbytes
+    if not peak_gflops or not bandwidth_gb_s:
+        return {"intensity": intensity, "attainable_gflops": None, "bound": None}
+    memory_gflops = intensity * bandwidth_gb_s
+    return {"intensity": intensity, "attainable_gflops": min(peak_gflops, memory_gflops),
+            "bound": "compute" if peak_gflops <= memory_gflops else "memory"}
+
+
 def rows(results: dict, tf32: bool) -> list[dict]:
     table = []
+    bandwidth = best_bandwidth(results.get("bandwidth", []))
     for item in results["points"]:
         point = Point.from_dict(item["point"])
         peak = peak_for(results, tf32, point.dtype)
         flops = (train_step_flops if point.kind == "train" else inference_flops)(point.config)
+        nbytes = step_bytes(point.config, point.kind, point.batch_size, point.dtype)
+        limits = roofline(flops * point.batch_size, nbytes, peak["gflops"] if peak else None,
+                          bandwidth["gb_per_s"] if bandwidth else None)
         c, h, w = point.config.image_shape
         channels = point.config.conv_channels if point.config.arch == "conv" else point.config.mlp_widths
         model = f"{point.config.arch} {c}x{h}x{w} {'-'.join(map(str, channels))} z{point.config.latent_dim}"
@@ -41,9 +56,12 @@ def rows(results: dict, tf32: bool) -> list[dict]:
             row = {"backend": entry["backend"], "mode": entry["mode"], "kind": point.kind,
                    "batch": point.batch_size, "dtype": point.dtype, "model": model, "status": entry["status"],
                    "reason": entry.get("reason", ""), "compile_s": entry.get("compile_s"),
+                   "forms": "/".join((entry.get("forms") or {}).values()),
                    "rss_delta_mb": _mb(entry.get("rss_delta")), "device_peak_mb": _mb(entry.get("device_peak"))}
             if entry["status"] == "ok" and entry["times"]:
-                row.update(summarise(entry, point, flops, peak["gflops"] if peak else None))
+                row.update(summarise(entry, point, flops, peak["gflops"] if peak else None), **limits)
+                attainable = limits["attainable_gflops"]
+                row["fraction_of_attainable"] = row["gflops"] / attainable if attainable else None
             group.append(row)
         eager = next((r for r in group if (r["backend"], r["mode"]) == ("torch", "eager") and "images_per_s" in r),
                      None)
@@ -63,17 +81,20 @@ def _fmt(value, spec: str) -> str:
 
 
 def markdown_table(table: list[dict]) -> str:
-    lines = ["| backend | mode | kind | batch | images/s (median) | IQR | GFLOP/s | % of peak | vs torch eager "
-             "| compile s | mem MB |", "|" + "---|" * 11]
+    lines = ["| backend | mode | forms | kind | batch | images/s (median) | IQR | GFLOP/s | % of peak "
+             "| % of attainable | bound | vs torch eager | compile s | mem MB |", "|" + "---|" * 14]
     for r in table:
         if r["status"] != "ok":
-            lines.append(f"| {r['backend']} | {r['mode']} | {r['kind']} | {r['batch']} | {r['status']}: "
-                         f"{r['reason'].splitlines()[0][:120] if r['reason'] else ''} | | | | | | |")
+            lines.append(f"| {r['backend']} | {r['mode']} | | {r['kind']} | {r['batch']} | {r['status']}: "
+                         f"{r['reason'].splitlines()[0][:120] if r['reason'] else ''} | | | | | | | | |")
             continue
         memory = r["device_peak_mb"] if r["device_peak_mb"] is not None else r["rss_delta_mb"]
-        fraction = None if r.get("fraction_of_peak") is None else 100 * r["fraction_of_peak"]
-        lines.append(f"| {r['backend']} | {r['mode']} | {r['kind']} | {r['batch']} | {r['images_per_s']:,.0f} "
+        fraction, attainable = (None if r.get(key) is None else 100 * r[key]
+                                for key in ("fraction_of_peak", "fraction_of_attainable"))
+        lines.append(f"| {r['backend']} | {r['mode']} | {r['forms']} | {r['kind']} | {r['batch']} "
+                     f"| {r['images_per_s']:,.0f} "
                      f"| {r['iqr']:,.0f} | {r['gflops']:.1f} | {_fmt(fraction, '.1f')} "
+                     f"| {_fmt(attainable, '.1f')} | {r.get('bound') or ''} "
                      f"| {_fmt(r.get('vs_torch_eager'), '.2f')} | {_fmt(r['compile_s'], '.1f')} "
                      f"| {_fmt(memory, '.0f')} |")
     return "\n".join(lines)
@@ -96,6 +117,14 @@ def flop_table(results: dict) -> str:
 
 def _flop_cell(value, analytic) -> str:
     return "" if value is None else f"{value / 1e6:.2f} ({100 * (value / analytic - 1):+.1f}%)"
+
+
+def bandwidth_table(results: dict) -> str:
+    lines = ["| library | kernel | array MiB | GB/s | checked | counts |", "|---|---|---|---|---|---|"]
+    for r in results.get("bandwidth", []):
+        lines.append(f"| {r['library']} | {r['kernel']} | {r['array_mib']:.0f} | {r['gb_per_s']:.1f} "
+                     f"| {'exact' if r['valid'] else 'WRONG'} | {'yes' if r['valid'] else 'no'} |")
+    return "\n".join(lines)
 
 
 def peak_table(results: dict) -> str:
@@ -147,11 +176,18 @@ def markdown(results: dict, table: list[dict], tf32: bool) -> str:
             peaks.append(peak)
     peak_line = "; ".join(f"{p['gflops']:.0f} GFLOP/s ({p['library']}, {p['precision']}, n={p['n']})"
                           for p in peaks) or "not measured"
+    bandwidth = best_bandwidth(results.get("bandwidth", []))
+    bandwidth_line = (f"{bandwidth['gb_per_s']:.1f} GB/s ({bandwidth['library']}, STREAM add, "
+                      f"{bandwidth['array_mib']:.0f} MiB arrays)") if bandwidth else "not measured"
     return (f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['threads']} threads, device {meta['device']}; "
             f"{versions}; Python {meta['python']}; {meta['date']}; commit {meta['git_commit']}.\n"
-            f"Command: `{meta['command']}`\n\nRoofline (best valid matmul): {peak_line}.\n\n"
+            f"Command: `{meta['command']}`\n\nRoofline (best valid matmul): {peak_line}. Memory bandwidth "
+            f"(best valid): {bandwidth_line}. Attainable = min(matmul peak, arithmetic intensity x bandwidth), "
+            "the intensity from the analytic FLOP and byte counts (vae_core/flops.py); a row is compute-bound "
+            "where the peak is the lower.\n\n"
             f"{markdown_table(table)}\n\nFLOP counts per image:\n\n{flop_table(results)}\n\n"
-            f"Matmul peak measurements:\n\n{peak_table(results)}\n")
+            f"Matmul peak measurements:\n\n{peak_table(results)}\n\n"
+            f"Memory bandwidth measurements:\n\n{bandwidth_table(results)}\n")
 
 
 def plot(table: list[dict], path: str, meta: dict) -> str | None:

@@ -53,13 +53,19 @@ class Backend:
         set_tf32(self.tf32)
         return results
 
+    def bandwidth(self, n: int, min_seconds: float) -> dict:
+        out = torch.empty(n, device=self.device)
+        return peak.measure_bandwidth("torch", n, lambda a, b: torch.add(a, b, out=out),
+                                      lambda a: torch.as_tensor(a, device=self.device), lambda c: c.cpu().numpy(),
+                                      self._sync, min_seconds)
+
     def setup(self, point: Point, weights_path: str) -> dict:
         torch._dynamo.reset()
         torch._dynamo.config.error_on_recompile = False
         dtype, compute_dtype = PRECISIONS[point.dtype]
         base, variant = split_mode(self.mode)
         model, config, _ = vae_torch.load_checkpoint(weights_path, dtype=dtype, compute_dtype=compute_dtype,
-                                                     transposed_conv=variant["transposed_conv"])
+                                                     **variant["forms"])
         if config != point.config:
             raise ValueError("the weights file's config differs from the benchmark point's")
         layout = torch.channels_last if variant["channels_last"] else torch.contiguous_format
@@ -81,7 +87,7 @@ class Backend:
             self.fn = torch.compile(reconstruct, mode=torch_mode, dynamic=False) if compiled else reconstruct
         # the first call compiles; its value, from the canonical weights, is the gate
         compile_s, gate = compile_seconds(lambda i: self._gate(self._call(*self.batches[i])))
-        result = {"gate": gate, "compile_s": compile_s if compiled else None}
+        result = {"gate": gate, "compile_s": compile_s if compiled else None, "forms": model.forms}
         if self.mode == "eager":
             result["torch_flop_counter"] = self._flop_count(point)
         return result

@@ -65,6 +65,8 @@ class Worker:
             return self.backend.info()
         if cmd == "peak":
             return {"peak": self.backend.matmul_peak(msg["sizes"], msg["precisions"])}
+        if cmd == "bandwidth":
+            return {"bandwidth": self.backend.bandwidth(msg["n"], msg["seconds"])}
         if cmd == "setup":
             return self.setup(self.Point.from_dict(msg["point"]), msg["weights"], msg["repeat_seconds"])
         if cmd == "measure":

@@ -1,6 +1,6 @@
 """`python docs/refresh.py`: copy every results file into the docs blocks that show it.
 
-A generated block in a page (README.md or docs/*.md) is
+A generated block in a page (README.md, docs/*.md or docs/devices/*.md) is
     <!-- generated from PATH -->
     ...the content of PATH, a path from the repository root...
     <!-- end generated -->
@@ -19,7 +19,8 @@ BLOCK = re.compile(r"(<!-- generated from (?P<path>\S+) -->\n)(?P<body>.*?)(<!--
 
 
 def pages() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+            *sorted((ROOT / "docs" / "devices").glob("*.md"))]
 
 
 def refreshed(text: str) -> str:

@@ -18,6 +18,8 @@ ALLOWED = {
     ("compile_train_step", "mode"): "torch.compile's mode; jax.jit has none",
     ("conv_transpose_subpixel", "weight"): "each twin takes its own layer's parameter: torch's weight ...",
     ("conv_transpose_subpixel", "kernel"): "... and Flax's kernel, in their own layouts",
+    ("conv_space_to_depth", "weight"): "the same for the encoder's convs: torch's weight ...",
+    ("conv_space_to_depth", "kernel"): "... and Flax's kernel",
     ("initialize", "backend"): "torch chooses its collective library (gloo, NCCL); XLA has its own",
 }
 # Classes whose constructors differ by design: NNX layers take dtype/rngs; TrainState holds a torch
@@ -89,6 +91,7 @@ def test_allowed_differences_are_real():
                "compile_train_step": (vae_torch.compile_train_step, vae_jax.compile_train_step),
                "conv_transpose_subpixel": (vae_torch.model.conv_transpose_subpixel,
                                            vae_jax.model.conv_transpose_subpixel),
+               "conv_space_to_depth": (vae_torch.model.conv_space_to_depth, vae_jax.model.conv_space_to_depth),
                "initialize": (vae_torch.distributed.initialize, vae_jax.distributed.initialize)}
     for name, param in ALLOWED:
         in_torch, in_jax = (param in dict(_params(obj)) for obj in objects[name])

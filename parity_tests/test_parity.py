@@ -3,6 +3,7 @@ bf16 mixed precision on two cases."""
 
 import pytest
 
+import vae_jax
 from twinvae.parity import harness
 
 
@@ -17,20 +18,28 @@ def test_twins_agree(case, dtype):
     assert not failed, "\n" + harness.format_table(failed)
 
 
-def test_every_transposed_conv_form_is_compared():
-    """Each conv case puts both forms of the transposed conv (native, sub-pixel) of both twins against the
-    float64 torch reference; the mlp cases have none."""
+def test_every_form_is_compared():
+    """Each conv case puts every form of both resampling convs (native, space-to-depth encoder, sub-pixel
+    decoder) of both twins against the float64 torch reference, in every combination a device of the JAX
+    twin's table runs by default (CPU, GPU, TPU); the mlp cases have none."""
     rows = harness.compare(harness.CASES[3], "float64", steps=0)  # conv 1x8x8 (digits)
-    assert {r.twin for r in rows if r.quantity == "logits"} == {"jax", "jax/subpixel", "torch/subpixel"}
+    assert {r.twin for r in rows if r.quantity == "logits"} == {
+        "jax", "jax/space_to_depth+subpixel", "jax/subpixel", "torch/space_to_depth+subpixel"}
+    defaults = {tuple(vae_jax.default_forms(device).values()) for device in ("cpu", "gpu", "tpu")}
+    assert defaults == {("space_to_depth", "subpixel"), ("native", "subpixel"), ("native", "native")}
 
 
 @pytest.mark.parametrize("twin", ["vae_torch", "vae_jax"])
-def test_unknown_transposed_conv_is_an_error(twin):
+def test_unknown_form_is_an_error(twin):
     import importlib
 
     module = importlib.import_module(twin)
     with pytest.raises(ValueError, match=r"transposed_conv must be one of \('native', 'subpixel'\), got 'fft'"):
         module.init_model(harness.CASES[3].config, transposed_conv="fft")
+    with pytest.raises(ValueError, match=r"strided_conv must be one of \('native', 'space_to_depth'\), got 'fft'"):
+        module.init_model(harness.CASES[3].config, strided_conv="fft")
+    model = module.init_model(harness.CASES[3].config, strided_conv="space_to_depth", transposed_conv="native")
+    assert model.forms == {"strided_conv": "space_to_depth", "transposed_conv": "native"}
 
 
 MIXED_PRECISION_CASES = [c for c in harness.CASES if c.name in ("conv 1x28x28 residual blocks",

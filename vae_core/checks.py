@@ -89,14 +89,14 @@ def check_free_bits(value) -> float:
     return _finite_non_negative(value, "free_bits")
 
 
-def check_transposed_conv(value, default: str) -> str:
-    """How a twin computes its transposed convs: one of vae_core.layout.TRANSPOSED_CONVS; None is the
+def check_form(kind: str, value, default: str) -> str:
+    """How a twin computes one layer kind (a key of vae_core.layout.FORMS): one of its forms; None is the
     twin's default."""
-    from vae_core.layout import TRANSPOSED_CONVS
+    from vae_core.layout import FORMS
 
     value = default if value is None else value
-    if value not in TRANSPOSED_CONVS:
-        raise ValueError(f"transposed_conv must be one of {TRANSPOSED_CONVS}, got {value!r}")
+    if value not in FORMS[kind]:
+        raise ValueError(f"{kind} must be one of {FORMS[kind]}, got {value!r}")
     return value
 
 

@@ -1,10 +1,23 @@
-"""One analytic FLOP count for both twins: every benchmark rate divides by it.
+"""One analytic FLOP count and one analytic byte count for both twins: every benchmark rate divides by the
+first, every roofline's arithmetic intensity is the first over the second.
 
-Counted: the multiply-adds of convolutions, transposed convolutions and linear layers, as 2 FLOPs each,
-useful work only (a stride-2 transposed conv scatters each input pixel through k*k taps; the zeros an
+FLOPs. Counted: the multiply-adds of convolutions, transposed convolutions and linear layers, as 2 FLOPs
+each, useful work only (a stride-2 transposed conv scatters each input pixel through k*k taps; the zeros an
 implementation may insert are not counted). Not counted: biases, activations, the loss, the optimizer
 (together under 1% for the seed model). A training step is the forward pass, the weight gradients (as
 much again) and the input gradients (as much again, except the first layer's: the images need none).
+
+Bytes: the analytic minimum of memory traffic, for a device whose caches hold nothing from one operation
+to the next (an accelerator's HBM; a CPU's DRAM once a batch outgrows its last-level cache). The
+activations are every layer's output (mu, logvar and the logits among them) and, in training, z. Counted:
+- forward: every activation written once and read once by its consumer; the images and eps read once;
+- backward (training): every activation, and the images, read once more (saved for the gradients); every
+  activation's gradient written once and read once;
+- parameters: inference reads the weights once; a training step reads and writes the weights, their
+  gradients and Adam's two moments once each.
+Nothing is recomputed, no fusion saves a tensor's round trip, and no cache reuse across operations is
+assumed. Activations are counted in the compute dtype (bf16 in mixed precision), the images, eps and the
+parameters in the parameters' dtype.
 """
 
 from __future__ import annotations
@@ -12,21 +25,47 @@ from __future__ import annotations
 from vae_core.config import VAEConfig
 from vae_core.layout import layer_specs
 
+# Bytes per element: (activations, parameters and data) for each precision name of vae_core.checks.
+ELEMENT_BYTES = {"float32": (4, 4), "float64": (8, 8), "bfloat16": (2, 4)}
+KINDS = ("train", "infer")
 
-def layer_flops(config: VAEConfig) -> dict[str, int]:
-    """Forward FLOPs per image of every layer, by canonical layer name, in model order."""
+
+def _layers(config: VAEConfig):
+    """(layer, forward MACs per image, output elements per image) of every layer, in model order."""
     _, h, w = config.image_shape
-    flops = {}
     for layer in layer_specs(config):
         macs = layer.in_features * layer.out_features
         if layer.kind == "conv":  # output pixels: the input's divided by the stride
             h, w = h // layer.stride, w // layer.stride
             macs *= layer.kernel**2 * h * w
+            outputs = layer.out_features * h * w
         elif layer.kind == "conv_transpose":  # input pixels, each through k*k taps
             macs *= layer.kernel**2 * h * w
             h, w = h * layer.stride, w * layer.stride
-        flops[layer.name] = 2 * macs
-    return flops
+            outputs = layer.out_features * h * w
+        else:
+            outputs = layer.out_features
+        yield layer, macs, outputs
+
+
+def layer_flops(config: VAEConfig) -> dict[str, int]:
+    """Forward FLOPs per image of every layer, by canonical layer name, in model order."""
+    return {layer.name: 2 * macs for layer, macs, _ in _layers(config)}
+
+
+def layer_outputs(config: VAEConfig) -> dict[str, int]:
+    """Elements per image of every layer's output, by canonical layer name, in model order."""
+    return {layer.name: outputs for layer, _, outputs in _layers(config)}
+
+
+def parameter_count(config: VAEConfig) -> int:
+    total = 0
+    for layer in layer_specs(config):
+        weight = 1
+        for size in layer.weight_shape:
+            weight *= size
+        total += weight + layer.out_features  # and the bias
+    return total
 
 
 def forward_flops(config: VAEConfig) -> int:
@@ -42,3 +81,33 @@ def train_step_flops(config: VAEConfig) -> int:
     """forward + weight gradients + input gradients (none for the first layer), per image."""
     first = next(iter(layer_flops(config).values()))
     return 3 * forward_flops(config) - first
+
+
+def step_flops(config: VAEConfig, kind: str, batch_size: int) -> int:
+    """FLOPs of one step of `kind` ("train" or "infer") on a batch."""
+    per_image = {"train": train_step_flops, "infer": inference_flops}[_check_kind(kind)](config)
+    return per_image * batch_size
+
+
+def step_bytes(config: VAEConfig, kind: str, batch_size: int, dtype: str = "float32") -> int:
+    """The analytic minimum of bytes one step of `kind` moves on a batch (the model in the module's
+    docstring); dtype: a precision name ("float32", "float64", or "bfloat16": mixed precision)."""
+    if dtype not in ELEMENT_BYTES:
+        raise ValueError(f"dtype must be one of {tuple(ELEMENT_BYTES)}, got {dtype!r}")
+    activation, parameter = ELEMENT_BYTES[dtype]
+    pixels, latent = config.num_pixels, config.latent_dim
+    activations = sum(layer_outputs(config).values())  # mu, logvar and the logits among them
+    if _check_kind(kind) == "infer":  # the images read; every activation written and read once
+        per_image = parameter * pixels + activation * 2 * activations
+        return batch_size * per_image + parameter * parameter_count(config)
+    activations += latent  # z
+    # forward: write + read; backward: read again, gradient written + read. The images: read in the
+    # forward and again in the backward; eps: read once.
+    per_image = activation * 5 * activations + parameter * (2 * pixels + latent)
+    return batch_size * per_image + 8 * parameter * parameter_count(config)
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return kind

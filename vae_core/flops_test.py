@@ -1,5 +1,15 @@
+import pytest
+
 from vae_core.config import VAEConfig
-from vae_core.flops import forward_flops, layer_flops, train_step_flops
+from vae_core.flops import (
+    forward_flops,
+    layer_flops,
+    layer_outputs,
+    parameter_count,
+    step_bytes,
+    step_flops,
+    train_step_flops,
+)
 
 
 def test_seed_model_counts_by_hand():
@@ -15,3 +25,34 @@ def test_seed_model_counts_by_hand():
 
 def test_mlp_counts():
     assert forward_flops(VAEConfig(arch="mlp")) == 2 * (784 * 400 + 2 * 400 * 20 + 20 * 400 + 400 * 784)
+
+
+def test_seed_model_bytes_by_hand():
+    config = VAEConfig()
+    outputs = {"encoder.convs.0": 32 * 14 * 14, "encoder.convs.1": 64 * 7 * 7, "fc_mu": 20, "fc_logvar": 20,
+               "decoder.fc": 3136, "decoder.deconvs.0": 32 * 14 * 14, "decoder.deconvs.1": 28 * 28}
+    assert layer_outputs(config) == outputs
+    weights = (32 * 16 + 32) + (64 * 32 * 16 + 64) + 2 * (3136 * 20 + 20) + (20 * 3136 + 3136) \
+        + (64 * 32 * 16 + 32) + (32 * 16 + 1)
+    assert parameter_count(config) == weights == 258_025
+    activations = sum(outputs.values())  # 19,640 per image
+    # inference: images read, each activation written + read, the weights read, float32
+    assert step_bytes(config, "infer", 1) == 4 * (784 + 2 * activations) + 4 * weights
+    # training at b=4096: 5 passes over the activations and z, the images twice, eps once, and the weights,
+    # gradients and both moments read and written: 1.64 GB
+    per_image = 4 * 5 * (activations + 20) + 4 * (2 * 784 + 20)
+    assert step_bytes(config, "train", 4096) == 4096 * per_image + 8 * 4 * weights == 1_644_821_792
+    # mixed precision halves the activations' bytes, not the data's or the parameters'
+    assert step_bytes(config, "train", 1, "bfloat16") == 2 * 5 * (activations + 20) + 4 * (2 * 784 + 20) \
+        + 8 * 4 * weights
+
+
+def test_bytes_grow_with_the_batch_and_refuse_unknown_names():
+    config = VAEConfig(arch="mlp")
+    per_image = step_bytes(config, "train", 2) - step_bytes(config, "train", 1)
+    assert step_bytes(config, "train", 10) == step_bytes(config, "train", 1) + 9 * per_image
+    assert step_flops(config, "train", 3) == 3 * train_step_flops(config)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        step_bytes(config, "eval", 1)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        step_bytes(config, "train", 1, "float16")

@@ -48,9 +48,19 @@ class WeightsError(ValueError):
 # (SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s]) shifted by (a+r-1, b+s-1). Either does the useful work (the
 # conv order also the grid's one extra row and column), where the native form on XLA also multiplies the
 # zeros it inserts.
+#
+# Likewise the encoder's stride-2 convs. STRIDED_CONVS: "native" (Conv2d / lax's conv) or
+# "space_to_depth": the input padded by 1 and folded 2x2 into 4x the channels, so the k=4, s=2 conv is a
+# stride-1 2x2 conv over the folded grid, kernel tap (2r+p, 2s+q) for window (r, s), folded channel
+# (p, q, c): one matmul per window, no strided gathers.
+#
+# FORMS names every layer kind a twin may compute in more than one way, with its forms ("native" first).
+# Which form a twin uses on which device is that twin's table (its model.DEFAULT_FORMS), not the model's.
 # ---------------------------------------------------------------------------------------------------------
 
 TRANSPOSED_CONVS = ("native", "subpixel")
+STRIDED_CONVS = ("native", "space_to_depth")
+FORMS = {"strided_conv": STRIDED_CONVS, "transposed_conv": TRANSPOSED_CONVS}
 SUBPIXEL_TAPS = np.array([[3, 1], [2, 0]])  # kernel row (or column) of phase a, window row r: 3 - a - 2r
 
 

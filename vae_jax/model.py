@@ -10,12 +10,31 @@ from flax import nnx
 
 from vae_core import checks, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
-from vae_core.layout import SUBPIXEL_TAPS
+from vae_core.layout import FORMS, SUBPIXEL_TAPS
 from vae_core.outputs import VAEOutput
 
-# How this twin computes the decoder's transposed convs unless told (vae_core/layout.py describes both
-# forms; the benchmark harness measures which is faster here).
-DEFAULT_TRANSPOSED_CONV = "subpixel"
+# How this twin computes each layer kind of vae_core.layout.FORMS on each JAX platform unless told: the
+# forms each device's figures chose (docs/devices/). CPU: measured (the sub-pixel decoder and the
+# space-to-depth encoder are matmuls, XLA's CPU convolutions are slow, docs/perf-log.md). GPU: measured
+# once on an H200, the sub-pixel decoder 4.9x the native one (the encoder ran native only). TPU: estimated
+# from compile-only analysis (docs/devices/tpu.md): the matmul forms move more bytes there than XLA's
+# own convolutions. A platform not listed gets the native forms.
+DEFAULT_FORMS = {
+    "cpu": {"strided_conv": "space_to_depth", "transposed_conv": "subpixel"},
+    "gpu": {"strided_conv": "native", "transposed_conv": "subpixel"},
+    "tpu": {"strided_conv": "native", "transposed_conv": "native"},
+}
+NATIVE_FORMS = dict.fromkeys(FORMS, "native")
+
+
+def default_forms(device: str | None = None) -> dict[str, str]:
+    """This twin's forms on `device`, a JAX platform ("cpu", "gpu" or its "cuda", "tpu"); default: the
+    platform new arrays go to."""
+    if device is None:
+        default = jax.config.jax_default_device
+        device = default.platform if isinstance(default, jax.Device) else jax.default_backend()
+    return dict(DEFAULT_FORMS.get({"cuda": "gpu", "rocm": "gpu"}.get(device, device), NATIVE_FORMS))
+
 
 # torch ConvTranspose2d(k, s, p) == lax conv_transpose with padding k-1-p on each side (no output_padding).
 _DECONV_PADDING = ((KERNEL - 1 - PADDING, KERNEL - 1 - PADDING),) * 2
@@ -73,9 +92,11 @@ def _run_blocks(blocks: nnx.List, x):
 
 class ConvEncoder(nnx.Module):
     """Stride-2 convs with ReLU, each followed by `res_blocks` residual blocks, then flatten (H, W, C);
-    fc_mu's kernel absorbs the order (see weights)."""
+    fc_mu's kernel absorbs the order (see weights). `strided_conv` says how the stride-2 convs are
+    computed: "native" (lax's convolution) or "space_to_depth" (the same function of the same weights)."""
 
-    def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs, strided_conv: str):
+        self.strided_conv = checks.check_form("strided_conv", strided_conv, "native")
         channels = (config.image_shape[0], *config.conv_channels)
         self.convs = nnx.List([_conv(cin, cout, KERNEL, STRIDE, PADDING, dtype, param_dtype, rngs)
                                for cin, cout in zip(channels[:-1], channels[1:])])
@@ -84,12 +105,13 @@ class ConvEncoder(nnx.Module):
 
     def __call__(self, x):
         for conv, blocks in zip(self.convs, self.blocks):  # the Conv holds the parameters
-            x = _conv_stride2(x.astype(conv.dtype), conv.kernel[...], conv.bias[...])
+            x = conv(x) if self.strided_conv == "native" else \
+                conv_space_to_depth(x.astype(conv.dtype), conv.kernel[...], conv.bias[...])
             x = _run_blocks(blocks, nnx.relu(x))
         return x.reshape(x.shape[0], -1)
 
 
-def _conv_stride2(x, kernel, bias):
+def conv_space_to_depth(x, kernel, bias):
     """nnx.Conv(k=4, s=2, p=1)(x) for NHWC x and its kernel (4, 4, C_in, C_out), as one contraction: x padded
     by 1 and folded space-to-depth by 2, so each output pixel reads a 2x2 window of folded pixels, and
     kernel tap (2r+p, 2s+q) multiplies window (r, s), folded channel (p, q, c). XLA's CPU convolution is
@@ -140,9 +162,8 @@ class ConvDecoder(nnx.Module):
     preceded by `res_blocks` residual blocks. `transposed_conv` says how they are computed: "native" or
     "subpixel" (the same function of the same weights)."""
 
-    def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs,
-                 transposed_conv: str = DEFAULT_TRANSPOSED_CONV):
-        self.transposed_conv = checks.check_transposed_conv(transposed_conv, DEFAULT_TRANSPOSED_CONV)
+    def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs, transposed_conv: str):
+        self.transposed_conv = checks.check_form("transposed_conv", transposed_conv, "native")
         c, h, w = config.bottleneck_shape
         self.bottleneck_shape = (h, w, c)
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
@@ -207,12 +228,14 @@ def reparameterize(mu, logvar, eps):
 
 class VAE(nnx.Module):
     """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NHWC images in [0, 1].
-    dtype: the parameters'. transposed_conv: "native" or "subpixel" (conv architecture; default
-    DEFAULT_TRANSPOSED_CONV). compute_dtype: None, or "bfloat16" for mixed precision: every layer computes
-    in bf16 (Flax's dtype) with float32 parameters (param_dtype), and mu, logvar and the logits come back
-    in float32, so reparameterize, the losses and Adam stay float32."""
+    dtype: the parameters'. strided_conv ("native" or "space_to_depth") and transposed_conv ("native" or
+    "subpixel"): how the conv architecture computes its encoder's and decoder's resampling convs
+    (vae_core/layout.py; None: default_forms() of the platform it is built on). compute_dtype: None, or
+    "bfloat16" for mixed precision: every layer computes in bf16 (Flax's dtype) with float32 parameters
+    (param_dtype), and mu, logvar and the logits come back in float32, so reparameterize, the losses and
+    Adam stay float32."""
 
-    def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs, dtype=jnp.float32,
+    def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, strided_conv: str | None = None,
                  transposed_conv: str | None = None, compute_dtype=None):
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
@@ -225,17 +248,27 @@ class VAE(nnx.Module):
             None if compute_dtype is None else str(float_dtype(compute_dtype)), str(dtype))
         compute = dtype if self.compute_dtype is None else jnp.dtype(self.compute_dtype)
         layers = {"dtype": compute, "param_dtype": dtype, "rngs": rngs}
+        defaults = default_forms()
+        forms = {kind: checks.check_form(kind, value, defaults[kind])  # checked for any arch
+                 for kind, value in (("strided_conv", strided_conv), ("transposed_conv", transposed_conv))}
         conv = config.arch == "conv"
-        self.encoder = (ConvEncoder if conv else MLPEncoder)(config, **layers)
+        self.encoder = ConvEncoder(config, strided_conv=forms["strided_conv"], **layers) if conv \
+            else MLPEncoder(config, **layers)
         self.fc_mu = _linear(config.bottleneck_size, config.latent_dim, compute, dtype, rngs)
         self.fc_logvar = _linear(config.bottleneck_size, config.latent_dim, compute, dtype, rngs)
-        transposed_conv = checks.check_transposed_conv(transposed_conv, DEFAULT_TRANSPOSED_CONV)  # any arch
-        self.decoder = ConvDecoder(config, transposed_conv=transposed_conv, **layers) if conv \
+        self.decoder = ConvDecoder(config, transposed_conv=forms["transposed_conv"], **layers) if conv \
             else MLPDecoder(config, **layers)
 
     @property
     def dtype(self):
         return self.fc_mu.kernel.dtype
+
+    @property
+    def forms(self) -> dict[str, str]:
+        """How this model computes each layer kind of vae_core.layout.FORMS (an MLP has only native ones)."""
+        if self.config.arch != "conv":
+            return dict(NATIVE_FORMS)
+        return {"strided_conv": self.encoder.strided_conv, "transposed_conv": self.decoder.transposed_conv}
 
     def encode(self, x):
         """Images (N, H, W, C) -> (mu, logvar), each (N, latent_dim)."""

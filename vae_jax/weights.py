@@ -51,17 +51,17 @@ def import_weights(model: VAE, weights: dict) -> VAE:
     return model
 
 
-def init_model(config: VAEConfig, seed: int = 0, dtype=jnp.float32, transposed_conv: str | None = None,
-               compute_dtype=None) -> VAE:
+def init_model(config: VAEConfig, seed: int = 0, dtype=jnp.float32, strided_conv: str | None = None,
+               transposed_conv: str | None = None, compute_dtype=None) -> VAE:
     """A VAE with vae_core's canonical initialisation: the same seed gives the same weights in vae_torch."""
-    model = _new_model(config, dtype, transposed_conv, compute_dtype)
+    model = _new_model(config, dtype, compute_dtype, strided_conv=strided_conv, transposed_conv=transposed_conv)
     return import_weights(model, layout.init_weights(config, seed))
 
 
-def _new_model(config: VAEConfig, dtype, transposed_conv, compute_dtype) -> VAE:
+def _new_model(config: VAEConfig, dtype, compute_dtype, **forms) -> VAE:
     # Flax's own init, about to be overwritten, is skipped: eval_shape builds the module with abstract
     # parameters, which import_weights then fills (drawing them compiled a random op per shape and dtype).
-    return nnx.eval_shape(lambda: VAE(config, rngs=nnx.Rngs(0), dtype=dtype, transposed_conv=transposed_conv,
+    return nnx.eval_shape(lambda: VAE(config, rngs=nnx.Rngs(0), dtype=dtype, **forms,
                                       compute_dtype=compute_dtype))
 
 
@@ -72,13 +72,14 @@ def save_checkpoint(path, model: VAE, config: VAEConfig, metadata: dict | None =
     write_checkpoint(path, export_weights(model), config, metadata)
 
 
-def load_checkpoint(path, dtype=None, transposed_conv: str | None = None, compute_dtype=None,
-                    ) -> tuple[VAE, VAEConfig, dict]:
+def load_checkpoint(path, dtype=None, strided_conv: str | None = None, transposed_conv: str | None = None,
+                    compute_dtype=None) -> tuple[VAE, VAEConfig, dict]:
     """(model, config, metadata) from a checkpoint written by either twin; dtype defaults to the stored one."""
     weights, config, metadata = read_checkpoint(path)
     stored = next(iter(weights.values())).dtype
     if dtype is None and stored == np.float64 and not jax.config.jax_enable_x64:
         raise ValueError(f"checkpoint {path} holds float64 weights but 64-bit JAX is off: enable it "
                          "(jax.config.update('jax_enable_x64', True)) or pass dtype=jnp.float32")
-    model = _new_model(config, stored if dtype is None else dtype, transposed_conv, compute_dtype)
+    model = _new_model(config, stored if dtype is None else dtype, compute_dtype, strided_conv=strided_conv,
+                       transposed_conv=transposed_conv)
     return import_weights(model, weights), config, metadata

@@ -12,12 +12,21 @@ from torch import nn
 
 from vae_core import checks, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
-from vae_core.layout import SUBPIXEL_TAPS
+from vae_core.layout import FORMS, SUBPIXEL_TAPS
 from vae_core.outputs import VAEOutput
 
-# How this twin computes the decoder's transposed convs unless told (vae_core/layout.py describes both
-# forms; the benchmark harness measures which is faster here).
-DEFAULT_TRANSPOSED_CONV = "native"
+# How this twin computes each layer kind of vae_core.layout.FORMS on each device unless told: the forms
+# each device's figures chose (docs/devices/). cuDNN's and oneDNN's own convolutions measured fastest on
+# both (the sub-pixel decoder: docs/benchmarks.md); the space-to-depth encoder is JAX's CPU choice,
+# mirrored here so both twins offer every form. A device not listed gets the native forms.
+NATIVE_FORMS = dict.fromkeys(FORMS, "native")
+DEFAULT_FORMS = {"cpu": dict(NATIVE_FORMS), "cuda": dict(NATIVE_FORMS)}
+
+
+def default_forms(device: str | None = None) -> dict[str, str]:
+    """This twin's forms on `device` ("cpu", "cuda"; default: the CPU, where a model is built before it
+    is moved, so its constructor takes the CPU's unless told)."""
+    return dict(DEFAULT_FORMS.get(torch.device(device or "cpu").type, NATIVE_FORMS))
 
 
 class ResBlock(nn.Module):
@@ -38,10 +47,12 @@ def _res_blocks(channels: int, count: int) -> nn.Sequential:
 
 class ConvEncoder(nn.Module):
     """Stride-2 convs with ReLU, each followed by `res_blocks` residual blocks, then flatten (C, H, W)
-    for fc_mu / fc_logvar."""
+    for fc_mu / fc_logvar. `strided_conv` says how the stride-2 convs are computed: "native" or
+    "space_to_depth" (the same function of the same weights)."""
 
-    def __init__(self, config: VAEConfig):
+    def __init__(self, config: VAEConfig, strided_conv: str):
         super().__init__()
+        self.strided_conv = checks.check_form("strided_conv", strided_conv, "native")
         channels = (config.image_shape[0], *config.conv_channels)
         self.convs = nn.ModuleList(
             nn.Conv2d(cin, cout, KERNEL, STRIDE, PADDING) for cin, cout in zip(channels[:-1], channels[1:]))
@@ -49,8 +60,21 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x):
         for conv, blocks in zip(self.convs, self.blocks):
-            x = blocks(F.relu(conv(x)))
+            x = conv(x) if self.strided_conv == "native" else conv_space_to_depth(x, conv.weight, conv.bias)
+            x = blocks(F.relu(x))
         return x.flatten(1)
+
+
+def conv_space_to_depth(x, weight, bias):
+    """Conv2d(k=4, s=2, p=1)(x) with the canonical weight (C_out, C_in, 4, 4), as a stride-1 2x2 conv over x
+    padded by 1 and folded space-to-depth by 2 (pixel_unshuffle: channel (c, p, q)); kernel tap
+    (2r+p, 2s+q) multiplies window (r, s) of folded channel (c, p, q). An odd H or W gets one more row or
+    column of padding, which the window never reads."""
+    _, _, h, w = x.shape
+    c_out, c_in = weight.shape[:2]
+    folded = F.pixel_unshuffle(F.pad(x, (1, 1 + w % 2, 1, 1 + h % 2)), 2)
+    kernel = weight.view(c_out, c_in, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(c_out, 4 * c_in, 2, 2)
+    return F.conv2d(folded, kernel, bias)
 
 
 def conv_transpose_subpixel(x, weight, bias):
@@ -73,9 +97,9 @@ class ConvDecoder(nn.Module):
     preceded by `res_blocks` residual blocks. `transposed_conv` says how they are computed: "native" or
     "subpixel" (the same function of the same weights)."""
 
-    def __init__(self, config: VAEConfig, transposed_conv: str = DEFAULT_TRANSPOSED_CONV):
+    def __init__(self, config: VAEConfig, transposed_conv: str):
         super().__init__()
-        self.transposed_conv = checks.check_transposed_conv(transposed_conv, DEFAULT_TRANSPOSED_CONV)
+        self.transposed_conv = checks.check_form("transposed_conv", transposed_conv, "native")
         self.bottleneck_shape = config.bottleneck_shape
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
         self.fc = nn.Linear(config.latent_dim, config.bottleneck_size)
@@ -136,23 +160,26 @@ def reparameterize(mu, logvar, eps):
 
 class VAE(nn.Module):
     """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NCHW images in [0, 1].
-    dtype: the parameters'. transposed_conv: "native" or "subpixel" (conv architecture; default
-    DEFAULT_TRANSPOSED_CONV). compute_dtype: None, or "bfloat16" for mixed precision: the encoder and
-    decoder run under torch.autocast with float32 parameters, and mu, logvar and the logits come back in
-    float32, so reparameterize, the losses and Adam stay float32."""
+    dtype: the parameters'. strided_conv ("native" or "space_to_depth") and transposed_conv ("native" or
+    "subpixel"): how the conv architecture computes its encoder's and decoder's resampling convs
+    (vae_core/layout.py; None: default_forms("cpu")). compute_dtype: None, or "bfloat16" for mixed
+    precision: the encoder and decoder run under torch.autocast with float32 parameters, and mu, logvar
+    and the logits come back in float32, so reparameterize, the losses and Adam stay float32."""
 
-    def __init__(self, config: VAEConfig, *, dtype=torch.float32, transposed_conv: str | None = None,
-                 compute_dtype=None):
+    def __init__(self, config: VAEConfig, *, dtype=torch.float32, strided_conv: str | None = None,
+                 transposed_conv: str | None = None, compute_dtype=None):
         super().__init__()
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
         self.config = config
+        defaults = default_forms()
+        forms = {kind: checks.check_form(kind, value, defaults[kind])  # checked for any arch
+                 for kind, value in (("strided_conv", strided_conv), ("transposed_conv", transposed_conv))}
         conv = config.arch == "conv"
-        self.encoder = ConvEncoder(config) if conv else MLPEncoder(config)
+        self.encoder = ConvEncoder(config, forms["strided_conv"]) if conv else MLPEncoder(config)
         self.fc_mu = nn.Linear(config.bottleneck_size, config.latent_dim)
         self.fc_logvar = nn.Linear(config.bottleneck_size, config.latent_dim)
-        transposed_conv = checks.check_transposed_conv(transposed_conv, DEFAULT_TRANSPOSED_CONV)  # any arch
-        self.decoder = ConvDecoder(config, transposed_conv) if conv else MLPDecoder(config)
+        self.decoder = ConvDecoder(config, forms["transposed_conv"]) if conv else MLPDecoder(config)
         self.to(float_dtype(dtype))
         self.compute_dtype = checks.check_compute_dtype(
             None if compute_dtype is None else _dtype_name(float_dtype(compute_dtype)), _dtype_name(self.dtype))
@@ -160,6 +187,13 @@ class VAE(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.fc_mu.weight.dtype
+
+    @property
+    def forms(self) -> dict[str, str]:
+        """How this model computes each layer kind of vae_core.layout.FORMS (an MLP has only native ones)."""
+        if self.config.arch != "conv":
+            return dict(NATIVE_FORMS)
+        return {"strided_conv": self.encoder.strided_conv, "transposed_conv": self.decoder.transposed_conv}
 
     def encode(self, x):
         """Images (N, C, H, W) -> (mu, logvar), each (N, latent_dim)."""

@@ -35,17 +35,17 @@ def import_weights(model: VAE, weights: dict) -> VAE:
     return model
 
 
-def init_model(config: VAEConfig, seed: int = 0, dtype=torch.float32, transposed_conv: str | None = None,
-               compute_dtype=None) -> VAE:
+def init_model(config: VAEConfig, seed: int = 0, dtype=torch.float32, strided_conv: str | None = None,
+               transposed_conv: str | None = None, compute_dtype=None) -> VAE:
     """A VAE with vae_core's canonical initialisation: the same seed gives the same weights in vae_jax."""
-    model = _new_model(config, dtype, transposed_conv, compute_dtype)
+    model = _new_model(config, dtype, compute_dtype, strided_conv=strided_conv, transposed_conv=transposed_conv)
     return import_weights(model, layout.init_weights(config, seed))
 
 
-def _new_model(config: VAEConfig, dtype, transposed_conv, compute_dtype) -> VAE:
+def _new_model(config: VAEConfig, dtype, compute_dtype, **forms) -> VAE:
     # torch's own init, about to be overwritten, must not consume the user's global RNG stream.
     with torch.random.fork_rng(devices=[]):
-        return VAE(config, dtype=dtype, transposed_conv=transposed_conv, compute_dtype=compute_dtype)
+        return VAE(config, dtype=dtype, **forms, compute_dtype=compute_dtype)
 
 
 def save_checkpoint(path, model: VAE, config: VAEConfig, metadata: dict | None = None) -> None:
@@ -54,14 +54,14 @@ def save_checkpoint(path, model: VAE, config: VAEConfig, metadata: dict | None =
     write_checkpoint(path, export_weights(model), config, metadata)
 
 
-def load_checkpoint(path, dtype=None, transposed_conv: str | None = None, compute_dtype=None,
-                    ) -> tuple[VAE, VAEConfig, dict]:
+def load_checkpoint(path, dtype=None, strided_conv: str | None = None, transposed_conv: str | None = None,
+                    compute_dtype=None) -> tuple[VAE, VAEConfig, dict]:
     """(model, config, metadata) from a checkpoint written by either twin; dtype defaults to the stored one."""
     weights, config, metadata = read_checkpoint(path)
     stored = _DTYPES[next(iter(weights.values())).dtype]
-    model = import_weights(_new_model(config, stored if dtype is None else dtype, transposed_conv, compute_dtype),
-                           weights)
-    return model, config, metadata
+    model = _new_model(config, stored if dtype is None else dtype, compute_dtype, strided_conv=strided_conv,
+                       transposed_conv=transposed_conv)
+    return import_weights(model, weights), config, metadata
 
 
 def _check_same_config(model: VAE, config: VAEConfig) -> None:

@@ -28,7 +28,7 @@ from twinvae.compare import relative_error
 from vae_core import seeds
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
-from vae_core.layout import TRANSPOSED_CONVS, init_weights
+from vae_core.layout import FORMS, init_weights
 
 # float64: layout bugs give O(1) errors, rounding ~1e-16..1e-11 (Adam amplifies gradients near its eps).
 # float32: derived from the errors observed on CPU (README table), with margin. Forward, losses and
@@ -179,14 +179,22 @@ def set_tf32(enabled: bool) -> None:
 
 # --- the twins behind one interface: numpy in, canonical numpy out --------------------------------------
 
-class TorchTwin:
-    default_form = vae_torch.model.DEFAULT_TRANSPOSED_CONV
+NATIVE = dict.fromkeys(FORMS, "native")
 
-    def __init__(self, config, weights, dtype: str, device: str = "cpu", transposed_conv: str = "native"):
-        self.name = "torch" if transposed_conv == "native" else f"torch/{transposed_conv}"
+
+def twin_name(backend: str, forms: dict) -> str:
+    """"jax" for the native forms; else the forms that differ, e.g. "jax/space_to_depth+subpixel"."""
+    different = [form for form in forms.values() if form != "native"]
+    return backend + ("/" + "+".join(different) if different else "")
+
+
+class TorchTwin:
+    module = vae_torch
+
+    def __init__(self, config, weights, dtype: str, device: str = "cpu", forms: dict = NATIVE):
+        self.name = twin_name("torch", forms)
         self.dtype, self.device = getattr(torch, PARAM_DTYPE[dtype]), device
-        model = vae_torch.VAE(config, dtype=self.dtype, transposed_conv=transposed_conv,
-                              compute_dtype=COMPUTE_DTYPE[dtype])
+        model = vae_torch.VAE(config, dtype=self.dtype, **forms, compute_dtype=COMPUTE_DTYPE[dtype])
         self.model = vae_torch.import_weights(model.to(device), weights)
         self.config = config
         self.state = None
@@ -228,14 +236,13 @@ class TorchTwin:
 
 
 class JaxTwin:
-    default_form = vae_jax.model.DEFAULT_TRANSPOSED_CONV
+    module = vae_jax
 
-    def __init__(self, config, weights, dtype: str, device: str = "cpu", transposed_conv: str = "native"):
-        self.name = "jax" if transposed_conv == "native" else f"jax/{transposed_conv}"
+    def __init__(self, config, weights, dtype: str, device: str = "cpu", forms: dict = NATIVE):
+        self.name = twin_name("jax", forms)
         self.dtype, self.device = jnp.dtype(PARAM_DTYPE[dtype]), jax.devices(device)[0]
         with jax.default_device(self.device):
-            model = vae_jax.init_model(config, dtype=self.dtype, transposed_conv=transposed_conv,
-                                       compute_dtype=COMPUTE_DTYPE[dtype])
+            model = vae_jax.init_model(config, dtype=self.dtype, **forms, compute_dtype=COMPUTE_DTYPE[dtype])
             self.model = vae_jax.import_weights(model, weights)
         self.config = config
         self.state = self.step = None
@@ -305,11 +312,25 @@ def case_data(case: Case, seed: int = 0):
     return batches, eps
 
 
+def twin_forms(module, config, device: str, every_form: bool) -> list[dict]:
+    """The forms a twin is compared in. An MLP has only the native ones. every_form: the native forms, the
+    twin's default on each device of its table, and the non-native form of every kind at once, so that
+    each form is compared, as is every combination a device runs by default; else the default on
+    `device`."""
+    if config.arch != "conv":
+        return [NATIVE]
+    if not every_form:
+        return [module.default_forms(device)]
+    candidates = [NATIVE, *module.model.DEFAULT_FORMS.values(), {kind: forms[-1] for kind, forms in FORMS.items()}]
+    return [dict(forms) for forms in dict.fromkeys(tuple(f.items()) for f in candidates)]
+
+
 def compare(case: Case, dtype: str, device: str = "cpu", weights_fn=init_weights, steps=None,
             every_form: bool = True) -> list[Row]:
     """Every quantity of one case in one dtype. float64: JAX vs the torch reference; float32: each twin vs
     the float64 torch reference. `weights_fn` is swappable so a test can feed deliberately bad weights.
-    every_form: both transposed-conv forms of both twins; else each twin's default form only."""
+    every_form: each twin in every form of vae_core.layout.FORMS (twin_forms); else in its default forms
+    on `device` only."""
     if dtype == "float64":
         with jax.enable_x64(True):
             return _compare(case, dtype, device, weights_fn, steps, every_form)
@@ -322,11 +343,9 @@ def _compare(case, dtype, device, weights_fn, steps, every_form) -> list[Row]:
     weights = {k: v.astype(PARAM_DTYPE[dtype]) for k, v in weights_fn(config, seed=0).items()}
     # the reference is torch's native ConvTranspose2d; every other way of computing it is compared with it
     reference = TorchTwin(config, weights, "float64", device)
-    conv = config.arch == "conv"  # an MLP has no transposed conv: its one form is named native
-    forms = {twin: TRANSPOSED_CONVS if conv and every_form else (twin.default_form if conv else "native",)
-             for twin in (TorchTwin, JaxTwin)}
-    twins = [twin(config, weights, dtype, device, form) for twin in (TorchTwin, JaxTwin) for form in forms[twin]
-             if not (twin is TorchTwin and form == "native" and dtype == "float64")]
+    twins = [twin(config, weights, dtype, device, forms) for twin in (TorchTwin, JaxTwin)
+             for forms in twin_forms(twin.module, config, device, every_form)
+             if not (twin is TorchTwin and forms == NATIVE and dtype == "float64")]
     # Inputs rounded to the run's dtype first, so the reference sees exactly the same numbers.
     batches, eps = case_data(dataclasses.replace(case, steps=steps))  # eps for every step compared
     batches = [b.astype(PARAM_DTYPE[dtype]) for b in batches]

@@ -1,0 +1,83 @@
+"""The TPU ahead-of-time path: its pieces everywhere, one small compile wherever libtpu is installed (the
+tpu-aot extra; CI leaves it out, docs/devices/tpu.md says why)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import aot, chips
+
+HLO = """HloModule jit_step
+
+%fused_computation (p: f32[8,4]) -> f32[8,4] {
+  %p = f32[8,4]{1,0} parameter(0)
+  ROOT %neg = f32[8,4]{1,0} negate(%p)
+}
+
+ENTRY %main.1 (x.1: f32[8,4], w.1: f32[4,16]) -> (f32[8,16], f32[8,4]) {
+  %x.1 = f32[8,4]{1,0:T(8,128)} parameter(0), metadata={op_name="x"}
+  %w.1 = f32[4,16]{1,0} parameter(1)
+  %dot.2 = f32[8,16]{1,0} dot(%x.1, %w.1), lhs_contracting_dims={1}, metadata={op_name="jit(step)/dot_general"}
+  %copy-start.1 = (bf16[8,16]{1,0:T(8,128)(2,1)}, bf16[8,16]{1,0}, u32[]{:S(2)}) copy-start(%dot.2)
+  %fusion.3 = f32[8,4]{1,0} fusion(%x.1), kind=kLoop, calls=%fused_computation
+  ROOT %tuple.4 = (f32[8,16]{1,0}, f32[8,4]{1,0}) tuple(%dot.2, %fusion.3)
+}
+"""
+
+
+def test_top_operations_count_operands_and_results_of_the_entry_only():
+    ops = aot.top_operations(HLO)
+    assert [(op["name"], op["opcode"], op["bytes"]) for op in ops] == [
+        ("copy-start.1", "copy-start", 4 * 128 + 2 * 128 + 2 * 128 + 4),  # a tuple result, nested tilings
+        ("dot.2", "dot", 4 * (32 + 64 + 128)),  # x and w read, the result written
+        ("fusion.3", "fusion", 4 * (32 + 32)),
+    ]
+    assert ops[1]["source"] == "jit(step)/dot_general" and ops[1]["shape"] == "f32[8,16]"
+    assert ops[0]["shape"] == "(bf16[8,16], bf16[8,16], u32[])"
+
+
+def test_the_grid_is_the_documented_one():
+    first = aot.first_chip_grid("v5e:2x2")
+    assert len(first) == len(set(first)) == 36
+    assert {p.form for p in first} == {"/".join(f) for f in aot.FORMS}
+    assert {p.precision for p in first if p.dtype == "float32" and p.kind == "train"} == {"default", "highest"}
+    forms = [("native", "native"), ("native", "native")]  # the default and the best may be the same
+    assert [(p.form, p.dtype) for p in aot.other_chip_grid("v4:2x2x1", forms)] == [
+        ("native/native", "float32"), ("native/native", "bfloat16")]
+
+
+def test_estimates_divide_by_the_passes_a_float32_matmul_takes():
+    chip = chips.tpu_chip("v5e:2x2")
+    assert chip.matmul_seconds(197e12) == pytest.approx(1.0)
+    assert chip.matmul_seconds(197e12, passes=chips.TPU_PASSES["highest"]) == pytest.approx(6.0)
+    assert chip.memory_seconds(819e9) == pytest.approx(1.0)
+    assert aot.AotPoint("v5e:2x2", "train", "native", "native", 8, "bfloat16", "highest").passes == 1
+    with pytest.raises(ValueError, match="no published figures for TPU 'v9'"):
+        chips.tpu_chip("v9:2x2")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed (the tpu-aot extra)")
+def test_a_small_model_compiles_for_a_tpu_chip(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "--device", "tpu", "--aot", "v5e:2x2", "--aot-grid",
+                          "smoke", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["rows"]
+    assert [(r["kind"], r["form"]) for r in rows] == [
+        ("train", "native/native"), ("train", "space_to_depth/subpixel"),
+        ("infer", "native/native"), ("infer", "space_to_depth/subpixel")]
+    for r in rows:
+        assert r["device_kind"] == "TPU v5 lite" and r["chip"] == "TPU v5e"
+        # XLA's count, of the layers' multiply-adds and more, on the same scale as the analytic one
+        assert 0.5 < r["xla_flops"] / r["analytic_flops"] < 3
+        assert r["xla_bytes"] > 0 and r["hbm"]["argument"] > 0 and r["hbm_total"] > 0
+        assert r["step_s"] == max(r["compute_s"], r["memory_s"]) > 0
+        assert r["top_ops"] and [op["bytes"] for op in r["top_ops"]] == sorted(
+            (op["bytes"] for op in r["top_ops"]), reverse=True)
+    report = (tmp_path / "results.md").read_text()
+    assert "Estimated from compile-only analysis, not measured" in report and "| TPU v5e | train |" in report
