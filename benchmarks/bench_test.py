@@ -114,6 +114,18 @@ def test_quick_run_end_to_end(tmp_path):
     assert (out / "throughput.png").stat().st_size > 10_000
 
 
+def test_roofline_only_measures_the_peaks_and_the_bandwidth(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "--roofline-only", "--backends", "torch",
+                          "--peak-sizes", "256", "--peak-seconds", "0.02", "--no-progress",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["rows"] == [] and not (tmp_path / "throughput.png").exists()
+    libraries = {"numpy", "torch"}
+    assert {p["library"] for p in results["peak"]} == {b["library"] for b in results["bandwidth"]} == libraries
+    assert "Memory bandwidth (best valid): " in (tmp_path / "results.md").read_text()
+
+
 def test_a_mode_the_device_lacks_is_listed_as_unavailable():
     import torch
 

@@ -159,7 +159,8 @@ def write_all(out: str, results: dict, table: list[dict], tf32: bool) -> list[st
     with open(path, "w") as f:
         f.write(markdown(results, table, tf32))
     written.append(path)
-    plotted = plot(table, os.path.join(out, "throughput.png"), results["meta"])
+    # --roofline-only has no rows to plot
+    plotted = plot(table, os.path.join(out, "throughput.png"), results["meta"]) if table else None
     if plotted:
         written.append(plotted)
     return written
