@@ -38,7 +38,7 @@ def _then(change):
 
 
 def _assert_fails_loudly(case):
-    rows = harness.compare(case, "float64")
+    rows = harness.compare(case, "float64", forms="each")
     errors = {}  # the worst twin (or transposed-conv form) per quantity: a bug may live in one form only
     for r in rows:
         if r.quantity in ("logits", "grad"):
@@ -48,7 +48,7 @@ def _assert_fails_loudly(case):
 
 
 def test_correct_mapping_passes():
-    assert all(r.ok for r in harness.compare(CASE, "float64"))
+    assert all(r.ok for r in harness.compare(CASE, "float64", forms="each"))
 
 
 def test_unflipped_transposed_conv_kernel_fails(monkeypatch):

@@ -32,5 +32,5 @@ def configs(draw):
 @given(config=configs(), batch_size=st.integers(1, 5))
 def test_random_configs_agree_in_float64(config, batch_size):
     case = harness.Case(f"random {config}", config, batch_size=batch_size, steps=2)
-    failed = [r for r in harness.compare(case, "float64") if not r.ok]
+    failed = [r for r in harness.compare(case, "float64", forms="each") if not r.ok]
     assert not failed, "\n" + harness.format_table(failed)

@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     for case in cases:
         for dtype in args.dtype or ["float64", "float32"]:
             start = time.perf_counter()
-            rows += harness.compare(case, dtype, device, steps=steps, every_form=not args.quick)
+            rows += harness.compare(case, dtype, device, steps=steps, forms="default" if args.quick else "all")
             print(f"  {case.name} {dtype}: {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
     table = harness.format_summary(rows) if args.summary else harness.format_table(rows)
     print(f"device: {device}, TF32 {'on' if args.tf32 else 'off'}")

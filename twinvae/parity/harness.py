@@ -312,40 +312,46 @@ def case_data(case: Case, seed: int = 0):
     return batches, eps
 
 
-def twin_forms(module, config, device: str, every_form: bool) -> list[dict]:
-    """The forms a twin is compared in. An MLP has only the native ones. every_form: the native forms, the
-    twin's default on each device of its table, and the non-native form of every kind at once, so that
-    each form is compared, as is every combination a device runs by default; else the default on
-    `device`."""
+# Which forms each twin is compared in (twin_forms): "default", its default on the device; "each", the
+# native forms and the non-native form of every kind at once, so every form is compared; "all", those and
+# every combination a device of its table runs by default.
+FORM_SETS = ("default", "each", "all")
+
+
+def twin_forms(module, config, device: str, forms: str) -> list[dict]:
+    """The forms (a FORM_SETS name) a twin is compared in; an MLP has only the native ones."""
+    if forms not in FORM_SETS:
+        raise ValueError(f"forms must be one of {FORM_SETS}, got {forms!r}")
     if config.arch != "conv":
         return [NATIVE]
-    if not every_form:
+    if forms == "default":
         return [module.default_forms(device)]
-    candidates = [NATIVE, *module.model.DEFAULT_FORMS.values(), {kind: forms[-1] for kind, forms in FORMS.items()}]
-    return [dict(forms) for forms in dict.fromkeys(tuple(f.items()) for f in candidates)]
+    candidates = [NATIVE, {kind: choices[-1] for kind, choices in FORMS.items()}]
+    if forms == "all":
+        candidates += module.model.DEFAULT_FORMS.values()
+    return [dict(f) for f in dict.fromkeys(tuple(f.items()) for f in candidates)]
 
 
 def compare(case: Case, dtype: str, device: str = "cpu", weights_fn=init_weights, steps=None,
-            every_form: bool = True) -> list[Row]:
+            forms: str = "all") -> list[Row]:
     """Every quantity of one case in one dtype. float64: JAX vs the torch reference; float32: each twin vs
     the float64 torch reference. `weights_fn` is swappable so a test can feed deliberately bad weights.
-    every_form: each twin in every form of vae_core.layout.FORMS (twin_forms); else in its default forms
-    on `device` only."""
+    forms: which forms of each twin (FORM_SETS: "default", "each" or "all")."""
     if dtype == "float64":
         with jax.enable_x64(True):
-            return _compare(case, dtype, device, weights_fn, steps, every_form)
-    return _compare(case, dtype, device, weights_fn, steps, every_form)
+            return _compare(case, dtype, device, weights_fn, steps, forms)
+    return _compare(case, dtype, device, weights_fn, steps, forms)
 
 
-def _compare(case, dtype, device, weights_fn, steps, every_form) -> list[Row]:
+def _compare(case, dtype, device, weights_fn, steps, forms) -> list[Row]:
     config = case.config
     steps = case.steps if steps is None else steps
     weights = {k: v.astype(PARAM_DTYPE[dtype]) for k, v in weights_fn(config, seed=0).items()}
     # the reference is torch's native ConvTranspose2d; every other way of computing it is compared with it
     reference = TorchTwin(config, weights, "float64", device)
-    twins = [twin(config, weights, dtype, device, forms) for twin in (TorchTwin, JaxTwin)
-             for forms in twin_forms(twin.module, config, device, every_form)
-             if not (twin is TorchTwin and forms == NATIVE and dtype == "float64")]
+    twins = [twin(config, weights, dtype, device, twin_form) for twin in (TorchTwin, JaxTwin)
+             for twin_form in twin_forms(twin.module, config, device, forms)
+             if not (twin is TorchTwin and twin_form == NATIVE and dtype == "float64")]
     # Inputs rounded to the run's dtype first, so the reference sees exactly the same numbers.
     batches, eps = case_data(dataclasses.replace(case, steps=steps))  # eps for every step compared
     batches = [b.astype(PARAM_DTYPE[dtype]) for b in batches]
