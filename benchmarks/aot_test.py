@@ -81,3 +81,17 @@ def test_a_small_model_compiles_for_a_tpu_chip(tmp_path):
             (op["bytes"] for op in r["top_ops"]), reverse=True)
     report = (tmp_path / "results.md").read_text()
     assert "Estimated from compile-only analysis, not measured" in report and "| TPU v5e | train |" in report
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchax") is None, reason="torchax not installed")
+def test_the_torch_twin_through_torchax_matches_the_jax_twin(capsys):
+    from benchmarks import torchax_step
+
+    tpu = importlib.util.find_spec("libtpu") is not None  # then compiled for a chip too, at a small batch
+    assert torchax_step.main(["--aot", "v5e:2x2", "--batch-size", "8"] if tpu else []) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert not tpu or any(x.startswith("TPU v5e (TPU v5 lite), torch twin via torchax") for x in out), out
+    line = next(x for x in out if x.startswith("CPU, float32"))
+    loss_error, gradient_error = (float(v.rstrip(")")) for v in
+                                  (line.split("relative error ")[1].split(")")[0], line.split("error ")[-1]))
+    assert loss_error < 1e-6 and gradient_error < 1e-4, line

@@ -10,12 +10,13 @@ the tpu-aot extra.
 
 torchax 0.0.13 names named-tensor overloads (aten.prod.dim_Dimname and the like) that torch 2.13 no longer
 has, and fails on import; `_allow_removed_overloads` lets those lookups return placeholders that nothing
-calls (this VAE uses no named tensors).
+calls (this VAE uses no named tensors), while torchax builds its tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -27,7 +28,9 @@ def torch_version() -> str:
     return torch.__version__
 
 
-def _allow_removed_overloads() -> list[str]:
+@contextlib.contextmanager
+def _allow_removed_overloads():
+    """Within: a lookup of a removed named-tensor overload gives a placeholder (yields their list)."""
     import torch._ops
 
     lookup, missing = torch._ops.OpOverloadPacket.__getattr__, []
@@ -42,7 +45,10 @@ def _allow_removed_overloads() -> list[str]:
             return missing[-1]  # a hashable placeholder, only ever a dict key in torchax's tables
 
     torch._ops.OpOverloadPacket.__getattr__ = getattr_
-    return missing
+    try:
+        yield missing
+    finally:
+        torch._ops.OpOverloadPacket.__getattr__ = lookup
 
 
 def build_step(config, learning_rate: float = 1e-3):
@@ -50,9 +56,6 @@ def build_step(config, learning_rate: float = 1e-3):
     import jax
     import optax
     import torch
-
-    missing = _allow_removed_overloads()
-    import torchax
 
     import vae_torch
     from vae_torch.losses import _vae_loss
@@ -65,7 +68,10 @@ def build_step(config, learning_rate: float = 1e-3):
         def forward(self, x, eps):
             return _vae_loss(self.model._forward(x, eps), x, config.likelihood, config.beta).total
 
-    weights, function = torchax.extract_jax(Loss(vae_torch.init_model(config, seed=0)))
+    with _allow_removed_overloads() as missing:  # torchax builds its op tables on import and first use
+        import torchax
+
+        weights, function = torchax.extract_jax(Loss(vae_torch.init_model(config, seed=0)))
     optimizer = optax.adam(learning_rate)
 
     def loss_fn(weights, x, eps):
@@ -152,7 +158,7 @@ def main(argv=None) -> int:
 
     from benchmarks import aot
 
-    device = aot.tpu_device(args.aot)
+    device = aot.aot_device(args.aot)
     on_chip = SingleDeviceSharding(device)
 
     def abstract(a):
