@@ -142,10 +142,11 @@ def compile_point(point: AotPoint, config: VAEConfig, device) -> dict:
             lowered = step.lower(jax.tree.map(abstract, params), x)
         compiled = lowered.compile()
     compile_s = time.perf_counter() - start
-    return {**asdict(point), "form": point.form, **analyse(compiled, point, config), "compile_s": compile_s}
+    return {**asdict(point), "form": point.form, **analyse(compiled, point, config, device),
+            "compile_s": compile_s}
 
 
-def analyse(compiled, point: AotPoint, config: VAEConfig) -> dict:
+def analyse(compiled, point: AotPoint, config: VAEConfig, device) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     memory = compiled.memory_analysis()
@@ -162,7 +163,7 @@ def analyse(compiled, point: AotPoint, config: VAEConfig) -> dict:
     hbm = {name: int(getattr(memory, f"{name}_size_in_bytes"))
            for name in ("argument", "output", "alias", "temp", "generated_code")}
     minimum = step_bytes(config, point.kind, point.batch_size, point.dtype)
-    return {"chip": chip.name, "device_kind": None, "xla_flops": flops, "xla_bytes": nbytes,
+    return {"chip": chip.name, "device_kind": device.device_kind, "xla_flops": flops, "xla_bytes": nbytes,
             "cost_source": "XLA cost analysis" if cost else "analytic FLOPs; the compiled HLO's bytes summed",
             "xla_transcendentals": float(cost.get("transcendentals", 0.0)),
             "analytic_flops": step_flops(config, point.kind, point.batch_size), "analytic_bytes": minimum,
@@ -255,9 +256,7 @@ def run(topologies: list[str], grid: str, gpu_target_config: str | None = None, 
         else:
             points = other_chip_grid(topology, [default, best_form(rows)])
         for point in points:
-            row = compile_point(point, config, device)
-            row["device_kind"] = device.device_kind
-            rows.append(row)
+            rows.append(row := compile_point(point, config, device))
             progress(f"{topology} {point.kind} {point.form} b={point.batch_size} {point.dtype} {point.precision}: "
                      f"compiled in {row['compile_s']:.0f} s, est. {1e3 * row['step_s']:.3f} ms ({row['bound']})")
     return {"config": config.to_dict(), "platform": platform, "default_form": "/".join(default), "rows": rows,

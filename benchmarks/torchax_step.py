@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     with jax.default_matmul_precision(point.precision):
         compiled = step.lower(jax.tree.map(abstract, weights), jax.tree.map(abstract, optimizer.init(weights)),
                               x, eps).compile()
-    row = aot.analyse(compiled, point, config)
+    row = aot.analyse(compiled, point, config, device)
     report(f"{row['chip']} ({device.device_kind}), torch twin via torchax, training, batch {args.batch_size}, "
           f"float32, precision default: XLA {row['xla_flops'] / 1e9:.1f} GFLOP, {row['xla_bytes'] / 1e9:.3f} GB "
           f"({row['bytes_vs_minimum']:.2f}x the analytic minimum), HBM {row['hbm_total'] / 2**20:.0f} MiB; "
