@@ -11,7 +11,7 @@ import numpy as np
 from vae_core import seeds
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
-from vae_core.layout import FORMS
+from vae_core.layout import NATIVE_FORMS
 
 # A mode is how a backend runs the step, with variants: "-subpixel" (the decoder's sub-pixel transposed
 # convs), "-native" (every layer kind in its native form: vae_core.layout.FORMS), where the backend's
@@ -37,7 +37,7 @@ def split_mode(mode: str) -> tuple[str, dict]:
             elif variant == "-subpixel":
                 options["forms"] = {"transposed_conv": "subpixel"}
             else:
-                options["forms"] = dict.fromkeys(FORMS, "native")
+                options["forms"] = dict(NATIVE_FORMS)
     return mode, options
 KINDS = ("train", "infer")
 N_BATCHES = 4  # distinct synthetic batches, cycled, already on the device

@@ -61,6 +61,7 @@ class WeightsError(ValueError):
 TRANSPOSED_CONVS = ("native", "subpixel")
 STRIDED_CONVS = ("native", "space_to_depth")
 FORMS = {"strided_conv": STRIDED_CONVS, "transposed_conv": TRANSPOSED_CONVS}
+NATIVE_FORMS = dict.fromkeys(FORMS, "native")  # read-only: take dict(NATIVE_FORMS) to change one
 SUBPIXEL_TAPS = np.array([[3, 1], [2, 0]])  # kernel row (or column) of phase a, window row r: 3 - a - 2r
 
 

@@ -10,7 +10,7 @@ from flax import nnx
 
 from vae_core import checks, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
-from vae_core.layout import FORMS, SUBPIXEL_TAPS
+from vae_core.layout import NATIVE_FORMS, SUBPIXEL_TAPS
 from vae_core.outputs import VAEOutput
 
 # How this twin computes each layer kind of vae_core.layout.FORMS on each JAX platform unless told: the
@@ -24,7 +24,6 @@ DEFAULT_FORMS = {
     "gpu": {"strided_conv": "native", "transposed_conv": "subpixel"},
     "tpu": {"strided_conv": "native", "transposed_conv": "native"},
 }
-NATIVE_FORMS = dict.fromkeys(FORMS, "native")
 
 
 def default_forms(device: str | None = None) -> dict[str, str]:

@@ -12,14 +12,13 @@ from torch import nn
 
 from vae_core import checks, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
-from vae_core.layout import FORMS, SUBPIXEL_TAPS
+from vae_core.layout import NATIVE_FORMS, SUBPIXEL_TAPS
 from vae_core.outputs import VAEOutput
 
 # How this twin computes each layer kind of vae_core.layout.FORMS on each device unless told: the forms
 # each device's figures chose (docs/devices/). cuDNN's and oneDNN's own convolutions measured fastest on
 # both (the sub-pixel decoder: docs/benchmarks.md); the space-to-depth encoder is JAX's CPU choice,
 # mirrored here so both twins offer every form. A device not listed gets the native forms.
-NATIVE_FORMS = dict.fromkeys(FORMS, "native")
 DEFAULT_FORMS = {"cpu": dict(NATIVE_FORMS), "cuda": dict(NATIVE_FORMS)}
 
 

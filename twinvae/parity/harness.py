@@ -28,7 +28,7 @@ from twinvae.compare import relative_error
 from vae_core import seeds
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
-from vae_core.layout import FORMS, init_weights
+from vae_core.layout import FORMS, NATIVE_FORMS, init_weights
 
 # float64: layout bugs give O(1) errors, rounding ~1e-16..1e-11 (Adam amplifies gradients near its eps).
 # float32: derived from the errors observed on CPU (README table), with margin. Forward, losses and
@@ -179,9 +179,6 @@ def set_tf32(enabled: bool) -> None:
 
 # --- the twins behind one interface: numpy in, canonical numpy out --------------------------------------
 
-NATIVE = dict.fromkeys(FORMS, "native")
-
-
 def twin_name(backend: str, forms: dict) -> str:
     """"jax" for the native forms; else the forms that differ, e.g. "jax/space_to_depth+subpixel"."""
     different = [form for form in forms.values() if form != "native"]
@@ -191,7 +188,7 @@ def twin_name(backend: str, forms: dict) -> str:
 class TorchTwin:
     module = vae_torch
 
-    def __init__(self, config, weights, dtype: str, device: str = "cpu", forms: dict = NATIVE):
+    def __init__(self, config, weights, dtype: str, device: str = "cpu", forms: dict = NATIVE_FORMS):
         self.name = twin_name("torch", forms)
         self.dtype, self.device = getattr(torch, PARAM_DTYPE[dtype]), device
         model = vae_torch.VAE(config, dtype=self.dtype, **forms, compute_dtype=COMPUTE_DTYPE[dtype])
@@ -238,7 +235,7 @@ class TorchTwin:
 class JaxTwin:
     module = vae_jax
 
-    def __init__(self, config, weights, dtype: str, device: str = "cpu", forms: dict = NATIVE):
+    def __init__(self, config, weights, dtype: str, device: str = "cpu", forms: dict = NATIVE_FORMS):
         self.name = twin_name("jax", forms)
         self.dtype, self.device = jnp.dtype(PARAM_DTYPE[dtype]), jax.devices(device)[0]
         with jax.default_device(self.device):
@@ -323,10 +320,10 @@ def twin_forms(module, config, device: str, forms: str) -> list[dict]:
     if forms not in FORM_SETS:
         raise ValueError(f"forms must be one of {FORM_SETS}, got {forms!r}")
     if config.arch != "conv":
-        return [NATIVE]
+        return [NATIVE_FORMS]
     if forms == "default":
         return [module.default_forms(device)]
-    candidates = [NATIVE, {kind: choices[-1] for kind, choices in FORMS.items()}]
+    candidates = [NATIVE_FORMS, {kind: choices[-1] for kind, choices in FORMS.items()}]
     if forms == "all":
         candidates += module.model.DEFAULT_FORMS.values()
     return [dict(f) for f in dict.fromkeys(tuple(f.items()) for f in candidates)]
@@ -351,7 +348,7 @@ def _compare(case, dtype, device, weights_fn, steps, forms) -> list[Row]:
     reference = TorchTwin(config, weights, "float64", device)
     twins = [twin(config, weights, dtype, device, twin_form) for twin in (TorchTwin, JaxTwin)
              for twin_form in twin_forms(twin.module, config, device, forms)
-             if not (twin is TorchTwin and twin_form == NATIVE and dtype == "float64")]
+             if not (twin is TorchTwin and twin_form == NATIVE_FORMS and dtype == "float64")]
     # Inputs rounded to the run's dtype first, so the reference sees exactly the same numbers.
     batches, eps = case_data(dataclasses.replace(case, steps=steps))  # eps for every step compared
     batches = [b.astype(PARAM_DTYPE[dtype]) for b in batches]
