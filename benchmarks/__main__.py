@@ -118,9 +118,18 @@ def main(argv=None) -> int:
         if (args.device, bool(args.gpu_target_config)) not in (("tpu", False), ("cuda", True)):
             raise SystemExit("python -m benchmarks: error: --aot compiles for TPU topologies (--device tpu) or "
                              "for a GPU (--device cuda with --gpu-target-config FILE)")
+        if args.gpu_target_config and not os.path.isfile(args.gpu_target_config):
+            raise SystemExit(f"python -m benchmarks: error: --gpu-target-config {args.gpu_target_config}: no such "
+                             "file (an XLA GpuTargetConfigProto in text format, docs/devices/gpu.md)")
         if args.device == "tpu":
             os.environ.setdefault("JAX_PLATFORMS", "cpu")  # no TPU here: libtpu gives compile-only devices
-        from benchmarks import aot
+        from benchmarks import aot, chips
+
+        try:
+            for target in args.aot:  # an unknown chip is refused before any compile
+                chips.chip_for(target)
+        except ValueError as err:
+            raise SystemExit(f"python -m benchmarks: error: --aot: {err}") from None
 
         out = args.out if args.out != "runs/bench" else f"runs/{args.device}-aot"
         return aot.main(args.aot, args.aot_grid, out, argv, args.gpu_target_config)

@@ -60,6 +60,15 @@ def test_estimates_divide_by_the_passes_a_float32_matmul_takes():
         chips.tpu_chip("v9:2x2")
 
 
+def test_an_unknown_chip_or_a_missing_target_config_is_a_clear_error(tmp_path):
+    for args, message in [(["--device", "tpu", "--aot", "v9:2x2"], "--aot: no published figures for TPU 'v9'"),
+                          (["--device", "cuda", "--aot", "H100", "--gpu-target-config", str(tmp_path / "none")],
+                           "no such file")]:
+        run = subprocess.run([sys.executable, "-m", "benchmarks", *args], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="libtpu not installed (the tpu-aot extra)")
 def test_a_small_model_compiles_for_a_tpu_chip(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
