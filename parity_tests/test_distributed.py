@@ -17,7 +17,8 @@ import pytest
 
 from twinvae.launcher import free_port
 from twinvae.parity.harness import worst
-from twinvae.trainer import TrainOptions, read_train_state
+from twinvae.run_folder import read_train_state
+from twinvae.trainer import TrainOptions
 from vae_core.checkpoint import read_checkpoint
 from vae_core.layout import init_weights
 from vae_core.parallel import check_divisible_batch, worker_slice

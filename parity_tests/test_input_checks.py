@@ -122,6 +122,21 @@ def test_bad_batch_leaves_training_state_untouched(twin, compiled):
     assert np.isfinite(float(losses.total)) and int(state.step) == 1
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("name, value", [("beta", float("nan")), ("beta", float("inf")), ("beta", -1.0),
+                                         ("learning_rate", float("nan")), ("learning_rate", -1e-3)])
+def test_a_bad_beta_or_learning_rate_is_refused_before_the_step(twin, compiled, name, value):
+    x, eps = _good()
+    state = twin.pkg.create_train_state(twin.model)
+    step = twin.pkg.compile_train_step(state) if compiled else twin.pkg.train_step
+    before = twin.pkg.export_weights(state.model)
+    words = "beta" if name == "beta" else "learning rate"
+    with pytest.raises(ValueError, match=f"{words} must be a finite number >= 0, got {value}"):
+        step(state, twin.images(x), twin.array(eps), **{name: value})
+    after = twin.pkg.export_weights(state.model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # the parameters are as they were
+
+
 def test_weights_that_do_not_match_the_config(twin):
     weights = core.init_weights(CONFIG, seed=0)
     weights["fc_mu.weight"] = weights["fc_mu.weight"][:, :-1]

@@ -135,7 +135,7 @@ def test_refuses_a_folder_that_holds_a_run_and_a_config_of_other_images(tmp_path
     with pytest.raises(ValueError, match="already holds a run"):
         train(CONFIG, TrainOptions(backend="torch", out=out), progress=False)
     assert Path(out, "model.safetensors").read_bytes() == before
-    with pytest.raises(ValueError, match=r"image_shape \(1, 28, 28\) does not match the digits images"):
+    with pytest.raises(ValueError, match=r"digits train images are \(1, 8, 8\) \(C, H, W\), the model takes"):
         train(VAEConfig(), TrainOptions(out=str(tmp_path / "y")), progress=False)
 
 
@@ -203,10 +203,10 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer.seeds, "eps_for_step", ctrl_c_at_step_7)
     part = dataclasses.replace(full, out=str(tmp_path / "part"))
-    with pytest.raises(TrainingInterrupted, match="interrupted at step 8; the state is saved"):
+    with pytest.raises(TrainingInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at step 8; the state is saved"):
         train(CONFIG, part, progress=False, log=lambda *a: None)
     monkeypatch.setattr(trainer.seeds, "eps_for_step", real)
-    _, position = trainer.read_train_state(Path(part.out, trainer.TRAIN_STATE))
+    position = trainer.run_folder.read_train_state(Path(part.out, trainer.run_folder.TRAIN_STATE)).position
     assert (position.epoch, position.batch, position.step) == (1, 3, 8)
     resume(part.out, progress=False, log=lambda *a: None)
     assert _without_time(_log(part.out)) == _without_time(_log(full.out))
@@ -215,7 +215,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path, monkeypatch):
 def test_checkpoint_every_saves_mid_epoch(tmp_path):
     options = TrainOptions(backend="torch", epochs=1, batch_size=256, checkpoint_every=2, out=str(tmp_path / "r"))
     train(CONFIG, options, progress=False, log=lambda *a: None)
-    _, position = trainer.read_train_state(Path(options.out, trainer.TRAIN_STATE))
+    position = trainer.run_folder.read_train_state(Path(options.out, trainer.run_folder.TRAIN_STATE)).position
     assert (position.epoch, position.batch, position.step) == (1, 0, 5)  # the end-of-epoch save is the last
 
 
@@ -227,8 +227,9 @@ def test_resume_errors(tmp_path):
         resume(out, progress=False)
     with pytest.raises(ValueError, match="epochs must be at least 1, got 0"):
         resume(out, epochs=0, progress=False)
-    Path(out, trainer.TRAIN_STATE).write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="unreadable training state"):
+    Path(out, trainer.run_folder.TRAIN_STATE).write_bytes(b"garbage")
+    Path(out, trainer.run_folder.PREVIOUS_STATE).write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="no readable checkpoint to resume from: training state .* too short"):
         resume(out, epochs=3, progress=False)
 
 

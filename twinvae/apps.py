@@ -11,8 +11,10 @@ import numpy as np
 from twinvae.data import DataError, Dataset
 from twinvae.images import lerp, save_png, slerp
 from twinvae.twin import Model, Twin, dtype_name
-from vae_core import seeds
+from vae_core import checks, seeds
 from vae_core.checkpoint import atomic_write_bytes
+
+INTERPOLATION_PAIRS = 6  # rows of the interpolation pictures (a run's end writes fewer if its test set is small)
 
 
 def _probabilities(twin: Twin, model: Model, z: np.ndarray) -> np.ndarray:
@@ -32,11 +34,14 @@ def encode_all(twin: Twin, model: Model, images: np.ndarray, batch: int = 500) -
 
 def write_samples(twin: Twin, model: Model, out, n: int = 64, seed: int = 0) -> Path:
     """n images from the prior (z from the 'sample' stream: the same in both backends)."""
+    checks.check_count("--n", n)
     return save_png(Path(out) / "samples.png", twin.to_numpy(model.sample(n, seed)))
 
 
 def write_reconstructions(twin: Twin, model: Model, data: Dataset, out, n: int = 32) -> Path:
-    """Test images (odd rows) above their reconstructions from the posterior mean (even rows)."""
+    """Test images (odd rows) above their reconstructions from the posterior mean (even rows); n at most
+    (the test set may hold fewer)."""
+    n = min(checks.check_count("the number of images", n), len(data.test_x))
     x = data.test_x[:n].astype(dtype_name(model))
     recon = twin.to_numpy(model.reconstruct(twin.as_input(x, model)))
     ncol = min(8, n)
@@ -46,10 +51,16 @@ def write_reconstructions(twin: Twin, model: Model, data: Dataset, out, n: int =
     return save_png(Path(out) / "reconstructions.png", np.concatenate(rows), ncol=ncol)
 
 
-def write_interpolations(twin: Twin, model: Model, data: Dataset, out, pairs: int = 6, steps: int = 10,
-                         seed: int = 0) -> list[Path]:
-    """Between pairs of test images: each row is image a, `steps` decoded points from mu(a) to mu(b),
-    image b; one grid linear, one spherical."""
+def write_interpolations(twin: Twin, model: Model, data: Dataset, out, pairs: int = INTERPOLATION_PAIRS,
+                         steps: int = 10, seed: int = 0) -> list[Path]:
+    """Between pairs of distinct test images: each row is image a, `steps` decoded points from mu(a) to
+    mu(b), image b; one grid linear, one spherical."""
+    checks.check_count("--pairs", pairs)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"--steps must be at least 2 (the two ends of each path), got {steps!r}")
+    if 2 * pairs > len(data.test_x):
+        raise DataError(f"{pairs} pairs need {2 * pairs} distinct test images; {data.name} has "
+                        f"{len(data.test_x)}: ask for --pairs {len(data.test_x) // 2} or fewer")
     picks = seeds.rng(seed, "sample", step=1).choice(len(data.test_x), 2 * pairs, replace=False)
     images = data.test_x[picks]
     mu, _ = encode_all(twin, model, images)
@@ -80,6 +91,7 @@ def write_arithmetic(twin: Twin, model: Model, data: Dataset, out, a: str, b: st
     """z + (mean_b - mean_c) for n test images of class a, with the class means over the test set.
     Rows: the images, their reconstructions, the shifted decodings; last row: decode(mean_a + mean_b -
     mean_c) beside the three class means decoded."""
+    checks.check_count("--n", n)
     ia, ib, ic = (class_index(data, name) for name in (a, b, c))
     mu, _ = encode_all(twin, model, data.test_x)
     means = {i: mu[data.test_y == i].mean(0) for i in (ia, ib, ic)}

@@ -67,16 +67,20 @@ def _train_parser(commands) -> None:
     p = commands.add_parser("train", help="train a VAE with either backend; writes a run folder")
     p.set_defaults(run=_train)
     p.add_argument("--backend", choices=BACKENDS, help="default jax (or, with --resume, the run's)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last saved state")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the run in DIR from its last saved state; only --epochs, --backend, --devices "
+                        "and --nproc may change (any other option given must match the run's)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train into an --out that holds a run: delete that run's files first")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
                    help="also save model and training state every this many steps (default 0: at epoch ends)")
-    p.add_argument("--dataset", choices=DATASETS, default=TrainOptions.dataset, help="default %(default)s")
+    p.add_argument("--dataset", choices=DATASETS, help=f"default {TrainOptions.dataset}")
     p.add_argument("--data-dir", help="where the dataset's files are (or go), or the image folder")
     p.add_argument("--image-size", type=int, help="folder dataset: resize images to this square size")
     p.add_argument("--channels", type=int, choices=[1, 3], help="folder dataset: grey (1, default) or RGB (3)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--config", help="a VAEConfig JSON file (image_shape is the dataset's)")
-    group.add_argument("--preset", choices=list(PRESETS), default="seed",
+    group.add_argument("--preset", choices=list(PRESETS),
                        help="seed (the seed's conv VAE, default), mlp (pytorch/examples), resnet (stronger)")
     p.add_argument("--arch", choices=["conv", "mlp"])
     p.add_argument("--latent-dim", type=int)
@@ -130,53 +134,111 @@ def _train(args) -> int:
     try:
         if args.resume:
             out = args.resume
+            _refuse_changes_on_resume(args)
             record = resume(args.resume, args.backend, args.epochs, progress=not args.no_progress,
                             devices=args.devices, nproc=args.nproc)
         else:
             config, options = _train_config(args), _train_options(args)
             out = options.out
-            record = train(config, options, progress=not args.no_progress)
-    except TrainingInterrupted as err:  # Ctrl-C: the state was saved; say how to go on
+            record = train(config, options, progress=not args.no_progress, overwrite=args.overwrite)
+    except TrainingInterrupted as err:  # Ctrl-C or SIGTERM: the state was saved; say how to go on
         print(f"twinvae train: {err}", file=sys.stderr)
-        return 130
+        return err.exit_code
     if record is not None:  # None: a worker of a multi-process run other than rank 0, which reports
         print(f"test negative ELBO {record['test']['total']:.3f} nats/image after {record['epoch']} epochs; "
               f"run folder {out}")
     return 0
 
 
+def _given_options(args) -> dict:
+    """The TrainOptions fields the command line gave (flags left out are None)."""
+    return {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainOptions)
+            if getattr(args, field.name, None) is not None}
+
+
 def _train_options(args):
     """TrainOptions from the flags given, over the preset's tuned options, over TrainOptions' defaults."""
     backend = args.backend or TrainOptions.backend
-    tuned = {} if args.config else PRESETS[args.preset].training
-    given = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainOptions)
-             if getattr(args, field.name, None) is not None}
-    out = args.out or time.strftime(f"runs/{args.dataset}-{backend}-%Y%m%d-%H%M%S")
-    return TrainOptions(**{**tuned, **given, "backend": backend, "out": out})
+    tuned = {} if args.config else PRESETS[args.preset or "seed"].training
+    dataset = args.dataset or TrainOptions.dataset
+    out = args.out or time.strftime(f"runs/{dataset}-{backend}-%Y%m%d-%H%M%S")
+    return TrainOptions(**{**tuned, **_given_options(args), "backend": backend, "out": out})
 
 
-def _train_config(args):
-    """The model: a preset or a config file at the dataset's image shape, with the flags' overrides."""
-    from vae_core.config import VAEConfig
+CONFIG_FLAGS = {"arch": "arch", "latent_dim": "latent-dim", "likelihood": "likelihood", "beta": "beta"}
 
-    if args.dataset == "folder":
+
+def _train_config(args, base=None):
+    """The model: a preset or a config file at the dataset's image shape (or `base`, a resumed run's,
+    where neither is given), with the flags' overrides."""
+    dataset = args.dataset or TrainOptions.dataset
+    if dataset == "folder":
         if not args.image_size:
             raise ValueError("the folder dataset needs --image-size")
         shape = (args.channels or TrainOptions.channels, args.image_size, args.image_size)
     else:
-        shape = DATASET_SHAPES[args.dataset]
+        for flag, value in (("--image-size", args.image_size), ("--channels", args.channels)):
+            if value is not None:
+                raise ValueError(f"{flag} applies to the folder dataset only; {dataset} images are "
+                                 f"{DATASET_SHAPES[dataset]} (C, H, W)")
+        shape = DATASET_SHAPES[dataset]
     if args.config:
-        with open(args.config) as f:
-            data = json.loads(f.read())
-        if isinstance(data, dict) and tuple(data.get("image_shape", shape)) != shape:
-            raise ValueError(f"{args.config}: image_shape {data['image_shape']} does not match the "
-                             f"{args.dataset} images {shape}")
-        config = VAEConfig.from_dict({**data, "image_shape": shape} if isinstance(data, dict) else data)
+        config = _read_config_file(args.config, shape, dataset)
+    elif args.preset or base is None:
+        config = PRESETS[args.preset or "seed"].config(shape)
     else:
-        config = PRESETS[args.preset].config(shape)
-    overrides = {k: v for k, v in (("arch", args.arch), ("latent_dim", args.latent_dim),
-                                   ("likelihood", args.likelihood), ("beta", args.beta)) if v is not None}
+        config = base
+    overrides = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None}
     return dataclasses.replace(config, **overrides)
+
+
+def _read_config_file(path: str, shape: tuple, dataset: str):
+    from vae_core.config import VAEConfig
+
+    try:
+        with open(path) as f:
+            data = json.loads(f.read())
+    except OSError as err:
+        raise ValueError(f"cannot read --config {path}: {err.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"--config {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path} must hold a JSON object of VAEConfig fields, not a "
+                         f"{type(data).__name__}")
+    if tuple(data.get("image_shape", shape)) != shape:
+        raise ValueError(f"--config {path}: image_shape {data['image_shape']} does not match the {dataset} "
+                         f"images {shape}")
+    try:
+        return VAEConfig.from_dict({**data, "image_shape": shape})
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--config {path}: {err}") from None
+
+
+def _refuse_changes_on_resume(args) -> None:
+    """With --resume, every option other than those a resume may change must match the run's: naming
+    both values, instead of silently keeping the stored ones."""
+    from pathlib import Path
+
+    from twinvae.trainer import RESUMABLE, read_run_record
+
+    if args.overwrite:
+        raise ValueError("--overwrite starts a run again and --resume continues one: give one of them")
+    if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ValueError(f"--out {args.out} with --resume {args.resume}: a resumed run stays in its folder")
+    config, stored = read_run_record(Path(args.resume))
+    differences = [f"--{name.replace('_', '-')} {value!r} (the run has {getattr(stored, name)!r})"
+                   for name, value in _given_options(args).items()
+                   if name not in (*RESUMABLE, "out") and value != getattr(stored, name)]
+    if args.config or args.preset or any(getattr(args, k) is not None for k in CONFIG_FLAGS):
+        as_stored = {"dataset": stored.dataset, "image_size": args.image_size or stored.image_size,
+                     "channels": args.channels or stored.channels if stored.dataset == "folder" else args.channels}
+        given = _train_config(argparse.Namespace(**{**vars(args), **as_stored}), base=config)
+        differences += [f"the model's {name} {getattr(given, name)!r} (the run has {getattr(config, name)!r})"
+                        for name in config.to_dict() if getattr(given, name) != getattr(config, name)]
+    if differences:
+        raise ValueError(f"--resume {args.resume} continues the run as it was; only --epochs, --backend, "
+                         f"--devices and --nproc may change. Given otherwise: {'; '.join(differences)}. Drop "
+                         "them, or start a new run with another --out")
 
 
 # --- evaluate, the applications, inspect, demo ----------------------------------------------------------------
@@ -202,6 +264,9 @@ def _evaluate(args) -> int:
     from twinvae.evaluation import format_report, report_markdown
 
     read_checkpoint(args.checkpoint)  # a bad file fails here, before a framework is imported
+    for path in (args.json, args.markdown):
+        if path:
+            _check_writable(path)  # before the evaluation's minutes, not after
     result = evaluate_checkpoint(args.checkpoint, backend=args.backend, dataset=args.dataset,
                                  data_dir=args.data_dir, k=args.k, seed=args.seed, noise=args.noise,
                                  progress=not args.no_progress)
@@ -211,6 +276,24 @@ def _evaluate(args) -> int:
     if args.markdown:
         atomic_write_bytes(args.markdown, report_markdown(result, "twinvae " + " ".join(args.argv)).encode())
     return 0
+
+
+def _check_writable(path: str) -> None:
+    """That `path` can be written (a file in an existing, writable folder), without writing it."""
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder")
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {path}: folder {folder} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # the atomic write's temp file goes there too
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write {path}: {err.strerror} in {folder}") from None
 
 
 def _dataset_options(p) -> None:
@@ -305,7 +388,8 @@ def _test_data(args, model, metadata):
     name = args.dataset or metadata.get("dataset")
     if not name:
         raise ValueError(f"checkpoint {args.checkpoint} names no dataset in its metadata; pass --dataset")
-    data = load_dataset(name, args.data_dir)
+    shape = model.config.image_shape  # a folder of images is read at the model's size
+    data = load_dataset(name, args.data_dir, image_size=shape[1], channels=shape[0])
     if data.image_shape != model.config.image_shape:
         raise ValueError(f"the checkpoint takes images {model.config.image_shape}, {name} has {data.image_shape}")
     return data

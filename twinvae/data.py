@@ -318,6 +318,10 @@ def read_images(paths, image_shape: tuple[int, int, int]) -> np.ndarray:
             with Image.open(path) as image:
                 image = image.convert("L" if c == 1 else "RGB").resize((w, h))
                 images.append(np.asarray(image, np.uint8).reshape(h, w, c))
+        except Image.DecompressionBombError:
+            raise DataError(f"{path} is larger than images are read here (more than "
+                            f"{2 * Image.MAX_IMAGE_PIXELS} pixels, PIL's guard against decompression bombs): "
+                            "shrink it first") from None
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"cannot read {path} as an image ({err})") from None
     return _to_float(np.stack(images).transpose(0, 3, 1, 2))

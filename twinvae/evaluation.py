@@ -70,13 +70,14 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
     name = dataset or metadata.get("dataset")
     if not name:
         raise ValueError(f"checkpoint {path} names no dataset in its metadata; pass --dataset")
-    data = load_dataset(name, data_dir)
+    data = load_dataset(name, data_dir, image_size=config.image_shape[1], channels=config.image_shape[0])
     if data.image_shape != config.image_shape:
         raise ValueError(f"checkpoint {path} takes images {config.image_shape}, the {name} images are "
                          f"{data.image_shape}")
     dtype = dtype_name(model)
     images = data.test_x
     elbo = negative_elbo(twin, model, images, seed, dtype)
+    _check_finite(path, name, "negative ELBO", elbo["total"])
     mu, logvar = encode_all(twin, model, images)
     kl_per_dim = (0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)).mean(0)
     active = int(np.sum(mu.var(0) > ACTIVE_UNIT_THRESHOLD))
@@ -84,6 +85,7 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
     bar.stage(f"IWAE, K={k}")
     nll = iwae_nll(twin, model, images, k, seed, dtype, bar).mean()
     bar.close()
+    _check_finite(path, name, "IWAE -log p(x)", float(nll))
     dims = config.num_pixels
     noise = training_noise(metadata) if noise is None else noise
     denoising = denoising_figures(twin, model, images, noise, seed) if noise > 0 else None
@@ -93,6 +95,12 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
             "kl": elbo["kl"], "iwae_nll": float(nll), "bits_per_dim_elbo": elbo["total"] / (dims * math.log(2)),
             "bits_per_dim_iwae": float(nll) / (dims * math.log(2)), "active_units": active,
             "latent_dim": config.latent_dim, "kl_per_dim": kl_per_dim.tolist(), "likelihood": config.likelihood}
+
+
+def _check_finite(path, dataset: str, quantity: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"checkpoint {path}: its {quantity} on the {dataset} test set is {value}, not a figure "
+                         "to report: the weights overflow on these images (a damaged or diverged model)")
 
 
 def format_report(r: dict) -> str:

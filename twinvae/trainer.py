@@ -3,7 +3,9 @@ uses only the Twin interface, so both backends run the very same loop: the same 
 vae_core.seeds), the same KL warm-up, the same evaluation, the same files.
 
 The loop in named parts: `_build_step` (eager, compiled or data-parallel), `_train_epoch` (the batches of
-one epoch), `_end_epoch` (evaluate, log, save); `_fit` runs them for every epoch left."""
+one epoch), `_end_epoch` (evaluate, log, save); `_fit` runs them for every epoch left. What keeps the run
+folder whole under crashes, kills and a second writer is twinvae.run_folder's; stopping on Ctrl-C or
+SIGTERM is twinvae.stopping's."""
 
 from __future__ import annotations
 
@@ -14,30 +16,40 @@ import json
 import math
 import os
 import platform
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from twinvae import __version__, launcher
-from twinvae.apps import write_interpolations, write_loss_curve, write_reconstructions, write_samples
+from twinvae import __version__, launcher, run_folder
+from twinvae.apps import (
+    INTERPOLATION_PAIRS,
+    write_interpolations,
+    write_loss_curve,
+    write_reconstructions,
+    write_samples,
+)
 from twinvae.data import Dataset, load_dataset
 from twinvae.denoising import add_noise, denoising_figures, write_denoising
 from twinvae.environment import cpu_name, git_commit, versions
 from twinvae.evaluation import negative_elbo
 from twinvae.progress import Progress
+from twinvae.run_folder import CHECKPOINT, LOG, RECORD, RESULTS, Position, RunLock, Unit
+from twinvae.stopping import StopRequests, signal_name
 from twinvae.twin import BACKENDS, DEFAULT_BACKEND, Twin, load_twin
 from vae_core import checks, parallel, seeds
-from vae_core.checkpoint import CheckpointError, atomic_write_bytes, atomic_write_json, read_safetensors_header
+from vae_core.checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_safetensors_header,
+    remove_temp_files,
+    write_checkpoint,
+)
 from vae_core.config import VAEConfig
 
 LR_SCHEDULES = ("constant", "cosine")
-CHECKPOINT = "model.safetensors"
-TRAIN_STATE = "train_state.safetensors"
-TRAIN_STATE_FORMAT = "twinvae-train-state"
+RESUMABLE = ("epochs", "backend", "devices", "nproc")  # the options a resume may change
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,7 +57,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """Ctrl-C: the state was saved first; the message says how to continue."""
+    """Ctrl-C or SIGTERM: the state was saved first; the message says how to continue. `exit_code` is the
+    signal's, as a shell reports it (130, 143)."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +108,10 @@ class TrainOptions:
         checks.check_noise(self.denoise)
         if self.dtype not in checks.PRECISIONS:
             raise ValueError(f"dtype must be one of {tuple(checks.PRECISIONS)}, got {self.dtype!r}")
-        if self.devices < 0 or self.nproc < 1:
-            raise ValueError(f"devices must be >= 0 (0: all) and nproc >= 1, got {self.devices}, {self.nproc}")
+        if self.devices < 0:
+            raise ValueError(f"devices must be a number >= 1, or 0 for all; got {self.devices}")
+        if self.nproc < 1:
+            raise ValueError(f"nproc must be at least 1 (processes), got {self.nproc}")
         if self.devices != 1 and self.backend != "jax":
             raise ValueError("devices is JAX's data parallelism (one process, a mesh of devices); torch's is "
                              "nproc (one process per device), or torchrun")
@@ -132,35 +151,40 @@ def learning_rate_at(step: int, options: TrainOptions, total_steps: int) -> floa
     return options.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=None) -> dict | None:
+def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=None,
+          overwrite: bool = False) -> dict | None:
     """Train, evaluate each epoch, write the run folder (log, checkpoint, training state, run record, loss
     curve, reconstructions, prior samples, interpolations); returns the last epoch's record. Data-parallel
     with options.devices (JAX) or options.nproc / torchrun (torch): only rank 0 evaluates and writes.
-    `log` takes each epoch's line (default: stdout, above the progress bar)."""
+    `log` takes each epoch's line (default: stdout, above the progress bar). A folder that holds a run is
+    refused unless `overwrite`, which deletes that run's files first."""
     out = Path(options.out)
+    if not overwrite:
+        _refuse_existing_run(out)  # before any work; checked again under the lock
     if _launches(options):
-        _refuse_existing_run(out)
-        launcher.launch_workers(_worker, (options.backend, train, (config, options, progress)), options.nproc)
-        return _last_record(out)
+        with _writer_lock(out, rank=0):
+            _start_folder(out, overwrite)
+            return _launch(options, train, (config, options, progress))
     twin = load_twin(options.backend)
     rank, world = _join_workers(twin, options)
-    if rank == 0:
-        _refuse_existing_run(out)
     dataset, n_batches = _data(config, options)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "run.json", run_record(config, options))
-    model = twin.init_model(config, options.seed, options.param_dtype, compute_dtype=options.compute_dtype)
-    state = twin.create_train_state(model, learning_rate=options.lr, free_bits=options.free_bits)
-    run = Run(twin, config, options, dataset, n_batches, rank, world)
-    return _fit(run, state, Position(), progress, log)
+    with _writer_lock(out, rank):
+        if rank == 0:
+            _start_folder(out, overwrite)
+            atomic_write_json(out / RECORD, run_record(config, options))
+        model = twin.init_model(config, options.seed, options.param_dtype, compute_dtype=options.compute_dtype)
+        state = twin.create_train_state(model, learning_rate=options.lr, free_bits=options.free_bits)
+        run = Run(twin, config, options, dataset, n_batches, rank, world)
+        return _fit(run, state, Position(), progress, log)
 
 
 def resume(run_dir, backend: str | None = None, epochs: int | None = None, progress: bool = True,
            log=None, devices: int | None = None, nproc: int | None = None) -> dict | None:
-    """Continue a run from its last saved state, in the same backend (bitwise the same as an uninterrupted
-    run) or the other one (the same optimizer state; equal within float32 rounding); on as many devices
-    or processes as it had, or as given (the same function, to rounding)."""
+    """Continue a run from its last complete checkpoint unit, in the same backend (bitwise the same as an
+    uninterrupted run) or the other one (the same optimizer state; equal within float32 rounding); on as
+    many devices or processes as it had, or as given (the same function, to rounding). A run that saved
+    no unit starts again from its beginning; a finished run whose end-of-run files a crash cut short gets
+    them written."""
     out = Path(run_dir)
     config, stored = read_run_record(out)
     switched = backend is not None and backend != stored.backend  # the other engine: its own parallelism
@@ -168,45 +192,146 @@ def resume(run_dir, backend: str | None = None, epochs: int | None = None, progr
                                   epochs=stored.epochs if epochs is None else epochs,
                                   devices=devices if devices is not None else 1 if switched else stored.devices,
                                   nproc=nproc if nproc is not None else 1 if switched else stored.nproc)
+    say = log or print
     if _launches(options):
-        launcher.launch_workers(_worker, (options.backend, resume, (str(out), options.backend, options.epochs,
-                                                                    progress, None, options.devices,
-                                                                    options.nproc)), options.nproc)
-        return _last_record(out)
-    arrays, position = read_train_state(out / TRAIN_STATE)
+        with _writer_lock(out, rank=0):
+            _check_resumable(out, config, options, say)
+            return _launch(options, resume, (str(out), options.backend, options.epochs, progress, None,
+                                             options.devices, options.nproc))
     twin = load_twin(options.backend)
     rank, world = _join_workers(twin, options)
-    model, saved_config, metadata = twin.load_checkpoint(out / CHECKPOINT, dtype=options.param_dtype,
-                                                         compute_dtype=options.compute_dtype)
-    if saved_config != config or metadata.get("step") != position.step:
-        raise ValueError(f"{out}: the checkpoint (step {metadata.get('step')}) and the training state (step "
-                         f"{position.step}) do not belong together")
-    if position.epoch >= options.epochs:
+    with _writer_lock(out, rank):
+        unit = _check_resumable(out, config, options, say, writer=rank == 0)
+        dataset, n_batches = _data(config, options)
+        run = Run(twin, config, options, dataset, n_batches, rank, world)
+        state, position = _restore(run, unit)
+        if rank == 0:
+            _record_resume(out, options, position)
+            say(f"resuming {out} at epoch {position.epoch + 1}, step {position.step}, with {options.backend}"
+                if unit else f"{out} holds no complete checkpoint: training it from its beginning")
+        return _fit(run, state, position, progress, log)
+
+
+def _check_resumable(out: Path, config: VAEConfig, options: TrainOptions, say,
+                     writer: bool = True) -> Unit | None:
+    """The unit to resume from (None: from the start); refuses a run that is done. The writer (rank 0)
+    tidies the folder first: temp files removed, the log trimmed to the unit."""
+    say = say if writer else lambda *args: None
+    unit = run_folder.read_unit(out, config, say)
+    position = unit.position if unit else Position()
+    if position.epoch > options.epochs:
+        raise ValueError(f"{out} has trained {position.epoch} epochs, more than --epochs {options.epochs}")
+    if position.epoch == options.epochs and _finished_at(out) == position.step:
         raise ValueError(f"{out} already finished {position.epoch} epochs; pass a larger --epochs to go on")
-    dataset, n_batches = _data(config, options)
+    if writer:
+        for leftover in remove_temp_files(out):
+            say(f"removed {leftover}, left by an interrupted write")
+        run_folder.trim_log(out, position.epoch, say)
+    return unit
+
+
+def _restore(run: Run, unit: Unit | None):
+    """(train state, position) of a unit: its weights and Adam's state (a version-1 unit's weights are
+    model.safetensors, which must be at its step); a fresh state at step 0 without one. model.safetensors
+    is rewritten from the unit where a crash left it at another step."""
+    twin, options, config = run.twin, run.options, run.config
+    if unit is None:
+        model = twin.init_model(config, options.seed, options.param_dtype, compute_dtype=options.compute_dtype)
+        return twin.create_train_state(model, learning_rate=options.lr, free_bits=options.free_bits), Position()
+    if unit.weights is None:
+        model, saved_config, metadata = twin.load_checkpoint(run.out / CHECKPOINT, dtype=options.param_dtype,
+                                                             compute_dtype=options.compute_dtype)
+        if saved_config != config or metadata.get("step") != unit.position.step:
+            raise ValueError(f"{run.out}: the checkpoint (step {metadata.get('step')}) and the training state "
+                             f"(step {unit.position.step}) do not belong together")
+    else:
+        model = twin.init_model(config, options.seed, options.param_dtype, compute_dtype=options.compute_dtype)
+        model = twin.import_weights(model, unit.weights)
+        if run.writer and _checkpoint_step(run.out / CHECKPOINT) != unit.position.step:
+            _write_model(run, unit.weights, unit.position)
     state = twin.create_train_state(model, learning_rate=options.lr, free_bits=options.free_bits)
-    state = twin.import_optimizer_state(state, arrays)
-    if rank == 0:
-        (log or print)(f"resuming {out} at epoch {position.epoch + 1}, step {position.step}, with "
-                       f"{options.backend}")
-    return _fit(Run(twin, config, options, dataset, n_batches, rank, world), state, position, progress, log)
+    return twin.import_optimizer_state(state, unit.optimizer), unit.position
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The step in a checkpoint's header, or None where it has none (or no readable header)."""
+    try:
+        info = read_safetensors_header(path, path.read_bytes()).get("__metadata__") or {}
+        return json.loads(info.get("metadata", "{}")).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def read_run_record(out: Path) -> tuple[VAEConfig, TrainOptions]:
     """The config and options a run folder's run.json records."""
     try:
-        record = json.loads((out / "run.json").read_text())
+        record = json.loads((out / RECORD).read_text())
         return VAEConfig.from_dict(record["config"], complete=True), TrainOptions(**record["options"])
     except FileNotFoundError:
-        raise ValueError(f"{out} holds no run to resume (no run.json)") from None
+        kind = ("is not a folder" if not out.is_dir() else "holds no run to resume (no run.json): start one "
+                f"there with twinvae train --out {out}")
+        raise ValueError(f"{out} {kind}") from None
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{out}/run.json is not a twinvae run record: {err}") from None
 
 
+def _record_resume(out: Path, options: TrainOptions, position: Position) -> None:
+    """run.json takes the options in force (the ones a resume may change) and a line for this resume."""
+    record = json.loads((out / RECORD).read_text())
+    changed = {k: getattr(options, k) for k in RESUMABLE if record["options"][k] != getattr(options, k)}
+    record["options"].update({k: getattr(options, k) for k in RESUMABLE})
+    record.setdefault("resumes", []).append({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": sys.argv,
+                                             "step": position.step, "changed": changed})
+    record.pop("finished_step", None)
+    atomic_write_json(out / RECORD, record)
+
+
+def _finished_at(out: Path) -> int | None:
+    try:
+        return json.loads((out / RECORD).read_text()).get("finished_step")
+    except (OSError, ValueError):
+        return None
+
+
 def _refuse_existing_run(out: Path) -> None:
-    if (out / "log.jsonl").exists() or (out / CHECKPOINT).exists():
-        raise ValueError(f"{out} already holds a run (log.jsonl / {CHECKPOINT}); choose another --out, or "
-                         f"continue it with --resume {out}")
+    if run_folder.has_unit(out) or (out / CHECKPOINT).exists() or (out / LOG).exists():
+        raise ValueError(f"{out} already holds a run; choose another --out, continue it with --resume {out}, "
+                         "or start it again with --overwrite (which deletes it)")
+    if (out / RECORD).exists():
+        raise ValueError(f"{out} holds a run that stopped before its first checkpoint: resume it from its "
+                         f"beginning with --resume {out}, or start it again with --overwrite")
+
+
+def _start_folder(out: Path, overwrite: bool) -> None:
+    """Under the lock: the folder emptied of a run (overwrite) or checked to hold none."""
+    if overwrite:
+        run_folder.clear(out)
+    _refuse_existing_run(out)
+    remove_temp_files(out)
+
+
+@contextlib.contextmanager
+def _writer_lock(out: Path, rank: int):
+    """The run folder's lock, held by its one writer (rank 0), unless the launcher that started this
+    process holds it for its workers."""
+    if rank != 0 or os.environ.get(launcher.LOCK_OWNER) == str(os.getppid()):
+        yield
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create the run folder {out}: {err.strerror}") from None
+    with RunLock(out):
+        yield
+
+
+def _launch(options: TrainOptions, function, args) -> dict | None:
+    """Run `function(*args)` in options.nproc torch workers; their interruption becomes this process's."""
+    try:
+        launcher.launch_workers(_worker, (options.backend, function, args), options.nproc)
+    except launcher.WorkersStopped as err:
+        raise _interrupted(Path(options.out), err.exit_code) from None
+    return _last_record(Path(options.out))
 
 
 def _launches(options: TrainOptions) -> bool:
@@ -215,9 +340,12 @@ def _launches(options: TrainOptions) -> bool:
 
 
 def _worker(backend: str, function, args) -> None:
-    """One process of a multi-process run (launcher.launch_workers): run it, then leave the group."""
+    """One process of a multi-process run (launcher.launch_workers): run it, then leave the group; a
+    stop on request exits with the signal's code, which the launcher reads."""
     try:
         function(*args)
+    except TrainingInterrupted as err:
+        sys.exit(err.exit_code)
     finally:
         load_twin(backend).distributed.shutdown()
 
@@ -250,32 +378,29 @@ def _join_workers(twin: Twin, options: TrainOptions) -> tuple[int, int]:
 
 
 def _last_record(out: Path) -> dict | None:
-    lines = [line for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1]) if lines else None
+    records = run_folder.read_log(out)
+    return records[-1] if records else None
 
 
 def _data(config: VAEConfig, options: TrainOptions) -> tuple[Dataset, int]:
+    """The dataset, checked up front against everything the run will ask of it: the model's image
+    shape in both splits, at least one batch, and the test images that evaluation and the end-of-run
+    pictures take."""
     dataset = load_dataset(options.dataset, options.data_dir, image_size=options.image_size,
                            channels=options.channels, seed=0)
-    if dataset.image_shape != config.image_shape:
-        raise ValueError(f"the config's image_shape {config.image_shape} does not match the {options.dataset} "
-                         f"images {dataset.image_shape}")
+    for split in ("train", "test"):
+        shape = tuple(int(n) for n in getattr(dataset, f"{split}_x").shape[1:])
+        if shape != config.image_shape:
+            raise ValueError(f"the {options.dataset} {split} images are {shape} (C, H, W), the model takes "
+                             f"{config.image_shape}")
     n_batches = len(dataset.train_x) // options.batch_size
     if n_batches < 1:
         raise ValueError(f"batch size {options.batch_size} is larger than the {len(dataset.train_x)} training "
                          "images")
+    if len(dataset.test_x) < 2:
+        raise ValueError(f"the {options.dataset} dataset has {len(dataset.test_x)} test image(s): evaluation and "
+                         "the interpolation pictures need at least 2 (give the folder more images)")
     return dataset, n_batches
-
-
-@dataclasses.dataclass
-class Position:
-    """Where a run is: the epoch under way (0-based), the next batch in it, the global step, and the
-    running sums of that epoch's training losses. With the counter-based seed streams this is all the
-    RNG state there is: data order and eps follow from (seed, epoch, step)."""
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-    sums: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,34 +429,32 @@ class Run:
 
 
 def _fit(run: Run, state, position: Position, progress: bool, log) -> dict | None:
-    """Every epoch left from `position`; returns the last epoch's record (None on ranks other than 0)."""
+    """Every epoch left from `position`, then the end-of-run files; returns the last epoch's record (None
+    on ranks other than 0)."""
     options = run.options
     state, step_fn = _build_step(run, state)
     bar = Progress(run.total_steps, enabled=progress and run.writer)
     bar.advance(position.epoch * run.n_batches + position.batch)
     say = log or bar.write
-    record = None
-    log_file = open(run.out / "log.jsonl", "a") if run.writer else None  # noqa: SIM115 (closed below)
-    # Ctrl-C's save-and-stop between steps needs every worker to stop at the same step: single process only
-    # (a multi-process run stops at once; its checkpoints, written atomically, stay whole)
-    with (log_file or contextlib.nullcontext()), (_CtrlC() if run.world == 1 else _NoCtrlC()) as interrupt:
+    with StopRequests() as stop:
         try:
             for epoch in range(position.epoch, options.epochs):
                 start = time.perf_counter()
-                state, position = _train_epoch(run, state, step_fn, epoch, position, bar, interrupt)
+                state, position = _train_epoch(run, state, step_fn, epoch, position, bar, stop)
                 if run.writer:
-                    record = _end_epoch(run, state, position, time.perf_counter() - start, log_file)
-                    say(_epoch_line(record))
+                    say(_epoch_line(_end_epoch(run, state, position, time.perf_counter() - start)))
                 position = Position(epoch + 1, 0, position.step)
         finally:
             bar.close()
     if not run.writer:
         return None
-    records = [json.loads(line) for line in (run.out / "log.jsonl").read_text().splitlines() if line.strip()]
+    records = run_folder.read_log(run.out, say)
     write_run_pictures(run.twin, state.model, run.dataset, run.out, records, options.seed, options.denoise)
     # this process's record: a resumed run's command, backend and epochs, not the first process's
-    atomic_write_bytes(run.out / "results.md", results_markdown(run_record(run.config, options), records).encode())
-    return record
+    atomic_write_bytes(run.out / RESULTS, results_markdown(run_record(run.config, options), records).encode())
+    record = json.loads((run.out / RECORD).read_text())
+    atomic_write_json(run.out / RECORD, {**record, "finished_step": position.step})  # what resume reads
+    return records[-1]
 
 
 def _build_step(run: Run, state):
@@ -352,10 +475,10 @@ def _build_step(run: Run, state):
     return state, dist.compile_train_step(state, "default" if compiled else None, check_inputs=False)
 
 
-def _train_epoch(run: Run, state, step_fn, epoch: int, position: Position, bar: Progress, interrupt):
+def _train_epoch(run: Run, state, step_fn, epoch: int, position: Position, bar: Progress, stop):
     """The batches of one epoch from `position` on; returns the state and the position at its end (the
     epoch's loss sums in it). Stops with TrainingDiverged on a non-finite loss, and saves and stops with
-    TrainingInterrupted at the first Ctrl-C."""
+    TrainingInterrupted on a stop request (every worker of a multi-process run at the same step)."""
     options, twin = run.options, run.twin
     sums, step, model = np.array(position.sums), position.step, state.model  # model: the inputs' dtype, device
     order = seeds.epoch_order(options.seed, epoch, len(run.dataset.train_x))
@@ -372,26 +495,35 @@ def _train_epoch(run: Run, state, step_fn, epoch: int, position: Position, bar: 
                                 learning_rate=learning_rate_at(step, options, run.total_steps))
         values = [float(twin.to_numpy(v)) for v in losses]
         if not all(math.isfinite(v) for v in values):
-            checkpoint = run.out / CHECKPOINT
-            raise TrainingDiverged(
-                f"the loss became {values[0]} at step {step + 1} (epoch {epoch + 1}); stopped. "
-                + (f"The last good checkpoint, {checkpoint}, is intact." if checkpoint.exists()
-                   else "No checkpoint was written yet."))
+            raise TrainingDiverged(f"the loss became {values[0]} at step {step + 1} (epoch {epoch + 1}); "
+                                   f"stopped. {_last_good(run)}")
         sums += values
         step += 1
         bar.advance()
         bar.stage(f"epoch {epoch + 1}/{options.epochs} loss {values[0]:.3f}")
         here = Position(epoch, b + 1, step, sums.tolist())
-        if interrupt.requested:  # Ctrl-C lands between steps, never inside one
-            _save(run, state, here)
-            raise TrainingInterrupted(f"interrupted at step {step}; the state is saved: continue with "
-                                      f"twinvae train --resume {run.out}")
+        if stop.requested if run.world == 1 else twin.distributed.any_process(stop.requested):
+            if run.writer:
+                _save(run, state, here)
+            raise _interrupted(run.out, stop.exit_code, step)
         if run.writer and options.checkpoint_every and step % options.checkpoint_every == 0:
             _save(run, state, here)
     return state, Position(epoch, run.n_batches, step, sums.tolist())
 
 
-def _end_epoch(run: Run, state, position: Position, seconds: float, log_file) -> dict:
+def _interrupted(out: Path, exit_code: int, step: int | None = None) -> TrainingInterrupted:
+    step = _checkpoint_step(out / CHECKPOINT) if step is None else step
+    return TrainingInterrupted(f"stopped by {signal_name(exit_code)} at step {step}; the state is saved: "
+                               f"continue with twinvae train --resume {out}", exit_code)
+
+
+def _last_good(run: Run) -> str:
+    step = _checkpoint_step(run.out / CHECKPOINT) if run.writer else None
+    return (f"The last good checkpoint ({run.out}, step {step}) is intact: --resume {run.out} continues from "
+            "it." if step is not None else "No checkpoint was written yet.")
+
+
+def _end_epoch(run: Run, state, position: Position, seconds: float) -> dict:
     """Rank 0 at an epoch's end: evaluate on the test set, append the epoch's record to log.jsonl, save
     the model and the training state at the start of the next epoch. Returns the record."""
     options, step = run.options, position.step
@@ -404,8 +536,7 @@ def _end_epoch(run: Run, state, position: Position, seconds: float, log_file) ->
     if options.denoise:
         record["denoising"] = denoising_figures(run.twin, state.model, run.dataset.test_x, options.denoise,
                                                 options.seed)
-    log_file.write(json.dumps(record) + "\n")
-    log_file.flush()
+    run_folder.append_log(run.out, record)  # a crash before the save below: resume drops this record
     _save(run, state, Position(position.epoch + 1, 0, step), test["total"])
     return record
 
@@ -419,11 +550,19 @@ def _epoch_line(record: dict) -> str:
 
 
 def _save(run: Run, state, position: Position, test_loss: float | None = None) -> None:
-    # the training state first: a crash between the two files leaves them at different steps, which
-    # resume detects; each file itself is written atomically
+    """The checkpoint unit (run_folder.save_unit: one atomic file), then model.safetensors from the same
+    weights. Non-finite values are never saved: TrainingDiverged, the last good unit left as it was."""
+    weights = run.twin.export_weights(state.model)
+    try:
+        run_folder.save_unit(run.out, weights, run.twin.export_optimizer_state(state), position, run.config)
+    except ValueError as err:
+        raise TrainingDiverged(f"{err}: the run diverged; not saved. {_last_good(run)}") from None
+    _write_model(run, weights, position, test_loss)
+
+
+def _write_model(run: Run, weights: dict, position: Position, test_loss: float | None = None) -> None:
     options = run.options
-    save_train_state(run.out / TRAIN_STATE, run.twin.export_optimizer_state(state), position)
-    run.twin.save_checkpoint(run.out / CHECKPOINT, state.model, run.config, {
+    write_checkpoint(run.out / CHECKPOINT, weights, run.config, {
         "dataset": options.dataset, "epoch": position.epoch, "step": position.step, "backend": options.backend,
         "seed": options.seed, "test_loss": test_loss, "denoise": options.denoise})
 
@@ -435,66 +574,10 @@ def write_run_pictures(twin: Twin, model, data: Dataset, out, records: list[dict
     written = [write_loss_curve(records, Path(out) / "loss.png"),
                write_reconstructions(twin, model, data, out),
                write_samples(twin, model, out, seed=seed),
-               *write_interpolations(twin, model, data, out, seed=seed),
+               *write_interpolations(twin, model, data, out, min(INTERPOLATION_PAIRS, len(data.test_x) // 2),
+                                     seed=seed),
                write_denoising(twin, model, data.test_x, out, denoise, seed) if denoise else None]
     return [p for p in written if p is not None]
-
-
-class _NoCtrlC:
-    requested = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
-class _CtrlC:
-    """While training, the first Ctrl-C asks the loop to save and stop after the step under way (a step
-    cut in half would leave torch's parameters half-updated and JAX's donated buffers gone); a second one
-    interrupts at once."""
-
-    def __enter__(self):
-        self.requested, self.previous = False, None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self.previous)
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-def save_train_state(path: Path, arrays: dict, position: Position) -> None:
-    """Adam's moments and step (canonical layout) plus the run's position, atomically, as safetensors."""
-    from safetensors.numpy import save
-
-    header = {"format": TRAIN_STATE_FORMAT, "format_version": "1",
-              "position": json.dumps(dataclasses.asdict(position))}
-    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata=header))
-
-
-def read_train_state(path: Path) -> tuple[dict, Position]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    if not Path(path).is_file():
-        raise ValueError(f"{path} does not exist: nothing to resume from")
-    data = Path(path).read_bytes()
-    try:
-        header = read_safetensors_header(path, data, "training state").get("__metadata__") or {}
-        arrays = load(data)
-        if header.get("format") != TRAIN_STATE_FORMAT:
-            raise ValueError("not a twinvae training state")
-        position = Position(**json.loads(header["position"]))
-    except (CheckpointError, SafetensorError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: unreadable training state ({err})") from None
-    return arrays, position
 
 
 def results_markdown(run: dict, records: list[dict]) -> str:

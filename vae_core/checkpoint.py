@@ -1,13 +1,17 @@
 """The checkpoint file: one safetensors file with the canonical weights and, in its header, the format,
-its version, the config and the caller's metadata. Every file twinvae writes goes through
-atomic_write_bytes, so a crash leaves the old file or the new one, never a torn one."""
+its version, the config, the caller's metadata and a SHA-256 of every tensor. Every file twinvae writes
+goes through atomic_write_bytes, so a crash leaves the old file or the new one, never a torn one; every
+safetensors file it writes goes through write_safetensors, and reads back through read_safetensors, which
+verifies each tensor against its checksum."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,26 +21,32 @@ from vae_core.layout import WeightsError, check_weights
 
 FORMAT_NAME = "twinvae"
 FORMAT_VERSION = 1
+TEMP_SUFFIX = ".tmp"  # atomic_write_bytes' temp files: .<name>.<random>.tmp beside the target
+TRAIN_STATE_FORMAT = "twinvae-train-state"  # a run's optimizer state and position (twinvae.run_folder)
+CHECKSUMS = "sha256"  # the header field: JSON {tensor name: SHA-256 of its bytes}
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read: truncated, not safetensors, not twinvae, newer format."""
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, previous: str | os.PathLike | None = None) -> None:
     """Write to a temp file in the target's folder, fsync, rename over the target: a crash at any point
-    leaves either the old file or the new one, never a truncated one."""
+    leaves either the old file or the new one, never a truncated one. With `previous`, the old file is
+    kept there (hard-linked first, so that `path` exists at every instant)."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; give the file the mode a plain open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if previous is not None and path.is_file():
+            _keep_as(path, Path(previous))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -47,6 +57,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _keep_as(path: Path, previous: Path) -> None:
+    """Make `previous` a second name of `path`'s current file, atomically (a hard link renamed into place)."""
+    link = previous.with_name(f".{previous.name}.link{TEMP_SUFFIX}")
+    if link.exists():
+        link.unlink()
+    os.link(path, link)
+    os.replace(link, previous)
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete what interrupted atomic writes left in `folder` (their hidden temp files); returns them."""
+    leftovers = sorted(Path(folder).glob(f".*{TEMP_SUFFIX}"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return leftovers
 
 
 def atomic_write_json(path: str | os.PathLike, data) -> None:
@@ -65,32 +92,101 @@ def _file_mode(path: Path) -> int:
 def write_checkpoint(path, weights: dict[str, np.ndarray], config: VAEConfig,
                      metadata: dict | None = None) -> None:
     """One safetensors file: canonical weights; header metadata holds format, version, config, metadata."""
-    from safetensors.numpy import save
-
     check_weights(weights, config)
     try:
         metadata_json = json.dumps({} if metadata is None else metadata, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint metadata must be JSON-serialisable: {err}") from None
-    header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
-              "config": config.to_json(), "metadata": metadata_json}
-    arrays = {key: np.ascontiguousarray(value) for key, value in weights.items()}
-    atomic_write_bytes(path, save(arrays, metadata=header))
+    write_safetensors(path, weights, {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
+                                      "config": config.to_json(), "metadata": metadata_json})
+
+
+def tensor_checksums(arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    """SHA-256 of each array's bytes (C order), by name."""
+    return {key: hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
+            for key, value in sorted(arrays.items())}
+
+
+def write_safetensors(path, arrays: dict[str, np.ndarray], header: dict[str, str], previous=None) -> None:
+    """arrays as one safetensors file, atomically, with `header` and the checksum of every array in its
+    metadata (see atomic_write_bytes for `previous`)."""
+    from safetensors.numpy import save
+
+    arrays = {key: np.ascontiguousarray(value) for key, value in arrays.items()}
+    metadata = {**header, CHECKSUMS: json.dumps(tensor_checksums(arrays))}
+    atomic_write_bytes(path, save(arrays, metadata=metadata), previous)
+
+
+def read_safetensors(path, what: str = "checkpoint", check_header=None) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, header metadata) of a safetensors file, each array verified against the checksum in the
+    header; CheckpointError names `what`, the path and, on a mismatch, the tensor. A file without
+    checksums (written before twinvae recorded them) loads with a warning. check_header(metadata), if
+    given, vets the header (its format) before any tensor is read."""
+    from safetensors.numpy import load
+
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a folder, not a file" + (
+            f"; the model checkpoint in it is {path / 'model.safetensors'}"
+            if (path / "model.safetensors").is_file() else ""))
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    data = path.read_bytes()
+    info = read_safetensors_header(path, data, what).get("__metadata__") or {}
+    info = info if isinstance(info, dict) else {}
+    if check_header is not None:
+        check_header(info)
+    try:
+        arrays = load(data)
+    except Exception as err:  # safetensors raises its own error types for corrupt payloads
+        raise CheckpointError(f"{what} {path}: corrupt tensor data ({err})") from None
+    verify_checksums(path, what, arrays, info.get(CHECKSUMS))
+    return arrays, info
+
+
+def verify_checksums(path, what: str, arrays: dict[str, np.ndarray], recorded: str | None) -> None:
+    if recorded is None:
+        warnings.warn(f"{what} {path} carries no checksums (written before twinvae recorded them): its "
+                      "tensors cannot be verified", stacklevel=3)
+        return
+    try:
+        expected = json.loads(recorded)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{what} {path}: its checksum field is not JSON (corrupt header)") from None
+    actual = tensor_checksums(arrays)
+    if not isinstance(expected, dict) or set(expected) != set(actual):
+        raise CheckpointError(f"{what} {path}: its checksums do not name the tensors it holds (corrupt header)")
+    bad = [key for key in actual if actual[key] != expected[key]]
+    if bad:
+        raise CheckpointError(f"{what} {path}: tensor {bad[0]!r} does not match its SHA-256 checksum"
+                              + (f" (nor do {len(bad) - 1} more)" if len(bad) > 1 else "")
+                              + ": the file is corrupt (a flipped bit, a bad disk or copy); use another copy")
 
 
 def read_checkpoint(path) -> tuple[dict[str, np.ndarray], VAEConfig, dict]:
     """Read and validate a checkpoint; every failure names the path and what is wrong."""
-    from safetensors.numpy import load
+    weights, info = read_safetensors(path, check_header=lambda info: _check_checkpoint_header(path, info))
+    try:
+        config = VAEConfig.from_json(info.get("config", ""), complete=True)
+        metadata = json.loads(info.get("metadata", "{}"))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path}: bad config or metadata in header: {err}") from None
+    try:
+        check_weights(weights, config)
+    except WeightsError as err:
+        raise CheckpointError(f"checkpoint {path}: {err}") from None
+    return weights, config, metadata
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file)")
-    data = path.read_bytes()
-    header = read_safetensors_header(path, data)
-    info = header.get("__metadata__") or {}
-    if not isinstance(info, dict) or info.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"checkpoint {path}: a safetensors file, but not written by twinvae "
-                              f"(its header has no format={FORMAT_NAME!r})")
+
+def _check_checkpoint_header(path, info: dict) -> None:
+    """A model checkpoint's format and version, before its tensors are read."""
+    if info.get("format") == TRAIN_STATE_FORMAT:
+        model = Path(path).parent / "model.safetensors"
+        raise CheckpointError(f"checkpoint {path}: a twinvae training state (the optimizer and position of a "
+                              f"run), not a model; the model beside it is {model}")
+    if info.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"checkpoint {path}: a safetensors file, but not written by twinvae (its header "
+                              f"has no format={FORMAT_NAME!r})")
     try:
         version = int(info.get("format_version", ""))
     except (TypeError, ValueError):
@@ -100,20 +196,6 @@ def read_checkpoint(path) -> tuple[dict[str, np.ndarray], VAEConfig, dict]:
     if version > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path}: format version {version} is newer than this twinvae "
                               f"reads ({FORMAT_VERSION}); upgrade twinvae")
-    try:
-        config = VAEConfig.from_json(info.get("config", ""), complete=True)
-        metadata = json.loads(info.get("metadata", "{}"))
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path}: bad config or metadata in header: {err}") from None
-    try:
-        weights = load(data)
-    except Exception as err:  # safetensors raises its own error types for corrupt payloads
-        raise CheckpointError(f"checkpoint {path}: corrupt tensor data ({err})") from None
-    try:
-        check_weights(weights, config)
-    except WeightsError as err:
-        raise CheckpointError(f"checkpoint {path}: {err}") from None
-    return weights, config, metadata
 
 
 def read_safetensors_header(path: Path, data: bytes, what: str = "checkpoint") -> dict:

@@ -127,3 +127,45 @@ def test_newer_format_and_mismatched_config(tmp_path):
         config=h["__metadata__"]["config"].replace('"latent_dim": 2', '"latent_dim": 3')))
     with pytest.raises(core.CheckpointError, match=r"fc_mu.weight' has shape \(2, 64\), expected \(3, 64\)"):
         core.read_checkpoint(path)
+
+
+def flip_bit(path, tensor: str, bit: int = 30) -> None:
+    """Flip one bit of a tensor's first float32 in a safetensors file (bit 30: the exponent's top bit)."""
+    data = bytearray(path.read_bytes())
+    (n,) = struct.unpack("<Q", data[:8])
+    start = 8 + n + json.loads(data[8:8 + n])[tensor]["data_offsets"][0]
+    (word,) = struct.unpack("<I", data[start:start + 4])
+    data[start:start + 4] = struct.pack("<I", word ^ (1 << bit))
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_is_found_and_named(tmp_path):
+    path = tmp_path / "m.safetensors"
+    _write(path)
+    flip_bit(path, "fc_mu.weight")  # a finite value still, ~1e38 times too large: only the checksum sees it
+    with pytest.raises(core.CheckpointError, match=rf"checkpoint {path}: tensor 'fc_mu.weight' does not match its "
+                                                   "SHA-256 checksum: the file is corrupt"):
+        core.read_checkpoint(path)
+
+
+def test_a_file_without_checksums_loads_with_a_warning(tmp_path):
+    path = tmp_path / "m.safetensors"
+    weights, _ = _write(path)
+    _rewrite_header(path, lambda h: h["__metadata__"].update(sha256="x" * len(h["__metadata__"]["sha256"])))
+    with pytest.raises(core.CheckpointError, match="checksum field is not JSON"):
+        core.read_checkpoint(path)
+    _rewrite_header(path, lambda h: h["__metadata__"].pop("sha256"))
+    with pytest.warns(UserWarning, match=f"checkpoint {path} carries no checksums"):
+        read, _, _ = core.read_checkpoint(path)
+    assert all(np.array_equal(read[k], weights[k]) for k in weights)
+
+
+def test_the_previous_file_is_kept_and_leftover_temp_files_removed(tmp_path):
+    path, previous = tmp_path / "state", tmp_path / "state.previous"
+    core.atomic_write_bytes(path, b"one", previous=previous)
+    assert path.read_bytes() == b"one" and not previous.exists()
+    core.atomic_write_bytes(path, b"two", previous=previous)
+    assert (path.read_bytes(), previous.read_bytes()) == (b"two", b"one")
+    (tmp_path / ".state.abc.tmp").write_bytes(b"half")
+    assert core.remove_temp_files(tmp_path) == [tmp_path / ".state.abc.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state", "state.previous"]

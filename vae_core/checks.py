@@ -84,6 +84,15 @@ def check_learning_rate(value) -> float:
     return _finite_non_negative(value, "learning rate")
 
 
+def check_beta(value) -> float:
+    """A step's KL weight: a finite number >= 0 (a warm-up starts near 0); a 0-d array is taken too."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"beta must be a finite number >= 0, got {value!r}") from None
+    return _finite_non_negative(number, "beta")
+
+
 def check_free_bits(value) -> float:
     """Free bits: nats per latent dimension, a finite number >= 0."""
     return _finite_non_negative(value, "free_bits")

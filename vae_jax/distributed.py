@@ -59,6 +59,14 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True):
     return step
 
 
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true on any host (a collective: every host calls it at the same point): how the
+    hosts agree to stop at one step when one of them is asked to."""
+    from jax.experimental import multihost_utils
+
+    return bool(np.max(multihost_utils.process_allgather(np.asarray(int(flag)))))
+
+
 def shutdown() -> None:
     """End a multi-host run (jax.distributed.shutdown); nothing to do on one host."""
     if jax.process_count() > 1:

@@ -88,8 +88,10 @@ def train_step(state: TrainState, x, eps, beta=None, *, target=None, learning_ra
     model = nnx.merge(state.graphdef, state.params)
     if check_inputs:
         x, eps, target = model._check_batch(x, eps, target)
-        if learning_rate is not None:  # a concrete value here: under jit check_inputs is off
+        if learning_rate is not None:  # concrete values here: under jit check_inputs is off
             checks.check_learning_rate(float(learning_rate))
+        if beta is not None:
+            checks.check_beta(beta)
     beta = model.config.beta if beta is None else beta
     target = x if target is None else target
 
@@ -118,7 +120,7 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True):
     def step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None,
              ) -> tuple[TrainState, VAELoss]:
         x, eps, target = model._check_batch(x, eps, target)
-        beta = jnp.asarray(model.config.beta if beta is None else beta, model.dtype)
+        beta = jnp.asarray(model.config.beta if beta is None else checks.check_beta(beta), model.dtype)
         if learning_rate is not None:
             learning_rate = jnp.asarray(checks.check_learning_rate(float(learning_rate)), model.dtype)
         return compiled(state, x, eps, beta, target=target, learning_rate=learning_rate)

@@ -84,6 +84,14 @@ def compile_train_step(state: TrainState, mode: str | None = None, *, check_inpu
     return step
 
 
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true in any process of the group (a collective: every process calls it at the
+    same point): how the workers agree to stop at one step when one of them is asked to."""
+    value = torch.tensor([int(flag)])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -147,6 +147,8 @@ def _run(body, state: TrainState, x, eps, beta, target, learning_rate, check_inp
     model = state.model
     if check_inputs:
         model._check_batch(x, eps, target)
+        if beta is not None:
+            checks.check_beta(beta)  # a float, or the compiled step's 0-d tensor (kept: no recompile)
     if learning_rate is not None:  # in place: the compiled step reads the same tensor
         rate = checks.check_learning_rate(float(learning_rate))
         for group in state.optimizer.param_groups:

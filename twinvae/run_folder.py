@@ -1,0 +1,242 @@
+"""A training run's folder, and what keeps it whole under every fault.
+
+    run.json                  the run record: config, options, command, versions (and each resume's)
+    log.jsonl                 one JSON record per finished epoch
+    train_state.safetensors   the checkpoint unit: model weights, Adam's state, the position in the run
+    train_state.previous.safetensors   the unit before it, kept as a fallback against a corrupt file
+    model.safetensors         the model alone, the ordinary canonical checkpoint either backend loads
+    run.lock                  held (fcntl.flock) by the one process that writes the folder
+
+The unit is one file, written atomically, so at every instant the folder holds a complete, consistent
+one (once the first save is done). The log's position is the unit's: on resume, records of epochs the
+unit has not finished are dropped. model.safetensors follows the unit, and is rewritten from it wherever
+a crash left it behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from vae_core import layout
+from vae_core.checkpoint import (
+    TRAIN_STATE_FORMAT,
+    CheckpointError,
+    atomic_write_bytes,
+    read_safetensors,
+    remove_temp_files,
+    write_safetensors,
+)
+from vae_core.config import VAEConfig
+
+RECORD, LOG, CHECKPOINT, LOCK, RESULTS = "run.json", "log.jsonl", "model.safetensors", "run.lock", "results.md"
+TRAIN_STATE, PREVIOUS_STATE = "train_state.safetensors", "train_state.previous.safetensors"
+TRAIN_STATE_VERSION = 2  # 2: the unit holds the model's weights too; 1: it paired with model.safetensors
+MODEL_PREFIX = "model."  # the weights' keys in the unit; Adam's are exp_avg.<key>, exp_avg_sq.<key>, step
+PICTURES = ("loss.png", "reconstructions.png", "samples.png", "interpolation-linear.png",
+            "interpolation-spherical.png", "denoising.png")
+RUN_FILES = (RECORD, LOG, CHECKPOINT, TRAIN_STATE, PREVIOUS_STATE, RESULTS, *PICTURES)
+
+
+class RunInUse(RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+
+@dataclasses.dataclass
+class Position:
+    """Where a run is: the epoch under way (0-based), the next batch in it, the global step, and the
+    running sums of that epoch's training losses. With the counter-based seed streams this is all the
+    RNG state there is: data order and eps follow from (seed, epoch, step)."""
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    sums: list = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One checkpoint unit as read back: the model's canonical weights (None in a version-1 file, whose
+    weights are model.safetensors), Adam's arrays, the position, and the file it came from."""
+    weights: dict | None
+    optimizer: dict
+    position: Position
+    path: Path
+
+
+class RunLock:
+    """An advisory lock on folder/run.lock, held while the `with` block runs; the file records the
+    holder's PID. A dead holder's lock is gone with it (the kernel drops flock locks of closed files)."""
+
+    def __init__(self, folder):
+        self.path = Path(folder) / LOCK
+
+    def __enter__(self):
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self.fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            raise RunInUse(f"{self.path.parent} is in use by another twinvae process (PID {holder}); two "
+                           "writers would corrupt it: wait for that one to finish, or stop it first") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # releases the lock; the file stays (unlinking it would race a new holder)
+
+
+def holds_run(out: Path) -> bool:
+    """Whether `out` holds anything of a run (a record, a log, a model or a unit)."""
+    return any((out / name).exists() for name in (RECORD, LOG, CHECKPOINT, TRAIN_STATE, PREVIOUS_STATE))
+
+
+def has_unit(out: Path) -> bool:
+    return (out / TRAIN_STATE).is_file() or (out / PREVIOUS_STATE).is_file()
+
+
+def clear(out: Path) -> None:
+    """--overwrite: remove every file a run writes (nothing else in the folder), and leftover temp files."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    remove_temp_files(out)
+
+
+# --- the checkpoint unit ------------------------------------------------------------------------------------
+
+def save_unit(out: Path, weights: dict, optimizer: dict, position: Position, config: VAEConfig) -> None:
+    """The model's weights, Adam's arrays and the position as one file, atomically, the unit before kept
+    as PREVIOUS_STATE. Refuses (ValueError naming the tensor) to save non-finite values: the unit on disk
+    stays the last good one."""
+    arrays = {**{MODEL_PREFIX + k: v for k, v in weights.items()}, **optimizer}
+    bad = [k for k, v in arrays.items() if np.issubdtype(np.asarray(v).dtype, np.floating)
+           and not np.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{_describe(bad[0])} holds NaN or inf at step {position.step}" +
+                         (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""))
+    header = {"format": TRAIN_STATE_FORMAT, "format_version": str(TRAIN_STATE_VERSION),
+              "config": config.to_json(), "position": json.dumps(dataclasses.asdict(position))}
+    write_safetensors(out / TRAIN_STATE, arrays, header, previous=out / PREVIOUS_STATE)
+
+
+def read_train_state(path: Path, config: VAEConfig | None = None) -> Unit:
+    """One unit file, checked whole: format, checksums, position, finite values and (given a config) the
+    shapes of every tensor; ValueError names the file and what is wrong."""
+    try:
+        arrays, header = read_safetensors(path, "training state")
+        if header.get("format") != TRAIN_STATE_FORMAT:
+            raise CheckpointError(f"training state {path}: not a twinvae training state")
+        version = int(header.get("format_version", "0"))
+        if version not in (1, TRAIN_STATE_VERSION):
+            raise CheckpointError(f"training state {path}: format version {version} is not one this "
+                                  f"twinvae reads (1, {TRAIN_STATE_VERSION})")
+        position = Position(**json.loads(header["position"]))
+    except FileNotFoundError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(err if isinstance(err, CheckpointError) else
+                              f"training state {path}: unreadable ({err})") from None
+    bad = [k for k, v in arrays.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"training state {path}: {_describe(bad[0])} holds NaN or inf (the run had "
+                              "diverged when it was saved)")
+    weights = {k.removeprefix(MODEL_PREFIX): v for k, v in arrays.items() if k.startswith(MODEL_PREFIX)} or None
+    optimizer = {k: v for k, v in arrays.items() if not k.startswith(MODEL_PREFIX)}
+    if config is not None:
+        _check_unit_shapes(path, config, weights, optimizer, header)
+    return Unit(weights, optimizer, position, Path(path))
+
+
+def _check_unit_shapes(path, config: VAEConfig, weights, optimizer: dict, header: dict) -> None:
+    if "config" in header and VAEConfig.from_json(header["config"], complete=True) != config:
+        raise CheckpointError(f"training state {path} was written for another model than the run record's")
+    parts = {"Adam's exp_avg": "exp_avg.", "Adam's exp_avg_sq": "exp_avg_sq."}
+    groups = {name: {k.removeprefix(p): v for k, v in optimizer.items() if k.startswith(p)}
+              for name, p in parts.items()}
+    for name, group in (({"the weights": weights} if weights is not None else {}) | groups).items():
+        try:
+            layout.check_weights(group, config)
+        except layout.WeightsError as err:
+            raise CheckpointError(f"training state {path}: {name} do not fit the run's model: {err}") from None
+    if "step" not in optimizer:
+        raise CheckpointError(f"training state {path}: no Adam step count")
+
+
+def _describe(key: str) -> str:
+    if key.startswith(MODEL_PREFIX):
+        return f"weight {key.removeprefix(MODEL_PREFIX)!r}"
+    return f"Adam's state {key!r}"
+
+
+def read_unit(out: Path, config: VAEConfig, say) -> Unit | None:
+    """The newest readable unit of a run folder: TRAIN_STATE, else (saying why) PREVIOUS_STATE; None when
+    the folder holds neither. Both present and unreadable: ValueError naming both."""
+    errors = []
+    for name in (TRAIN_STATE, PREVIOUS_STATE):
+        try:
+            unit = read_train_state(out / name, config)
+        except FileNotFoundError:
+            continue
+        except CheckpointError as err:
+            errors.append(str(err))
+            continue
+        if errors:
+            say(f"warning: {errors[0]}; resuming from the unit before it, {unit.path} (step "
+                f"{unit.position.step})")
+        return unit
+    if errors:
+        raise ValueError("no readable checkpoint to resume from: " + "; ".join(errors))
+    return None
+
+
+# --- the log ---------------------------------------------------------------------------------------------------
+
+def read_log(out: Path, say=None) -> list[dict]:
+    """log.jsonl's records. A torn last line (a crash mid-write) is dropped, with a warning through `say`
+    (default: warnings.warn); any other unreadable line is a ValueError naming the file and line."""
+    path = out / LOG
+    if not path.is_file():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number < len(lines):
+                raise ValueError(f"{path}, line {number}: not a JSON record ({err}); the log is damaged") from None
+            message = f"warning: {path}: its last line is torn (a crash while it was written); dropped"
+            say(message) if say else warnings.warn(message, stacklevel=2)
+    return records
+
+
+def trim_log(out: Path, epochs: int, say) -> list[dict]:
+    """Keep the records of the first `epochs` epochs (those the unit has finished), dropping later ones
+    (a crash between the log write and the save) and a torn line; rewrites the file atomically where
+    anything changed."""
+    path = out / LOG
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    kept = [r for r in read_log(out, say) if r.get("epoch", math.inf) <= epochs]
+    fresh = "".join(json.dumps(r) + "\n" for r in kept)
+    if fresh != text and path.exists():
+        atomic_write_bytes(path, fresh.encode())
+    return kept
+
+
+def append_log(out: Path, record: dict) -> None:
+    """One record, flushed to the disk before the unit that follows it is saved."""
+    with open(out / LOG, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,249 @@
+"""The trainer and the CLI under bad input and faults that need no killed process (twinvae/faults_test.py
+has those): each refusal names the file or the value, comes before the work, and keeps what is saved."""
+
+import dataclasses
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from twinvae import run_folder, trainer
+from twinvae.cli import main
+from twinvae.data_test import _idx
+from twinvae.faults_test import write_image_folder
+from twinvae.trainer import TrainingDiverged, TrainOptions, resume, train
+from vae_core import seeds
+from vae_core.checkpoint_test import flip_bit
+from vae_core.config import VAEConfig
+
+CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(4, 8), latent_dim=2)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("data") / "images", n=100)
+
+
+def _options(images, out, **kwargs):
+    return TrainOptions(**{"backend": "torch", "dataset": "folder", "data_dir": str(images), "image_size": 8,
+                           "epochs": 2, "batch_size": 30, "out": str(out), **kwargs})
+
+
+def _quiet(*args):
+    pass
+
+
+def test_a_run_that_failed_in_its_first_epoch_can_be_resumed_or_started_again(images, tmp_path, monkeypatch):
+    real = seeds.eps_for_step
+    monkeypatch.setattr(trainer.seeds, "eps_for_step", lambda seed, step, *a: real(seed, step, *a) * np.nan)
+    options = _options(images, tmp_path / "run")
+    with pytest.raises(TrainingDiverged, match="at step 1 .* No checkpoint was written yet"):
+        train(CONFIG, options, progress=False, log=_quiet)
+    monkeypatch.setattr(trainer.seeds, "eps_for_step", real)
+    with pytest.raises(ValueError, match=rf"stopped before its first checkpoint: resume it from its beginning "
+                                         rf"with --resume {options.out}, or start it again with --overwrite"):
+        train(CONFIG, options, progress=False, log=_quiet)
+    said = []
+    resume(options.out, progress=False, log=said.append)
+    assert "holds no complete checkpoint: training it from its beginning" in said[0]
+    reference = _options(images, tmp_path / "reference")
+    train(CONFIG, reference, progress=False, log=_quiet)
+    assert _records(options.out) == _records(reference.out)
+    train(CONFIG, options, progress=False, log=_quiet, overwrite=True)  # --overwrite: the same run again
+    assert _records(options.out) == _records(reference.out)
+
+
+def _records(out):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in run_folder.read_log(Path(out))]
+
+
+def test_a_state_that_turned_non_finite_is_not_saved_over_the_last_good_one(images, tmp_path, monkeypatch):
+    """The loss can be finite at a step whose gradients overflowed Adam's second moment: the save finds it."""
+    options = _options(images, tmp_path / "run", checkpoint_every=2)
+    export = trainer.load_twin("torch").export_optimizer_state
+
+    def overflowing(state):
+        arrays = export(state)
+        if int(arrays["step"]) >= 4:
+            arrays["exp_avg_sq.fc_mu.weight"][:] = np.inf
+        return arrays
+
+    monkeypatch.setattr(trainer.load_twin("torch"), "export_optimizer_state", overflowing)
+    with pytest.raises(TrainingDiverged, match=r"Adam's state 'exp_avg_sq.fc_mu.weight' holds NaN or inf at "
+                                               r"step 4: the run diverged; not saved. The last good checkpoint "
+                                               rf"\({options.out}, step 3\) is intact"):
+        train(CONFIG, options, progress=False, log=_quiet)
+    assert run_folder.read_train_state(Path(options.out) / run_folder.TRAIN_STATE).position.step == 3
+    monkeypatch.setattr(trainer.load_twin("torch"), "export_optimizer_state", export)
+    resume(options.out, progress=False, log=_quiet)
+    assert [r["epoch"] for r in run_folder.read_log(Path(options.out))] == [1, 2]
+
+
+def test_a_small_test_set_gets_fewer_interpolation_pairs_and_too_few_is_refused_up_front(tmp_path):
+    small = write_image_folder(tmp_path / "twenty", n=20)  # 2 test images: one interpolation pair
+    options = TrainOptions(backend="torch", dataset="folder", data_dir=str(small), image_size=8, epochs=1,
+                           batch_size=9, out=str(tmp_path / "run"))
+    train(CONFIG, options, progress=False, log=_quiet)
+    assert (tmp_path / "run" / "interpolation-linear.png").is_file()
+    tiny = write_image_folder(tmp_path / "five", n=5)  # 0 test images (10%)
+    with pytest.raises(ValueError, match="dataset has 0 test image.*need at least 2"):
+        train(CONFIG, TrainOptions(backend="torch", dataset="folder", data_dir=str(tiny), image_size=8, epochs=1,
+                                   batch_size=2, out=str(tmp_path / "tiny")), progress=False)
+    assert not (tmp_path / "tiny").exists()  # refused before anything was written
+
+
+def test_test_images_of_another_size_are_refused_before_training(tmp_path):
+    rng = np.random.default_rng(0)
+    shapes = {"train_x": (40, 28, 28), "train_y": (40,), "test_x": (8, 10, 10), "test_y": (8,)}
+    from twinvae.data import IDX_FILES
+
+    for key, filename in IDX_FILES.items():
+        (tmp_path / f"{filename}.gz").write_bytes(gzip.compress(_idx(rng.integers(0, 255, shapes[key], np.uint8))))
+    config = VAEConfig(image_shape=(1, 28, 28), conv_channels=(4,), latent_dim=2)
+    with pytest.raises(ValueError, match=r"the mnist test images are \(1, 10, 10\) \(C, H, W\), the model takes "
+                                         r"\(1, 28, 28\)"):
+        train(config, TrainOptions(backend="torch", dataset="mnist", data_dir=str(tmp_path), epochs=1,
+                                   batch_size=8, out=str(tmp_path / "run")), progress=False)
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+def _cli(capsys, *argv) -> tuple[int, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.fixture(scope="module")
+def finished(images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    train(CONFIG, _options(images, out), progress=False, log=_quiet)
+    return out
+
+
+def test_resume_refuses_options_it_would_ignore(finished, capsys):
+    code, said = _cli(capsys, "train", "--resume", str(finished), "--epochs", "3", "--batch-size", "64", "--lr",
+                      "0.5", "--preset", "mlp", "--no-progress")
+    assert code == 2
+    assert "only --epochs, --backend, --devices and --nproc may change" in said
+    for words in ("--batch-size 64 (the run has 30); --lr 0.5 (the run has 0.001)",
+                  "the model's arch 'mlp' (the run has 'conv')"):
+        assert words in said
+    code, said = _cli(capsys, "train", "--resume", str(finished), "--image-size", "16")
+    assert code == 2 and "--image-size 16 (the run has 8)" in said
+    assert _cli(capsys, "train", "--resume", str(finished), "--overwrite")[0] == 2
+    code, said = _cli(capsys, "train", "--resume", str(finished), "--epochs", "0")
+    assert code == 2 and "epochs must be at least 1, got 0" in said
+
+
+def test_resume_applies_and_records_what_may_change(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(CONFIG, _options(images, out, epochs=1), progress=False, log=_quiet)
+    code, said = _cli(capsys, "train", "--resume", str(out), "--epochs", "2", "--batch-size", "30",
+                      "--no-progress")
+    assert code == 0, said  # an option given at its stored value is no change
+    record = json.loads((out / run_folder.RECORD).read_text())
+    assert record["options"]["epochs"] == 2 and record["resumes"][0]["changed"] == {"epochs": 2}
+    assert record["finished_step"] == 2 * 3
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--epochs", "0"], "epochs must be at least 1, got 0"),
+    (["train", "--image-size", "16"], "--image-size applies to the folder dataset only; digits images are (1,"),
+    (["train", "--channels", "3"], "--channels applies to the folder dataset only"),
+    (["train", "--backend", "torch", "--nproc", "0"], "nproc must be at least 1 (processes), got 0"),
+])
+def test_bad_training_flags_are_named(argv, words, capsys):
+    code, said = _cli(capsys, *argv)
+    assert code == 2 and words in said
+
+
+def test_a_broken_config_file_is_named(tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"latent_dim": 3,')
+    code, said = _cli(capsys, "train", "--config", str(broken), "--out", str(tmp_path / "run"))
+    assert code == 2 and f"--config {broken} is not valid JSON: Expecting property name" in said
+    broken.write_text('{"latent_dim": -3}')
+    code, said = _cli(capsys, "train", "--config", str(broken), "--out", str(tmp_path / "run"))
+    assert code == 2 and f"--config {broken}: " in said and "latent_dim" in said
+    assert not (tmp_path / "run").exists()
+
+
+def test_inspect_names_folders_and_training_states(finished, capsys):
+    code, said = _cli(capsys, "inspect", str(finished))
+    assert code == 2 and f"is a folder, not a file; the model checkpoint in it is {finished}/model.safetensors" \
+        in said
+    code, said = _cli(capsys, "inspect", str(finished / run_folder.TRAIN_STATE))
+    assert code == 2 and "a twinvae training state (the optimizer and position of a run), not a model" in said
+
+
+def test_evaluate_refuses_a_corrupt_file_and_an_unwritable_output_before_the_work(finished, tmp_path, capsys,
+                                                                                   monkeypatch):
+    import twinvae.cli
+
+    def evaluate_checkpoint(path, *, k=1000, seed=0, **options):  # the parser reads k's and seed's defaults
+        pytest.fail("evaluated")
+
+    monkeypatch.setattr(twinvae.cli, "evaluate_checkpoint", evaluate_checkpoint)
+    code, said = _cli(capsys, "evaluate", str(finished / "model.safetensors"), "--json",
+                      str(tmp_path / "no" / "such" / "folder.json"))
+    assert code == 2 and "cannot write" in said and "does not exist" in said
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes((finished / "model.safetensors").read_bytes())
+    flip_bit(damaged, "fc_mu.weight")
+    code, said = _cli(capsys, "evaluate", str(damaged))
+    assert code == 2 and "tensor 'fc_mu.weight' does not match its SHA-256 checksum" in said
+
+
+def test_evaluation_refuses_a_non_finite_figure(finished, images, tmp_path, capsys):
+    from vae_core.checkpoint import read_checkpoint, write_checkpoint
+
+    weights, config, metadata = read_checkpoint(finished / "model.safetensors")
+    weights["fc_logvar.bias"][:] = 1e3  # finite weights whose variance overflows: exp(1000)
+    overflowing = tmp_path / "overflowing.safetensors"
+    write_checkpoint(overflowing, weights, config, metadata)
+    code, said = _cli(capsys, "evaluate", str(overflowing), "--backend", "torch", "--k", "2", "--data-dir",
+                      str(images), "--no-progress")
+    assert code == 2 and f"checkpoint {overflowing}: its negative ELBO on the folder test set is nan, not a " \
+        "figure to report" in said
+
+
+def test_interpolate_checks_its_counts(finished, images, capsys):
+    checkpoint = str(finished / "model.safetensors")
+    for flags, words in ((["--pairs", "0"], "--pairs must be a positive int, got 0"),
+                         (["--steps", "0"], "--steps must be at least 2 (the two ends of each path), got 0"),
+                         (["--pairs", "500"], "500 pairs need 1000 distinct test images")):
+        code, said = _cli(capsys, "interpolate", checkpoint, "--backend", "torch", "--data-dir", str(images),
+                          *flags)
+        assert code == 2 and words in said, said
+
+
+def test_an_image_too_large_to_open_is_named(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from twinvae.data import DataError, read_images
+
+    Image.new("L", (100, 100)).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10^4 pixels: past twice the limit, as 20000^2 is
+    with pytest.raises(DataError, match=f"{tmp_path / 'huge.png'} is larger than images are read here"):
+        read_images([tmp_path / "huge.png"], (1, 8, 8))
+
+
+def test_a_run_saved_before_units_and_checksums_resumes_alike(images, tmp_path):
+    """A version-1 training state (Adam's arrays only, its model in model.safetensors, no checksums)."""
+    from safetensors.numpy import save
+
+    reference, old = _options(images, tmp_path / "reference"), _options(images, tmp_path / "old", epochs=1)
+    train(CONFIG, reference, progress=False, log=_quiet)
+    train(CONFIG, old, progress=False, log=_quiet)
+    out = Path(old.out)
+    unit = run_folder.read_train_state(out / run_folder.TRAIN_STATE)
+    header = {"format": "twinvae-train-state", "format_version": "1",
+              "position": json.dumps(dataclasses.asdict(unit.position))}
+    (out / run_folder.TRAIN_STATE).write_bytes(save(unit.optimizer, metadata=header))
+    (out / run_folder.PREVIOUS_STATE).unlink(missing_ok=True)
+    with pytest.warns(UserWarning, match="carries no checksums"):
+        resume(old.out, epochs=2, progress=False, log=_quiet)
+    assert _records(old.out) == _records(reference.out)
