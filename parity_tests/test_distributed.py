@@ -23,6 +23,8 @@ from vae_core.checkpoint import read_checkpoint
 from vae_core.layout import init_weights
 from vae_core.parallel import check_divisible_batch, worker_slice
 
+pytestmark = pytest.mark.serial  # two worker processes of their own: not beside other tests
+
 ROUNDOFF = 1e-10  # float64: N workers split each sum in N parts, so only rounding may differ
 
 

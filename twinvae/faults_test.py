@@ -248,6 +248,7 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not(tmp_path):
     assert [r["epoch"] for r in run_folder.read_log(Path(options.out))] == [1, 2]
 
 
+@pytest.mark.serial
 def test_sigterm_stops_every_data_parallel_worker_at_one_step(tmp_path):
     """`docker stop` signals the launcher; both workers save at the same step and the run exits 143."""
     data = write_image_folder(tmp_path / "images", n=300)
