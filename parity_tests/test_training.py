@@ -16,6 +16,7 @@ from twinvae.parity.harness import worst
 from twinvae.trainer import TrainingDiverged, TrainingInterrupted, TrainOptions, beta_at, resume, train
 from vae_core import seeds
 from vae_core.config import VAEConfig
+from vae_core.layout import NATIVE_FORMS
 
 CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, beta=2.0)
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
@@ -331,3 +332,25 @@ def test_a_log_file_gets_one_line_per_epoch_and_the_summary(tmp_path):
     assert "\r" not in text and len(lines) == 4, lines
     assert [line.split(":")[0] for line in lines[:3]] == ["epoch 1", "epoch 2", "epoch 3"]
     assert lines[3].startswith("test negative ELBO") and lines[3].endswith(f"run folder {tmp_path / 'run'}")
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_the_trainers_fastest_forms_train_as_the_plain_ones(tmp_path, backend, monkeypatch):
+    """The trainer runs each twin's defaults on the device (torch: channels_last; JAX on the CPU: the
+    space-to-depth encoder and sub-pixel decoder) and records them; the plain forms (contiguous NCHW; every
+    layer native) give the same losses to float32 rounding."""
+    fast, _ = _run(tmp_path / "fast", backend, "float32")
+    forms = json.loads(Path(tmp_path / "fast", f"{backend}-float32", "run.json").read_text())["forms"]
+    twin = {"torch": vae_torch, "jax": vae_jax}[backend]
+    if backend == "torch":
+        assert forms == {"strided_conv": "native", "transposed_conv": "native", "memory_format": "channels_last"}
+        monkeypatch.setattr(twin.model, "DEFAULT_MEMORY_FORMAT", "contiguous")
+    else:
+        assert forms == {"strided_conv": "space_to_depth", "transposed_conv": "subpixel",
+                         "memory_format": "channels_last"}
+        monkeypatch.setitem(twin.model.DEFAULT_FORMS, "cpu", dict(NATIVE_FORMS))
+    plain, _ = _run(tmp_path / "plain", backend, "float32")
+    assert json.loads(Path(tmp_path / "plain", f"{backend}-float32", "run.json").read_text())["forms"] != forms
+    for a, b in zip(fast, plain):
+        for split in ("train", "test"):
+            assert a[split]["total"] == pytest.approx(b[split]["total"], rel=TOLERANCE["float32"])

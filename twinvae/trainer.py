@@ -169,10 +169,10 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=N
     rank, world = _join_workers(twin, options)
     dataset, n_batches = _data(config, options)
     with _writer_lock(out, rank):
+        model = twin.init_model(config, options.seed, options.param_dtype, compute_dtype=options.compute_dtype)
         if rank == 0:
             _start_folder(out, overwrite)
-            atomic_write_json(out / RECORD, run_record(config, options))
-        model = twin.init_model(config, options.seed, options.param_dtype, compute_dtype=options.compute_dtype)
+            atomic_write_json(out / RECORD, run_record(config, options, model))
         state = twin.create_train_state(model, learning_rate=options.lr, free_bits=options.free_bits)
         run = Run(twin, config, options, dataset, n_batches, rank, world)
         return _fit(run, state, Position(), progress, log)
@@ -206,7 +206,7 @@ def resume(run_dir, backend: str | None = None, epochs: int | None = None, progr
         run = Run(twin, config, options, dataset, n_batches, rank, world)
         state, position = _restore(run, unit)
         if rank == 0:
-            _record_resume(out, options, position)
+            _record_resume(out, options, position, state.model)
             say(f"resuming {out} at epoch {position.epoch + 1}, step {position.step}, with {options.backend}"
                 if unit else f"{out} holds no complete checkpoint: training it from its beginning")
         return _fit(run, state, position, progress, log)
@@ -275,9 +275,11 @@ def read_run_record(out: Path) -> tuple[VAEConfig, TrainOptions]:
         raise ValueError(f"{out}/run.json is not a twinvae run record: {err}") from None
 
 
-def _record_resume(out: Path, options: TrainOptions, position: Position) -> None:
-    """run.json takes the options in force (the ones a resume may change) and a line for this resume."""
+def _record_resume(out: Path, options: TrainOptions, position: Position, model) -> None:
+    """run.json takes the options in force (the ones a resume may change), the forms the model now runs,
+    and a line for this resume."""
     record = json.loads((out / RECORD).read_text())
+    record["forms"] = model_forms(model)
     changed = {k: getattr(options, k) for k in RESUMABLE if record["options"][k] != getattr(options, k)}
     record["options"].update({k: getattr(options, k) for k in RESUMABLE})
     record.setdefault("resumes", []).append({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": sys.argv,
@@ -451,7 +453,8 @@ def _fit(run: Run, state, position: Position, progress: bool, log) -> dict | Non
     records = run_folder.read_log(run.out, say)
     write_run_pictures(run.twin, state.model, run.dataset, run.out, records, options.seed, options.denoise)
     # this process's record: a resumed run's command, backend and epochs, not the first process's
-    atomic_write_bytes(run.out / RESULTS, results_markdown(run_record(run.config, options), records).encode())
+    markdown = results_markdown(run_record(run.config, options, state.model), records)
+    atomic_write_bytes(run.out / RESULTS, markdown.encode())
     record = json.loads((run.out / RECORD).read_text())
     atomic_write_json(run.out / RECORD, {**record, "finished_step": position.step})  # what resume reads
     return records[-1]
@@ -589,7 +592,9 @@ def results_markdown(run: dict, records: list[dict]) -> str:
     lines = [f"Command: `{command}`; {run['date']}, twinvae {run['twinvae']}, commit {run['git_commit'] or '-'}; "
              f"{run.get('cpu', '')}, {', '.join(f'{k} {v}' for k, v in run['versions'].items())}.", "",
              f"Backend {options['backend']}, dataset {options['dataset']}, seed {options['seed']}, batch "
-             f"{options['batch_size']}, {options['dtype']}; config `{json.dumps(run['config'])}`.", ""]
+             f"{options['batch_size']}, {options['dtype']}; config `{json.dumps(run['config'])}`"
+             + (f"; forms {', '.join(f'{k} {v}' for k, v in run['forms'].items())}" if "forms" in run else "")
+             + ".", ""]
     denoising = any("denoising" in r for r in records)
     header = ["epoch", "train total", "train reconstruction", "train KL", "test total", "test reconstruction",
               "test KL", "seconds"] + (["PSNR noisy (dB)", "PSNR denoised (dB)"] if denoising else [])
@@ -603,9 +608,16 @@ def results_markdown(run: dict, records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_record(config: VAEConfig, options: TrainOptions) -> dict:
-    """What the run folder records: config, options, command line, versions, git commit, machine. Call it
-    after the twin is imported: the versions are those of the frameworks this process loaded."""
-    return {"config": config.to_dict(), "options": dataclasses.asdict(options), "command": sys.argv,
+def model_forms(model) -> dict:
+    """How a model computes: its layer forms and its memory format (what a run records)."""
+    return {**model.forms, "memory_format": model.memory_format}
+
+
+def run_record(config: VAEConfig, options: TrainOptions, model=None) -> dict:
+    """What the run folder records: config, options, the model's forms, command line, versions, git commit,
+    machine. Call it after the twin is imported: the versions are those of the frameworks this process
+    loaded."""
+    return {"config": config.to_dict(), "options": dataclasses.asdict(options),
+            **({"forms": model_forms(model)} if model is not None else {}), "command": sys.argv,
             "twinvae": __version__, "versions": versions(), "python": platform.python_version(),
             "git_commit": git_commit(), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

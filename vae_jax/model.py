@@ -269,6 +269,11 @@ class VAE(nnx.Module):
             return dict(NATIVE_FORMS)
         return {"strided_conv": self.encoder.strided_conv, "transposed_conv": self.decoder.transposed_conv}
 
+    @property
+    def memory_format(self) -> str:
+        """Always "channels_last": the twin's images are NHWC (the torch twin's property of the same name)."""
+        return "channels_last"
+
     def encode(self, x):
         """Images (N, H, W, C) -> (mu, logvar), each (N, latent_dim)."""
         x = self._check_images("x", x)

@@ -20,6 +20,11 @@ from vae_core.outputs import VAEOutput
 # both (the sub-pixel decoder: docs/benchmarks.md); the space-to-depth encoder is JAX's CPU choice,
 # mirrored here so both twins offer every form. A device not listed gets the native forms.
 DEFAULT_FORMS = {"cpu": dict(NATIVE_FORMS), "cuda": dict(NATIVE_FORMS)}
+# The memory layout a conv model's 4-D weights and images take where it is built (the CPU): channels_last
+# trained 1.31x / 1.20x faster than contiguous NCHW eagerly at batch 128 / 512 (benchmarks/results/cpu-epyc).
+# The values are the same either way; only the strides differ (checkpoints hold C-order arrays).
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+DEFAULT_MEMORY_FORMAT = "channels_last"
 
 
 def default_forms(device: str | None = None) -> dict[str, str]:
@@ -179,7 +184,7 @@ class VAE(nn.Module):
         self.fc_mu = nn.Linear(config.bottleneck_size, config.latent_dim)
         self.fc_logvar = nn.Linear(config.bottleneck_size, config.latent_dim)
         self.decoder = ConvDecoder(config, forms["transposed_conv"]) if conv else MLPDecoder(config)
-        self.to(float_dtype(dtype))
+        self.to(float_dtype(dtype), memory_format=MEMORY_FORMATS[DEFAULT_MEMORY_FORMAT if conv else "contiguous"])
         self.compute_dtype = checks.check_compute_dtype(
             None if compute_dtype is None else _dtype_name(float_dtype(compute_dtype)), _dtype_name(self.dtype))
 
@@ -193,6 +198,14 @@ class VAE(nn.Module):
         if self.config.arch != "conv":
             return dict(NATIVE_FORMS)
         return {"strided_conv": self.encoder.strided_conv, "transposed_conv": self.decoder.transposed_conv}
+
+    @property
+    def memory_format(self) -> str:
+        """"channels_last" or "contiguous": the layout of the 4-D weights, which as_input gives images too
+        (`model.to(memory_format=torch.contiguous_format)` changes it)."""
+        weights = [p for p in self.parameters() if p.ndim == 4]  # a 1-channel weight reads as both layouts
+        channels_last = all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+        return "channels_last" if channels_last and not all(w.is_contiguous() for w in weights) else "contiguous"
 
     def encode(self, x):
         """Images (N, C, H, W) -> (mu, logvar), each (N, latent_dim)."""
@@ -272,8 +285,10 @@ class VAE(nn.Module):
 
 
 def as_input(array, model: VAE):
-    """A canonical numpy batch (images NCHW, or latents) -> a tensor this model takes: its dtype, device."""
-    return torch.as_tensor(np.asarray(array), dtype=model.dtype, device=model.fc_mu.weight.device)
+    """A canonical numpy batch (images NCHW, or latents) -> a tensor this model takes: its dtype, device
+    and memory format."""
+    tensor = torch.as_tensor(np.asarray(array), dtype=model.dtype, device=model.fc_mu.weight.device)
+    return tensor.contiguous(memory_format=MEMORY_FORMATS[model.memory_format]) if tensor.ndim == 4 else tensor
 
 
 def to_numpy(array) -> np.ndarray:

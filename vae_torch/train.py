@@ -78,8 +78,10 @@ def import_optimizer_state(state: TrainState, arrays: dict) -> TrainState:
                             if k.startswith(f"{moment}.")}, model.config)
     step = int(np.asarray(arrays["step"]).reshape(-1)[0])  # 0-d, or (1,) after a safetensors round trip
     for key, p in model.named_parameters():
+        # each moment in its parameter's strides (channels_last too), as Adam makes them: the update's
+        # rounding follows the layout, and a resumed run must round as the uninterrupted one did
         state.optimizer.state[p] = _adam_slot(
-            p, step, *(torch.as_tensor(np.asarray(arrays[f"{moment}.{key}"]), dtype=p.dtype, device=p.device)
+            p, step, *(torch.empty_like(p).copy_(torch.as_tensor(np.asarray(arrays[f"{moment}.{key}"])))
                        for moment in ("exp_avg", "exp_avg_sq")))
     state.step = step
     return state
