@@ -118,8 +118,7 @@ def save_unit(out: Path, weights: dict, optimizer: dict, position: Position, con
     as PREVIOUS_STATE. Refuses (ValueError naming the tensor) to save non-finite values: the unit on disk
     stays the last good one."""
     arrays = {**{MODEL_PREFIX + k: v for k, v in weights.items()}, **optimizer}
-    bad = [k for k, v in arrays.items() if np.issubdtype(np.asarray(v).dtype, np.floating)
-           and not np.isfinite(v).all()]
+    bad = _non_finite(arrays)
     if bad:
         raise ValueError(f"{_describe(bad[0])} holds NaN or inf at step {position.step}" +
                          (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""))
@@ -145,7 +144,7 @@ def read_train_state(path: Path, config: VAEConfig | None = None) -> Unit:
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(err if isinstance(err, CheckpointError) else
                               f"training state {path}: unreadable ({err})") from None
-    bad = [k for k, v in arrays.items() if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all()]
+    bad = _non_finite(arrays)
     if bad:
         raise CheckpointError(f"training state {path}: {_describe(bad[0])} holds NaN or inf (the run had "
                               "diverged when it was saved)")
@@ -169,6 +168,12 @@ def _check_unit_shapes(path, config: VAEConfig, weights, optimizer: dict, header
             raise CheckpointError(f"training state {path}: {name} do not fit the run's model: {err}") from None
     if "step" not in optimizer:
         raise CheckpointError(f"training state {path}: no Adam step count")
+
+
+def _non_finite(arrays: dict) -> list[str]:
+    """The names of the float arrays that hold a NaN or an inf."""
+    return [k for k, v in arrays.items() if np.issubdtype(np.asarray(v).dtype, np.floating)
+            and not np.isfinite(v).all()]
 
 
 def _describe(key: str) -> str:

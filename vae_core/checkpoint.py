@@ -140,11 +140,11 @@ def read_safetensors(path, what: str = "checkpoint", check_header=None) -> tuple
         arrays = load(data)
     except Exception as err:  # safetensors raises its own error types for corrupt payloads
         raise CheckpointError(f"{what} {path}: corrupt tensor data ({err})") from None
-    verify_checksums(path, what, arrays, info.get(CHECKSUMS))
+    _verify_checksums(path, what, arrays, info.get(CHECKSUMS))
     return arrays, info
 
 
-def verify_checksums(path, what: str, arrays: dict[str, np.ndarray], recorded: str | None) -> None:
+def _verify_checksums(path, what: str, arrays: dict[str, np.ndarray], recorded: str | None) -> None:
     if recorded is None:
         warnings.warn(f"{what} {path} carries no checksums (written before twinvae recorded them): its "
                       "tensors cannot be verified", stacklevel=3)
