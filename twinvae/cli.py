@@ -165,7 +165,7 @@ def _train_options(args):
     return TrainOptions(**{**tuned, **_given_options(args), "backend": backend, "out": out})
 
 
-CONFIG_FLAGS = {"arch": "arch", "latent_dim": "latent-dim", "likelihood": "likelihood", "beta": "beta"}
+CONFIG_FLAGS = ("arch", "latent_dim", "likelihood", "beta")  # VAEConfig fields the flags override
 
 
 def _train_config(args, base=None):

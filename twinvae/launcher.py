@@ -36,8 +36,9 @@ def launch_workers(target, args: tuple, nproc: int, port: int | None = None, pol
     """Run target(*args) in `nproc` fresh processes on this machine, each with torchrun's environment
     (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT), OMP_NUM_THREADS = cores / nproc
     unless set, and LOCK_OWNER; wait for all of them. If one dies or fails, the others are stopped and
-    WorkerFailed names it (its own traceback is on stderr). A SIGINT or SIGTERM to this process is passed
-    on to the workers, which save and stop at one step: WorkersStopped, once they all have."""
+    WorkerFailed names it (its own traceback is on stderr). A SIGTERM to this process is passed on to the
+    workers (a terminal's Ctrl-C reaches them itself), which save and stop at one step: WorkersStopped, once
+    they all have."""
     port = port or free_port()
     context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked framework state
     processes = []

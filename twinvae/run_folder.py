@@ -95,11 +95,6 @@ class RunLock:
         os.close(self.fd)  # releases the lock; the file stays (unlinking it would race a new holder)
 
 
-def holds_run(out: Path) -> bool:
-    """Whether `out` holds anything of a run (a record, a log, a model or a unit)."""
-    return any((out / name).exists() for name in (RECORD, LOG, CHECKPOINT, TRAIN_STATE, PREVIOUS_STATE))
-
-
 def has_unit(out: Path) -> bool:
     return (out / TRAIN_STATE).is_file() or (out / PREVIOUS_STATE).is_file()
 

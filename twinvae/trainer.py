@@ -235,10 +235,7 @@ def _restore(run: Run, unit: Unit | None):
     model.safetensors, which must be at its step); a fresh state at step 0 without one. model.safetensors
     is rewritten from the unit where a crash left it at another step."""
     twin, options, config = run.twin, run.options, run.config
-    if unit is None:
-        model = twin.init_model(config, options.seed, options.param_dtype, compute_dtype=options.compute_dtype)
-        return twin.create_train_state(model, learning_rate=options.lr, free_bits=options.free_bits), Position()
-    if unit.weights is None:
+    if unit is not None and unit.weights is None:
         model, saved_config, metadata = twin.load_checkpoint(run.out / CHECKPOINT, dtype=options.param_dtype,
                                                              compute_dtype=options.compute_dtype)
         if saved_config != config or metadata.get("step") != unit.position.step:
@@ -246,10 +243,13 @@ def _restore(run: Run, unit: Unit | None):
                              f"(step {unit.position.step}) do not belong together")
     else:
         model = twin.init_model(config, options.seed, options.param_dtype, compute_dtype=options.compute_dtype)
-        model = twin.import_weights(model, unit.weights)
-        if run.writer and _checkpoint_step(run.out / CHECKPOINT) != unit.position.step:
-            _write_model(run, unit.weights, unit.position)
+        if unit is not None:
+            model = twin.import_weights(model, unit.weights)
+            if run.writer and _checkpoint_step(run.out / CHECKPOINT) != unit.position.step:
+                _write_model(run, unit.weights, unit.position)
     state = twin.create_train_state(model, learning_rate=options.lr, free_bits=options.free_bits)
+    if unit is None:
+        return state, Position()
     return twin.import_optimizer_state(state, unit.optimizer), unit.position
 
 
