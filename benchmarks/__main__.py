@@ -10,22 +10,12 @@ import argparse
 import os
 import sys
 
-from benchmarks.points import KINDS, MODES, Point
+from benchmarks.points import KINDS, MODES, Point, add_conv_arguments, ints
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
 
 QUICK = {"batch_sizes": "128", "modes": "eager,compile-default,jit,nnx-jit", "repeats": 5,
          "repeat_seconds": 0.05, "peak_sizes": "512,1024", "peak_seconds": 0.1}
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _names(choices):
@@ -51,12 +41,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kinds", type=_names(KINDS), default=list(KINDS), help="train,infer (default both)")
     p.add_argument("--arch", choices=["conv", "mlp"], default="conv")
     p.add_argument("--image", default="1x28x28", help="CxHxW (default 1x28x28)")
-    p.add_argument("--channels", type=_ints, default=[32, 64], help="conv channels (default 32,64)")
-    p.add_argument("--res-blocks", type=int, default=0, help="residual blocks per resolution (default 0; the "
-                                                             "resnet preset: --channels 64,128 --res-blocks 1)")
-    p.add_argument("--widths", type=_ints, default=[400], help="MLP widths (default 400)")
+    add_conv_arguments(p)
+    p.add_argument("--widths", type=ints, default=[400], help="MLP widths (default 400)")
     p.add_argument("--latent", type=int, default=20)
-    p.add_argument("--batch-sizes", type=_ints, default=None, help="default 32,128,512")
+    p.add_argument("--batch-sizes", type=ints, default=None, help="default 32,128,512")
     p.add_argument("--dtype", choices=list(PRECISIONS), default="float32",
                    help="float32 (default), float64, or bfloat16: mixed precision, float32 parameters "
                         "(torch autocast; Flax dtype=bfloat16, param_dtype=float32); rates then divide by "
@@ -77,7 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per mode (default 20)")
     p.add_argument("--repeat-seconds", type=float, default=None,
                    help="steps per repeat are chosen so a repeat lasts about this long (default 0.3)")
-    p.add_argument("--peak-sizes", type=_ints, default=None, help="matmul sizes for the roofline "
+    p.add_argument("--peak-sizes", type=ints, default=None, help="matmul sizes for the roofline "
                                                                  "(default 1024,2048,4096)")
     p.add_argument("--peak-seconds", type=float, default=None, help="time per matmul measurement (default 0.3)")
     p.add_argument("--roofline-only", action="store_true",
@@ -99,7 +87,7 @@ def options_from(args):
                            res_blocks=args.res_blocks)
     except ValueError as err:
         raise SystemExit(f"python -m benchmarks: error: bad model ({err})") from None
-    batch_sizes = args.batch_sizes or _ints(quick.get("batch_sizes", "32,128,512"))
+    batch_sizes = args.batch_sizes or ints(quick.get("batch_sizes", "32,128,512"))
     modes = args.modes or (_names(sum(MODES.values(), ()))(quick["modes"]) if quick
                            else [m for modes in MODES.values() for m in modes])
     points = [] if args.roofline_only else [Point(config, b, args.dtype, kind) for kind in args.kinds
@@ -107,7 +95,7 @@ def options_from(args):
     return Options(backends=args.backends, modes=modes, points=points, device=args.device, threads=args.threads,
                    tf32=args.tf32, repeats=args.repeats or quick.get("repeats", 20),
                    repeat_seconds=args.repeat_seconds or quick.get("repeat_seconds", 0.3),
-                   peak_sizes=args.peak_sizes or _ints(quick.get("peak_sizes", "1024,2048,4096")),
+                   peak_sizes=args.peak_sizes or ints(quick.get("peak_sizes", "1024,2048,4096")),
                    peak_seconds=args.peak_seconds or quick.get("peak_seconds", 0.3), seed=args.seed)
 
 

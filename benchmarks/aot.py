@@ -127,18 +127,19 @@ def compile_point(point: AotPoint, config: VAEConfig, device) -> dict:
     dtype, compute_dtype = PRECISIONS[point.dtype]
     model = vae_jax.init_model(config, dtype=dtype, compute_dtype=compute_dtype, strided_conv=point.strided_conv,
                                transposed_conv=point.transposed_conv)
+    options = vae_jax.compiler_options(device.platform)  # the chip's, not those of the CPU the model is on
     c, h, w = config.image_shape
     x = jax.ShapeDtypeStruct((point.batch_size, h, w, c), jnp.dtype(dtype), sharding=on_chip)
     start = time.perf_counter()
     with jax.default_matmul_precision(point.precision):
         if point.kind == "train":
             state = vae_jax.create_train_state(model)
-            step = vae_jax.compile_train_step(state, check_inputs=False)
+            step = vae_jax.compile_train_step(state, check_inputs=False, compiler_options=options)
             eps = jax.ShapeDtypeStruct((point.batch_size, config.latent_dim), jnp.dtype(dtype), sharding=on_chip)
             beta = jax.ShapeDtypeStruct((), jnp.dtype(dtype), sharding=on_chip)
             lowered = step.lower(jax.tree.map(abstract, state), x, eps, beta)
         else:
-            step, params = inference_step(model)
+            step, params = inference_step(model, options)
             lowered = step.lower(jax.tree.map(abstract, params), x)
         compiled = lowered.compile()
     compile_s = time.perf_counter() - start

@@ -21,10 +21,13 @@ PLATFORMS = {"cpu": "cpu", "cuda": "gpu", "tpu": "tpu"}
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one per XLA compilation, any function
 
 
-def inference_step(model):
-    """(reconstruct jitted over the model's split state, that state): the inference step."""
+def inference_step(model, compiler_options: dict | None = None):
+    """(reconstruct jitted over the model's split state, that state): the inference step, compiled with
+    `compiler_options` (None: the model's, as the twin's own compiled functions)."""
     graphdef, params = nnx.split(model)
-    return jax.jit(lambda params, x: nnx.merge(graphdef, params).reconstruct(x, check_inputs=False)), params
+    options = model.compiler_options if compiler_options is None else compiler_options
+    return jax.jit(lambda params, x: nnx.merge(graphdef, params).reconstruct(x, check_inputs=False),
+                   compiler_options=options), params
 
 
 class Backend:
@@ -113,7 +116,7 @@ class Backend:
         cost = self.fn.cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         gate = self._gate(self._call(x, eps))
-        return {"gate": gate, "compile_s": compile_s,
+        return {"gate": gate, "compile_s": compile_s, "compiler_options": model.compiler_options,
                 "xla_flops_per_image": float(cost.get("flops", float("nan"))) / point.batch_size if cost else None}
 
     def _setup_nnx_jit(self, model, point: Point) -> dict:
@@ -146,7 +149,7 @@ class Backend:
         self.fn = step
         # the first call compiles; its value, from the canonical weights, is the gate
         compile_s, gate = compile_seconds(lambda i: self._gate(self._call(*self.batches[i])))
-        return {"gate": gate, "compile_s": compile_s}
+        return {"gate": gate, "compile_s": compile_s, "compiler_options": {}}  # nnx.jit takes none: XLA's defaults
 
     def _call(self, x, eps):
         if self.state is not None or self.params is not None:  # the jax.jit modes

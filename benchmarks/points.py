@@ -3,6 +3,7 @@ Framework-free: the coordinator and both workers share it."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import asdict, dataclass
 
@@ -89,3 +90,21 @@ def compile_seconds(call) -> tuple[float, float]:
         times.append(time.perf_counter() - start)
         first = value if i == 0 else first
     return max(0.0, times[0] + times[1] - 2 * times[2]), first
+
+
+def ints(text: str) -> list[int]:
+    """argparse type: comma-separated positive integers."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_conv_arguments(parser: argparse.ArgumentParser) -> None:
+    """--channels and --res-blocks, the conv model's, for the benchmark and its profiler."""
+    parser.add_argument("--channels", type=ints, default=[32, 64], help="conv channels (default 32,64)")
+    parser.add_argument("--res-blocks", type=int, default=0, help="residual blocks per resolution (default 0; "
+                        "the resnet preset: --channels 64,128 --res-blocks 1)")

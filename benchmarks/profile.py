@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.points import KINDS, MODES, Point
+from benchmarks.points import KINDS, MODES, Point, add_conv_arguments
 from vae_core.checkpoint import write_checkpoint
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", help="a benchmark mode of the backend (default: torch eager-channels-last, jax jit)")
     p.add_argument("--kind", choices=KINDS, default="train")
     p.add_argument("--batch-size", type=int, default=128)
+    add_conv_arguments(p)
     p.add_argument("--dtype", choices=sorted(PRECISIONS), default="float32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--tf32", action="store_true", help="allow TF32 (GPU), as the benchmark's --tf32")
@@ -60,7 +61,8 @@ def main(argv=None) -> int:
                          "be >= 1")
     if "TWINVAE_BENCH_CACHE" not in os.environ:  # run as a benchmark worker runs: its threads, fresh caches
         return _in_worker_env(argv, args)
-    point = Point(VAEConfig(), args.batch_size, args.dtype, args.kind)
+    config = VAEConfig(conv_channels=tuple(args.channels), res_blocks=args.res_blocks)
+    point = Point(config, args.batch_size, args.dtype, args.kind)
     backend = importlib.import_module(f"benchmarks.{args.backend}_backend").Backend(
         mode, args.device, args.threads, tf32=args.tf32)
     refused = backend.unavailable(point)

@@ -66,7 +66,8 @@ def build_step(config, learning_rate: float = 1e-3):
             self.model = model
 
         def forward(self, x, eps):
-            return _vae_loss(self.model._forward(x, eps), x, config.likelihood, config.beta).total
+            return _vae_loss(self.model._forward(x, eps), x, config.likelihood, config.beta,
+                             levels=config.levels).total
 
     with _allow_removed_overloads() as missing:  # torchax builds its op tables on import and first use
         import torchax

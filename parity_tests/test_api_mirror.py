@@ -16,6 +16,7 @@ FILES = sorted(p.stem for p in Path(vae_torch.__file__).parent.glob("*.py") if p
 ALLOWED = {
     ("VAE.__init__", "rngs"): "Flax NNX modules take their RNG streams at construction",
     ("compile_train_step", "mode"): "torch.compile's mode; jax.jit has none",
+    ("compile_train_step", "compiler_options"): "XLA's options, for an ahead-of-time compile elsewhere",
     ("conv_transpose_subpixel", "weight"): "each twin takes its own layer's parameter: torch's weight ...",
     ("conv_transpose_subpixel", "kernel"): "... and Flax's kernel, in their own layouts",
     ("conv_space_to_depth", "weight"): "the same for the encoder's convs: torch's weight ...",

@@ -11,7 +11,7 @@ import pytest
 import vae_jax
 import vae_torch
 from twinvae.cli import main as cli_main
-from twinvae.evaluation import evaluate_checkpoint, log_mean_exp
+from twinvae.evaluation import evaluate_checkpoint, log_mean_exp, measure
 from twinvae.trainer import TrainOptions, train
 from vae_core.checkpoint import write_checkpoint
 from vae_core.config import VAEConfig
@@ -31,6 +31,8 @@ def _reference_log_weights(config, weights, x, eps):
     flat = x.reshape(1, len(x), -1)
     if config.likelihood == "bernoulli":
         log_px = (flat * np.log(p) + (1 - flat) * np.log1p(-p)).sum(-1)
+    elif config.likelihood == "continuous_bernoulli":  # C(lambda) = l / tanh(l/2); no logit is near 0 here
+        log_px = (flat * np.log(p) + (1 - flat) * np.log1p(-p) + np.log(logits / np.tanh(logits / 2))).sum(-1)
     else:  # N(x; sigmoid(logits), 1/2) per pixel
         log_px = (-((flat - p) ** 2) / (2 * 0.5) - 0.5 * np.log(2 * np.pi * 0.5)).sum(-1)
     log_normal = -0.5 * (np.log(2 * np.pi))
@@ -39,7 +41,7 @@ def _reference_log_weights(config, weights, x, eps):
     return log_px + log_pz - log_qz
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli"])
 def test_importance_weights_match_numpy_and_each_other(likelihood):
     config = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, likelihood=likelihood)
     weights = init_weights(config, 0, np.float64)
@@ -57,6 +59,19 @@ def test_importance_weights_match_numpy_and_each_other(likelihood):
     assert torch_w.shape == (5, 3)
     np.testing.assert_allclose(torch_w, reference, rtol=1e-10)
     np.testing.assert_allclose(jax_w, reference, rtol=1e-10)
+
+
+def test_bits_per_dim_only_for_a_mass_on_the_datas_own_values():
+    grey, binary = np.array([0.0, 0.5, 1.0]), np.array([0.0, 1.0, 1.0])
+    assert measure("bernoulli", binary) == ("nats (a Bernoulli likelihood of binary images)", True)
+    assert measure("bernoulli", grey) == ("BCE nats (not a likelihood of grey-level data)", False)
+    assert measure("discretized_logistic", grey) == ("nats (a discretized logistic mass on the data's levels)",
+                                                     True)
+    for likelihood in ("gaussian", "continuous_bernoulli"):
+        label, discrete = measure(likelihood, binary)
+        assert "continuous density" in label and "not comparable with discrete bits/dim" in label and not discrete
+    with pytest.raises(ValueError, match="no measure is known for the likelihood 'poisson'"):
+        measure("poisson", binary)
 
 
 def test_log_mean_exp_is_stable():
@@ -78,7 +93,8 @@ def test_report_on_a_trained_model_agrees_across_backends(trained):
     assert r["dataset"] == "digits" and r["images"] == 359 and len(r["kl_per_dim"]) == 4
     assert r["iwae_nll"] < r["negative_elbo"]  # K = 64 tightens the bound
     assert r["negative_elbo"] == pytest.approx(r["reconstruction"] + r["kl"])
-    assert r["bits_per_dim_iwae"] == pytest.approx(r["iwae_nll"] / (64 * math.log(2)))
+    # grey-level digits: the BCE is no likelihood of them, so no bits/dim
+    assert r["measure"] == "BCE nats (not a likelihood of grey-level data)" and r["bits_per_dim_iwae"] is None
     assert 0 <= r["active_units"] <= 4 and sum(r["kl_per_dim"]) == pytest.approx(r["kl"], rel=0.2)
     for key in ("negative_elbo", "iwae_nll"):
         assert reports["jax"][key] == pytest.approx(r[key], rel=1e-5), key
@@ -97,6 +113,12 @@ def test_cli_evaluate(trained, tmp_path, capsys):
     assert f"| {figures['iwae_nll']:.3f} |" in table.read_text().splitlines()[-1]
     assert cli_main(["evaluate", str(trained), "--k", "0", "--no-progress"]) == 2
     assert "k must be at least 1" in capsys.readouterr().err
+    levels = tmp_path / "levels.safetensors"  # a discretized logistic of 256 levels, on digits' 17
+    wide = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, likelihood="discretized_logistic")
+    write_checkpoint(levels, init_weights(wide, 0), wide, {"dataset": "digits"})
+    assert cli_main(["evaluate", str(levels), "--no-progress"]) == 2
+    assert ("a discretized logistic over 256 levels; the digits test images take 17 levels"
+            in capsys.readouterr().err)
     bare = tmp_path / "bare.safetensors"
     write_checkpoint(bare, init_weights(CONFIG, 0), CONFIG)  # no dataset in the metadata
     assert cli_main(["evaluate", str(bare), "--no-progress"]) == 2

@@ -1,6 +1,12 @@
 """Every standard case, float64 and float32: forward, losses, gradients, sampling, checkpoints, Adam steps;
 bf16 mixed precision on two cases."""
 
+import dataclasses
+import importlib
+from pathlib import Path
+
+import jax
+import numpy as np
 import pytest
 
 import vae_jax
@@ -10,12 +16,10 @@ from twinvae.parity import harness
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", harness.CASES, ids=[c.name for c in harness.CASES])
 def test_twins_agree(case, dtype):
-    # CI's time is short: 20 Adam steps in float64 (the optimizers agree to 1e-10 at every step), 10 in
-    # float32, whose trajectory is held loosely (harness.TOLERANCES); `python -m parity_tests` runs all 50
-    # (50 here cost CI 3 more minutes of its 20: docs/perf-log.md). Every form once in float64, where a
-    # form's error would show; float32, which only rounds, in each twin's default forms on the device;
-    # `python -m parity_tests` runs every combination in every dtype.
-    rows = harness.compare(case, dtype, harness.device_from_env(), steps=20 if dtype == "float64" else 10,
+    # The whole 50-step Adam trajectory in both dtypes. Every form once in float64, where a form's error
+    # would show; float32, which only rounds, in each twin's default forms on the device; `python -m
+    # parity_tests` runs every combination in every dtype.
+    rows = harness.compare(case, dtype, harness.device_from_env(),
                            forms="each" if dtype == "float64" else "default")
     assert {r.quantity for r in rows} == set(harness.QUANTITY_KIND)  # every quantity was compared
     failed = [r for r in rows if not r.ok]
@@ -33,10 +37,29 @@ def test_every_form_is_compared():
     assert defaults == {("space_to_depth", "subpixel"), ("native", "subpixel"), ("native", "native")}
 
 
+FORMAT_1 = Path(__file__).parents[1] / "vae_core" / "testdata" / "format1-conv"
+
+
+@pytest.mark.parametrize("twin", ["vae_torch", "vae_jax"])
+def test_a_format_1_checkpoint_decodes_as_it_did(twin):
+    """A checkpoint written before decoder_fc_relu existed (format 1, trained without the ReLU) loads
+    with it off, in each twin, and decodes the logits the twinvae of its day computed (the .npz beside it,
+    from torch then); a new model has the ReLU, so the same weights decode otherwise."""
+    module = importlib.import_module(twin)
+    with jax.enable_x64(True):  # float64 weights
+        model, config, _ = module.load_checkpoint(f"{FORMAT_1}.safetensors")
+        assert config.decoder_fc_relu is False
+        golden = np.load(f"{FORMAT_1}-decoded.npz")
+        logits = module.to_numpy(model.decode(module.as_input(golden["z"], model)))
+        np.testing.assert_allclose(logits, golden["logits"], rtol=0, atol=1e-12)  # canonical NCHW both
+        relu_on = module.init_model(dataclasses.replace(config, decoder_fc_relu=True), dtype=model.dtype)
+        relu_on = module.import_weights(relu_on, module.export_weights(model))
+        relu_logits = module.to_numpy(relu_on.decode(module.as_input(golden["z"], relu_on)))
+    assert np.abs(relu_logits - logits).max() > 1e-3
+
+
 @pytest.mark.parametrize("twin", ["vae_torch", "vae_jax"])
 def test_unknown_form_is_an_error(twin):
-    import importlib
-
     module = importlib.import_module(twin)
     with pytest.raises(ValueError, match=r"transposed_conv must be one of \('native', 'subpixel'\), got 'fft'"):
         module.init_model(harness.CASES[3].config, transposed_conv="fft")

@@ -12,6 +12,7 @@ import vae_jax
 import vae_torch
 from twinvae import trainer
 from twinvae.cli import main as cli_main
+from twinvae.evaluation import evaluate_checkpoint
 from twinvae.parity.harness import worst
 from twinvae.trainer import TrainingDiverged, TrainingInterrupted, TrainOptions, beta_at, resume, train
 from vae_core import seeds
@@ -33,14 +34,17 @@ def _run(tmp_path, backend, dtype, **kwargs):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_both_backends_train_alike(tmp_path, dtype):
+    """float32 on grey levels; float64 on dynamically binarised batches, which both twins must draw alike
+    (and evaluate on the same binarised test set as the run)."""
+    binarize = "dynamic" if dtype == "float64" else None
     if dtype == "float64":
         import jax
 
         with jax.enable_x64(True):
-            jax_log, jax_out = _run(tmp_path, "jax", dtype)
+            jax_log, jax_out = _run(tmp_path, "jax", dtype, binarize=binarize)
     else:
         jax_log, jax_out = _run(tmp_path, "jax", dtype)
-    torch_log, torch_out = _run(tmp_path, "torch", dtype)
+    torch_log, torch_out = _run(tmp_path, "torch", dtype, binarize=binarize)
     assert [r["step"] for r in jax_log] == [5, 10] and [r["beta"] for r in jax_log] == [1.25, 2.0]
     for jax_record, torch_record in zip(jax_log, torch_log):
         for split in ("train", "test"):
@@ -51,8 +55,14 @@ def test_both_backends_train_alike(tmp_path, dtype):
     torch_model, _, meta = vae_torch.load_checkpoint(f"{jax_out}/model.safetensors", dtype="float32")
     jax_model, _, _ = vae_jax.load_checkpoint(f"{torch_out}/model.safetensors", dtype="float32")
     a, b = vae_torch.export_weights(torch_model), vae_jax.export_weights(jax_model)
-    assert meta["epoch"] == 2 and meta["backend"] == "jax"
+    assert meta["epoch"] == 2 and meta["backend"] == "jax" and meta["binarize"] == binarize
     assert worst(a, b)[0] <= 10 * TOLERANCE[dtype]
+    if binarize:
+        evaluation = evaluate_checkpoint(f"{torch_out}/model.safetensors", backend="torch", k=2, seed=3)
+        assert evaluation["binarize"] == "dynamic" and evaluation["measure"].startswith("nats (a Bernoulli")
+        assert evaluation["bits_per_dim_iwae"] == pytest.approx(evaluation["iwae_nll"] / (64 * np.log(2)))
+        run_figure = torch_log[-1]["test"]["total"]
+        assert abs(evaluation["negative_elbo"] - run_figure) <= 1e-10 * abs(run_figure)
 
 
 def test_mixed_precision_training_follows_float32(tmp_path):
@@ -337,18 +347,22 @@ def test_a_log_file_gets_one_line_per_epoch_and_the_summary(tmp_path):
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_the_trainers_fastest_forms_train_as_the_plain_ones(tmp_path, backend, monkeypatch):
     """The trainer runs each twin's defaults on the device (torch: channels_last; JAX on the CPU: the
-    space-to-depth encoder and sub-pixel decoder) and records them; the plain forms (contiguous NCHW; every
-    layer native) give the same losses to float32 rounding."""
+    space-to-depth encoder and sub-pixel decoder, compiled without YNNPACK) and records them; the plain
+    forms (contiguous NCHW; every layer native, XLA's default options) give the same losses to float32
+    rounding."""
     fast, _ = _run(tmp_path / "fast", backend, "float32")
     forms = json.loads(Path(tmp_path / "fast", f"{backend}-float32", "run.json").read_text())["forms"]
     twin = {"torch": vae_torch, "jax": vae_jax}[backend]
     if backend == "torch":
-        assert forms == {"strided_conv": "native", "transposed_conv": "native", "memory_format": "channels_last"}
+        assert forms == {"strided_conv": "native", "transposed_conv": "native", "memory_format": "channels_last",
+                         "compiler_options": {}}
         monkeypatch.setattr(twin.model, "DEFAULT_MEMORY_FORMAT", "contiguous")
     else:
         assert forms == {"strided_conv": "space_to_depth", "transposed_conv": "subpixel",
-                         "memory_format": "channels_last"}
+                         "memory_format": "channels_last",
+                         "compiler_options": twin.model.COMPILER_OPTIONS["cpu"]}
         monkeypatch.setitem(twin.model.DEFAULT_FORMS, "cpu", dict(NATIVE_FORMS))
+        monkeypatch.setattr(twin.model, "COMPILER_OPTIONS", {})
     plain, _ = _run(tmp_path / "plain", backend, "float32")
     assert json.loads(Path(tmp_path / "plain", f"{backend}-float32", "run.json").read_text())["forms"] != forms
     for a, b in zip(fast, plain):

@@ -17,9 +17,10 @@ from vae_core.checkpoint import atomic_write_bytes
 INTERPOLATION_PAIRS = 6  # rows of the interpolation pictures (a run's end writes fewer if its test set is small)
 
 
-def _probabilities(twin: Twin, model: Model, z: np.ndarray) -> np.ndarray:
-    logits = twin.to_numpy(model.decode(twin.as_input(z, model))).astype(np.float64)
-    return 1.0 / (1.0 + np.exp(-logits))
+def _mean_images(twin: Twin, model: Model, z: np.ndarray) -> np.ndarray:
+    """The images of latents z: the likelihood's mean of their logits, in float64."""
+    images = twin.mean_image(model.decode(twin.as_input(z, model)), model.config.likelihood)
+    return twin.to_numpy(images).astype(np.float64)
 
 
 def encode_all(twin: Twin, model: Model, images: np.ndarray, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +71,7 @@ def write_interpolations(twin: Twin, model: Model, data: Dataset, out, pairs: in
         rows = []
         for i in range(pairs):
             a, b = 2 * i, 2 * i + 1
-            decoded = _probabilities(twin, model, path_fn(mu[a], mu[b], t))
+            decoded = _mean_images(twin, model, path_fn(mu[a], mu[b], t))
             rows.append(np.concatenate([images[a:a + 1], decoded, images[b:b + 1]]))
         written.append(save_png(Path(out) / f"interpolation-{name}.png", np.concatenate(rows), ncol=steps + 2))
     return written
@@ -101,10 +102,10 @@ def write_arithmetic(twin: Twin, model: Model, data: Dataset, out, a: str, b: st
     shifted = mu[chosen] + (means[ib] - means[ic])
     summary = np.stack([means[ia], means[ib], means[ic], means[ia] + means[ib] - means[ic]])
     k = len(chosen)
-    summary_row = np.concatenate([_probabilities(twin, model, summary), np.ones((k - 4, *data.image_shape))]) \
-        if k >= 4 else _probabilities(twin, model, summary)[:k]
-    grid_images = np.concatenate([data.test_x[chosen], _probabilities(twin, model, mu[chosen]),
-                                  _probabilities(twin, model, shifted), summary_row])
+    summary_row = np.concatenate([_mean_images(twin, model, summary), np.ones((k - 4, *data.image_shape))]) \
+        if k >= 4 else _mean_images(twin, model, summary)[:k]
+    grid_images = np.concatenate([data.test_x[chosen], _mean_images(twin, model, mu[chosen]),
+                                  _mean_images(twin, model, shifted), summary_row])
     return save_png(Path(out) / "arithmetic.png", grid_images, ncol=k)
 
 

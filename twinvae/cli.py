@@ -12,7 +12,7 @@ import sys
 import time
 
 from twinvae import __version__, apps
-from twinvae.data import DATASET_SHAPES, DATASETS
+from twinvae.data import BINARIZE, DATASET_SHAPES, DATASETS
 from twinvae.demo import run_demo
 from twinvae.evaluation import evaluate_checkpoint
 from twinvae.presets import PRESETS
@@ -20,6 +20,7 @@ from twinvae.trainer import TrainOptions
 from twinvae.twin import BACKENDS, DEFAULT_BACKEND
 from vae_core import checks
 from vae_core.checkpoint import atomic_write_bytes, atomic_write_json, read_checkpoint
+from vae_core.config import ARCHS, LIKELIHOODS
 
 HANDED_OVER = {"bench": "the benchmark harness: `twinvae bench --help` (same as python -m benchmarks)",
                "parity": "check that the twins agree on your model and device: `twinvae parity --help`"}
@@ -82,9 +83,12 @@ def _train_parser(commands) -> None:
     group.add_argument("--config", help="a VAEConfig JSON file (image_shape is the dataset's)")
     group.add_argument("--preset", choices=list(PRESETS),
                        help="seed (the seed's conv VAE, default), mlp (pytorch/examples), resnet (stronger)")
-    p.add_argument("--arch", choices=["conv", "mlp"])
+    p.add_argument("--arch", choices=ARCHS)
     p.add_argument("--latent-dim", type=int)
-    p.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
+    p.add_argument("--likelihood", choices=LIKELIHOODS,
+                   help="bernoulli (the seed's BCE, default), gaussian (the seed's squared error), "
+                        "continuous_bernoulli (the normalised density on [0, 1]), discretized_logistic "
+                        "(a mass on the data's grey levels)")
     p.add_argument("--beta", type=float)
     p.add_argument("--epochs", type=int, help="default 10 (or, with --resume, the run's)")
     p.add_argument("--batch-size", type=int, help="default 128")
@@ -97,6 +101,9 @@ def _train_parser(commands) -> None:
                    help="raise beta linearly over this many steps (default 0: off)")
     p.add_argument("--free-bits", type=float, metavar="NATS",
                    help="free bits per latent dimension in the training objective (default 0: off)")
+    p.add_argument("--binarize", choices=BINARIZE,
+                   help="binarised data for a Bernoulli likelihood: dynamic (each batch drawn x ~ "
+                        "Bernoulli(pixel), seeded) or threshold (pixel > 1/2); the test set binarised once")
     p.add_argument("--denoise", type=float, metavar="SIGMA",
                    help="train a denoising VAE: inputs get Gaussian noise of this sigma, clipped to [0, 1]")
     p.add_argument("--dtype", choices=list(checks.PRECISIONS),
@@ -255,6 +262,8 @@ def _evaluate_parser(commands) -> None:
     p.add_argument("--noise", type=float, metavar="SIGMA",
                    help="also report denoising PSNR at this noise level (default: the sigma a denoising model "
                         "was trained at)")
+    p.add_argument("--binarize", choices=BINARIZE,
+                   help="on the test set binarised so (default: as the model was trained, its metadata's)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--markdown", metavar="FILE", help="also write them as a results table (for the docs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
@@ -269,7 +278,7 @@ def _evaluate(args) -> int:
             _check_writable(path)  # before the evaluation's minutes, not after
     result = evaluate_checkpoint(args.checkpoint, backend=args.backend, dataset=args.dataset,
                                  data_dir=args.data_dir, k=args.k, seed=args.seed, noise=args.noise,
-                                 progress=not args.no_progress)
+                                 binarize=args.binarize, progress=not args.no_progress)
     print(format_report(result))
     if args.json:
         atomic_write_json(args.json, result)

@@ -6,6 +6,11 @@
 - cifar10: the python batches, read with an unpickler that accepts only numpy arrays, lists and strings.
 - folder: any directory of images, resized to image_size.
 Every missing, truncated or corrupt file is an error that says what was expected and where it looked.
+
+Binarised data, the standard protocol for Bernoulli likelihoods (binarize): "dynamic" draws each training
+batch as x ~ Bernoulli(pixel) from the run's 'binarize' stream, keyed by the training step, so both twins
+and a resumed run see the same draws; "threshold" takes pixel > 1/2. The test set is binarised once, the
+same way for every run and evaluation: dynamic from the 'binarize-test' stream of seed 0.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import struct
 import tarfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,8 @@ from vae_core import seeds
 from vae_core.checkpoint import atomic_write_bytes
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "folder")
+BINARIZE = ("dynamic", "threshold")
+BINARIZE_TEST_SEED = 0  # the one binarised test set that every run and evaluation of a dataset shares
 # image shape of each named dataset (a folder's comes from the image size and channels asked for)
 DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 DIGITS_TEST_FRACTION = 0.2
@@ -47,6 +54,7 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray | None
     classes: tuple[str, ...] | None = None
+    levels: int = 256  # the grey levels the values take, k / (levels - 1): 256 for 8-bit images
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -277,7 +285,7 @@ def load_digits(seed: int = 0) -> Dataset:
     labels = digits.target.astype(np.int64)
     train, test = _split(len(images), DIGITS_TEST_FRACTION, seed, step=0)
     return Dataset("digits", images[train], labels[train], images[test], labels[test],
-                   tuple(str(d) for d in range(10)))
+                   tuple(str(d) for d in range(10)), levels=17)
 
 
 def load_folder(folder, image_size: int, channels: int = 1, seed: int = 0) -> Dataset:
@@ -342,3 +350,30 @@ def load_dataset(name: str, data_dir=None, *, download_missing: bool = True, ima
         return load_folder(data_dir, image_size, channels, seed)
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
 
+
+
+# --- binarised data ---------------------------------------------------------------------------------------
+
+def binarize(images: np.ndarray, mode: str, seed: int, step: int, purpose: str = "binarize") -> np.ndarray:
+    """The images as 0/1 in their dtype: "dynamic", x ~ Bernoulli(pixel), draw `step` of the seed's
+    `purpose` stream (uniforms drawn in float64, so float32 and float64 images give the same draws);
+    "threshold", pixel > 1/2."""
+    if mode not in BINARIZE:
+        raise ValueError(f"binarize must be one of {BINARIZE}, got {mode!r}")
+    if mode == "threshold":
+        return (images > 0.5).astype(images.dtype)
+    return (seeds.rng(seed, purpose, step).random(images.shape) < images).astype(images.dtype)
+
+
+def binarized(data: Dataset, mode: str) -> Dataset:
+    """The dataset with its test set binarised once (dynamic: the 'binarize-test' stream of seed 0), and
+    with "threshold" its training set too; a dynamic run binarises each training batch (binarize). Only
+    grey-level images can be: a colour image's pixel is no probability of one binary value (binarize
+    names a mode it does not know)."""
+    channels = data.image_shape[0]
+    if channels != 1:
+        raise DataError(f"--binarize takes grey-level images (1 channel); the {data.name} images have "
+                        f"{channels} channels")
+    test_x = binarize(data.test_x, mode, BINARIZE_TEST_SEED, 0, "binarize-test")
+    train_x = binarize(data.train_x, mode, 0, 0) if mode == "threshold" else data.train_x
+    return replace(data, train_x=train_x, test_x=test_x, levels=2)

@@ -244,3 +244,34 @@ def test_digits_is_embedded_and_split_deterministically():
 def test_unknown_dataset():
     with pytest.raises(DataError, match="unknown dataset 'imagenet'"):
         data.load_dataset("imagenet")
+
+
+def test_dynamic_binarization_draws_each_pixel_once_per_step():
+    """x ~ Bernoulli(pixel): 0/1 values with the pixels' means, the same draws for the same seed and step
+    in float32 and float64 (so both twins and a resumed run see them), other draws at another step."""
+    images = np.full((2000, 1, 8, 8), 0.3, np.float32)
+    images[:, :, 0, 0], images[:, :, 0, 1] = 0.0, 1.0
+    drawn = data.binarize(images, "dynamic", seed=1, step=7)
+    assert drawn.dtype == np.float32 and set(np.unique(drawn)) == {0.0, 1.0}
+    assert np.all(drawn[:, :, 0, 0] == 0) and np.all(drawn[:, :, 0, 1] == 1)
+    assert abs(drawn[:, :, 1:].mean() - 0.3) < 4 * np.sqrt(0.21 / drawn[:, :, 1:].size)
+    np.testing.assert_array_equal(data.binarize(images.astype(np.float64), "dynamic", 1, 7), drawn)
+    assert np.mean(data.binarize(images, "dynamic", 1, 8) != drawn) > 0.3
+    assert np.mean(data.binarize(images, "dynamic", 2, 7) != drawn) > 0.3
+    with pytest.raises(ValueError, match=r"binarize must be one of \('dynamic', 'threshold'\), got 'coin'"):
+        data.binarize(images, "coin", 1, 7)
+
+
+def test_a_binarized_dataset_shares_one_test_set_and_refuses_colour():
+    digits = data.load_digits()
+    dynamic, again = data.binarized(digits, "dynamic"), data.binarized(data.load_digits(), "dynamic")
+    np.testing.assert_array_equal(dynamic.test_x, again.test_x)  # once, the same for every run
+    assert set(np.unique(dynamic.test_x)) == {0.0, 1.0} and dynamic.train_x is digits.train_x
+    threshold = data.binarized(digits, "threshold")
+    np.testing.assert_array_equal(threshold.train_x, digits.train_x > 0.5)
+    np.testing.assert_array_equal(threshold.test_x, digits.test_x > 0.5)
+    colour = data.Dataset("rgb", np.zeros((4, 3, 8, 8), np.float32), None, np.zeros((2, 3, 8, 8), np.float32),
+                          None)
+    with pytest.raises(DataError, match=r"--binarize takes grey-level images \(1 channel\); the rgb images have "
+                                        "3 channels"):
+        data.binarized(colour, "dynamic")

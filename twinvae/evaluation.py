@@ -2,9 +2,11 @@
 
 Always at beta = 1 and without free bits, so every figure bounds the same likelihood: the negative ELBO
 (one eps per image, the 'eval' stream), the IWAE estimate of -log p(x) with K importance samples
-(Burda et al. 2016; vectorised over K and over images), bits per dimension beside nats, the KL of each
-latent dimension and the number of active units (variance over the test set of E_q[z] above 0.01), and
-for denoising the PSNR of noisy and denoised test images (vae_core/denoising.py)."""
+(Burda et al. 2016; vectorised over K and over images), the KL of each latent dimension and the number
+of active units (variance over the test set of E_q[z] above 0.01), and for denoising the PSNR of noisy and
+denoised test images (vae_core/denoising.py). What the nats are depends on the likelihood and the data
+(measure): bits per dimension only where the likelihood is a probability mass on the data's own values,
+which a reader may set beside published bits/dim."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import math
 import numpy as np
 
 from twinvae.apps import encode_all
-from twinvae.data import load_dataset
+from twinvae.data import binarized, load_dataset
 from twinvae.denoising import denoising_figures, training_noise
 from twinvae.progress import Progress
 from twinvae.twin import DEFAULT_BACKEND, Model, Twin, dtype_name, load_twin
@@ -22,6 +24,25 @@ from vae_core import checks, seeds
 ACTIVE_UNIT_THRESHOLD = 0.01
 SAMPLES_PER_CHUNK = 20_000  # images x K per decoder call: bounds memory at about 60 MB for 28x28
 EVAL_BATCH = 500
+
+
+def measure(likelihood: str, images: np.ndarray) -> tuple[str, bool]:
+    """What a likelihood's nats on these images are, and whether bits/dim mean anything: the Bernoulli is
+    a mass on {0, 1}, so a likelihood of binary images only (on grey levels its BCE normalises over
+    nothing); the Gaussian and the continuous Bernoulli are densities of continuous values, not masses of
+    the images' discrete levels; the discretized logistic is a mass on those levels."""
+    if likelihood == "bernoulli":
+        if np.isin(images, (0.0, 1.0)).all():
+            return "nats (a Bernoulli likelihood of binary images)", True
+        return "BCE nats (not a likelihood of grey-level data)", False
+    if likelihood == "discretized_logistic":
+        return "nats (a discretized logistic mass on the data's levels)", True
+    if likelihood == "gaussian":
+        return ("nats of a continuous density (fixed-variance Gaussian), not comparable with discrete "
+                "bits/dim"), False
+    if likelihood == "continuous_bernoulli":
+        return "nats of a continuous density on [0, 1], not comparable with discrete bits/dim", False
+    raise ValueError(f"no measure is known for the likelihood {likelihood!r}")
 
 
 def negative_elbo(twin: Twin, model: Model, images: np.ndarray, seed: int, dtype: str) -> dict:
@@ -58,9 +79,12 @@ def iwae_nll(twin: Twin, model: Model, images: np.ndarray, k: int, seed: int, dt
 
 
 def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | None = None, data_dir=None,
-                        k: int = 1000, seed: int = 0, noise: float | None = None, progress: bool = False) -> dict:
+                        k: int = 1000, seed: int = 0, noise: float | None = None, binarize: str | None = None,
+                        progress: bool = False) -> dict:
     """The figures of the module docstring; with a noise level (default: the sigma a denoising model was
-    trained at, none for others) also the PSNR of noisy, denoised and reconstructed test images."""
+    trained at, none for others) also the PSNR of noisy, denoised and reconstructed test images. On the
+    binarised test set (twinvae.data.binarized) where `binarize` says so, by default where the model was
+    trained on binarised data (its metadata's `binarize`)."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if noise is not None:
@@ -74,6 +98,12 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
     if data.image_shape != config.image_shape:
         raise ValueError(f"checkpoint {path} takes images {config.image_shape}, the {name} images are "
                          f"{data.image_shape}")
+    binarize = binarize or metadata.get("binarize")
+    if binarize:
+        data = binarized(data, binarize)
+    if config.likelihood == "discretized_logistic" and data.levels != config.levels:
+        raise ValueError(f"checkpoint {path} is a discretized logistic over {config.levels} levels; the {name} "
+                         f"test images{' as binarised' if binarize else ''} take {data.levels} levels")
     dtype = dtype_name(model)
     images = data.test_x
     elbo = negative_elbo(twin, model, images, seed, dtype)
@@ -86,14 +116,17 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
     nll = iwae_nll(twin, model, images, k, seed, dtype, bar).mean()
     bar.close()
     _check_finite(path, name, "IWAE -log p(x)", float(nll))
-    dims = config.num_pixels
+    label, discrete = measure(config.likelihood, images)
+    bits = 1 / (config.num_pixels * math.log(2)) if discrete else None
     noise = training_noise(metadata) if noise is None else noise
     denoising = denoising_figures(twin, model, images, noise, seed) if noise > 0 else None
-    return {"checkpoint": str(path), "dataset": name, "backend": backend, "images": len(images), "k": k,
+    return {"checkpoint": str(path), "dataset": name, "binarize": binarize, "backend": backend,
+            "images": len(images), "k": k,
             "seed": seed, "denoising": denoising, "negative_elbo": elbo["total"],
             "reconstruction": elbo["reconstruction"],
-            "kl": elbo["kl"], "iwae_nll": float(nll), "bits_per_dim_elbo": elbo["total"] / (dims * math.log(2)),
-            "bits_per_dim_iwae": float(nll) / (dims * math.log(2)), "active_units": active,
+            "kl": elbo["kl"], "iwae_nll": float(nll), "measure": label,
+            "bits_per_dim_elbo": elbo["total"] * bits if bits else None,
+            "bits_per_dim_iwae": float(nll) * bits if bits else None, "active_units": active,
             "latent_dim": config.latent_dim, "kl_per_dim": kl_per_dim.tolist(), "likelihood": config.likelihood}
 
 
@@ -109,12 +142,12 @@ def format_report(r: dict) -> str:
     psnr = (f"\n  denoising sigma {d['sigma']:g}: PSNR noisy {d['psnr_noisy']:.2f} dB, denoised "
             f"{d['psnr_denoised']:.2f} dB (+{d['psnr_denoised'] - d['psnr_noisy']:.2f}), clean reconstructed "
             f"{d['psnr_reconstructed']:.2f} dB") if d else ""
-    return (f"{r['checkpoint']} on {r['dataset']} test ({r['images']} images, {r['backend']} backend)\n"
-            f"  negative ELBO      {r['negative_elbo']:9.3f} nats/image "
-            f"({r['bits_per_dim_elbo']:.4f} bits/dim) = reconstruction {r['reconstruction']:.3f} "
-            f"+ KL {r['kl']:.3f}\n"
-            f"  IWAE -log p(x)     {r['iwae_nll']:9.3f} nats/image ({r['bits_per_dim_iwae']:.4f} bits/dim), "
-            f"K = {r['k']}\n"
+    return (f"{r['checkpoint']} on {r['dataset']} test{_binarised(r)} ({r['images']} images, {r['backend']} "
+            "backend)\n"
+            f"  figures in         {r['measure']}, per image\n"
+            f"  negative ELBO      {r['negative_elbo']:9.3f}{_bits(r['bits_per_dim_elbo'])} = reconstruction "
+            f"{r['reconstruction']:.3f} + KL {r['kl']:.3f}\n"
+            f"  IWAE -log p(x)     {r['iwae_nll']:9.3f}{_bits(r['bits_per_dim_iwae'])}, K = {r['k']}\n"
             f"  active units       {r['active_units']} of {r['latent_dim']} "
             f"(Var E_q[z] > {ACTIVE_UNIT_THRESHOLD})\n"
             f"  KL per latent dim  {kl}" + psnr)
@@ -127,9 +160,23 @@ def report_markdown(r: dict, command: str) -> str:
               "bits/dim", "reconstruction", "KL", "active units"]
     header += ["sigma", "PSNR noisy", "PSNR denoised"] if d else []
     cells = [r["checkpoint"], r["backend"], str(r["images"]), str(r["k"]), f"{r['negative_elbo']:.3f}",
-             f"{r['bits_per_dim_elbo']:.4f}", f"{r['iwae_nll']:.3f}", f"{r['bits_per_dim_iwae']:.4f}",
+             _cell(r["bits_per_dim_elbo"]), f"{r['iwae_nll']:.3f}", _cell(r["bits_per_dim_iwae"]),
              f"{r['reconstruction']:.3f}", f"{r['kl']:.3f}", f"{r['active_units']} of {r['latent_dim']}"]
     if d:
         cells += [f"{d['sigma']:g}", f"{d['psnr_noisy']:.2f} dB", f"{d['psnr_denoised']:.2f} dB"]
-    return (f"Command: `{command}`; nats per image on the {r['dataset']} test set.\n\n"
+    return (f"Command: `{command}`; {r['measure']} per image on the {r['dataset']} test set{_binarised(r)}."
+            f"\n\n"
             f"| {' | '.join(header)} |\n|{'---|' * len(header)}\n| {' | '.join(cells)} |\n")
+
+
+def _binarised(r: dict) -> str:
+    protocols = {"dynamic": ", binarised dynamically (seed 0)", "threshold": ", binarised at 1/2"}
+    return protocols.get(r.get("binarize"), "")
+
+
+def _bits(value: float | None) -> str:
+    return f" ({value:.4f} bits/dim)" if value is not None else ""
+
+
+def _cell(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "n/a"

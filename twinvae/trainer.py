@@ -30,7 +30,7 @@ from twinvae.apps import (
     write_reconstructions,
     write_samples,
 )
-from twinvae.data import Dataset, load_dataset
+from twinvae.data import BINARIZE, Dataset, binarize, binarized, load_dataset
 from twinvae.denoising import add_noise, denoising_figures, write_denoising
 from twinvae.environment import cpu_name, git_commit, versions
 from twinvae.evaluation import negative_elbo
@@ -80,6 +80,7 @@ class TrainOptions:
     kl_warmup: int = 0  # steps over which beta rises linearly from beta/kl_warmup to beta
     free_bits: float = 0.0  # nats per latent dimension in the training objective (never in evaluation)
     denoise: float = 0.0  # > 0: train a denoising VAE on inputs with Gaussian noise of this sigma
+    binarize: str | None = None  # "dynamic" or "threshold": binarised data (twinvae.data.binarized)
     dtype: str = "float32"
     seed: int = 0
     out: str = "runs/train"
@@ -106,6 +107,8 @@ class TrainOptions:
             raise ValueError(f"kl-warmup must be >= 0 steps, got {self.kl_warmup}")
         checks.check_free_bits(self.free_bits)
         checks.check_noise(self.denoise)
+        if self.binarize is not None and self.binarize not in BINARIZE:
+            raise ValueError(f"binarize must be one of {BINARIZE} (or none), got {self.binarize!r}")
         if self.dtype not in checks.PRECISIONS:
             raise ValueError(f"dtype must be one of {tuple(checks.PRECISIONS)}, got {self.dtype!r}")
         if self.devices < 0:
@@ -166,8 +169,17 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=N
             _start_folder(out, overwrite)
             return _launch(options, train, (config, options, progress))
     twin = load_twin(options.backend)
-    rank, world = _join_workers(twin, options)
+    with _workers(twin, options) as (rank, world):
+        return _train_here(twin, config, options, rank, world, progress, log, overwrite)
+
+
+def _train_here(twin: Twin, config: VAEConfig, options: TrainOptions, rank: int, world: int, progress: bool,
+                log, overwrite: bool) -> dict | None:
+    """train's work in this process, one of `world` (the state dies with this frame, before the group)."""
+    out = Path(options.out)
     dataset, n_batches = _data(config, options)
+    if config.likelihood == "discretized_logistic":  # its bins are the data's levels
+        config = dataclasses.replace(config, levels=dataset.levels)
     with _writer_lock(out, rank):
         model = twin.init_model(config, options.seed, options.param_dtype, compute_dtype=options.compute_dtype)
         if rank == 0:
@@ -199,7 +211,14 @@ def resume(run_dir, backend: str | None = None, epochs: int | None = None, progr
             return _launch(options, resume, (str(out), options.backend, options.epochs, progress, None,
                                              options.devices, options.nproc))
     twin = load_twin(options.backend)
-    rank, world = _join_workers(twin, options)
+    with _workers(twin, options) as (rank, world):
+        return _resume_here(twin, config, options, rank, world, progress, log)
+
+
+def _resume_here(twin: Twin, config: VAEConfig, options: TrainOptions, rank: int, world: int, progress: bool,
+                 log) -> dict | None:
+    """resume's work in this process, one of `world` (the state dies with this frame, before the group)."""
+    out, say = Path(options.out), log or print
     with _writer_lock(out, rank):
         unit = _check_resumable(out, config, options, say, writer=rank == 0)
         dataset, n_batches = _data(config, options)
@@ -330,7 +349,7 @@ def _writer_lock(out: Path, rank: int):
 def _launch(options: TrainOptions, function, args) -> dict | None:
     """Run `function(*args)` in options.nproc torch workers; their interruption becomes this process's."""
     try:
-        launcher.launch_workers(_worker, (options.backend, function, args), options.nproc)
+        launcher.launch_workers(_worker, (function, args), options.nproc)
     except launcher.WorkersStopped as err:
         raise _interrupted(Path(options.out), err.exit_code) from None
     return _last_record(Path(options.out))
@@ -341,15 +360,30 @@ def _launches(options: TrainOptions) -> bool:
     return options.backend == "torch" and options.nproc > 1 and "WORLD_SIZE" not in os.environ
 
 
-def _worker(backend: str, function, args) -> None:
-    """One process of a multi-process run (launcher.launch_workers): run it, then leave the group; a
-    stop on request exits with the signal's code, which the launcher reads."""
+def _worker(function, args) -> None:
+    """One process of a multi-process run (launcher.launch_workers); a stop on request exits with the
+    signal's code, which the launcher reads."""
     try:
         function(*args)
     except TrainingInterrupted as err:
         sys.exit(err.exit_code)
+
+
+@contextlib.contextmanager
+def _workers(twin: Twin, options: TrainOptions):
+    """(rank, world size) of this process among the run's workers (_join_workers); at the end it leaves
+    their group, after waiting for the others when its part ended well (twin.distributed.shutdown).
+    Under torchrun too, which leaves that to the program."""
+    rank, world = _join_workers(twin, options)
+    if world == 1:
+        yield rank, world
+        return
+    ended_well = False
+    try:
+        yield rank, world
+        ended_well = True
     finally:
-        load_twin(backend).distributed.shutdown()
+        twin.distributed.shutdown(wait_for_peers=ended_well)
 
 
 def _join_workers(twin: Twin, options: TrainOptions) -> tuple[int, int]:
@@ -390,6 +424,8 @@ def _data(config: VAEConfig, options: TrainOptions) -> tuple[Dataset, int]:
     pictures take."""
     dataset = load_dataset(options.dataset, options.data_dir, image_size=options.image_size,
                            channels=options.channels, seed=0)
+    if options.binarize:
+        dataset = binarized(dataset, options.binarize)
     for split in ("train", "test"):
         shape = tuple(int(n) for n in getattr(dataset, f"{split}_x").shape[1:])
         if shape != config.image_shape:
@@ -487,6 +523,8 @@ def _train_epoch(run: Run, state, step_fn, epoch: int, position: Position, bar: 
     order = seeds.epoch_order(options.seed, epoch, len(run.dataset.train_x))
     for b in range(position.batch, run.n_batches):
         x = run.dataset.train_x[order[b * options.batch_size:(b + 1) * options.batch_size]]
+        if options.binarize == "dynamic":
+            x = binarize(x, "dynamic", options.seed, step)
         x = x.astype(options.param_dtype)
         eps = seeds.eps_for_step(options.seed, step, options.batch_size, run.config.latent_dim,
                                  options.param_dtype)
@@ -567,7 +605,8 @@ def _write_model(run: Run, weights: dict, position: Position, test_loss: float |
     options = run.options
     write_checkpoint(run.out / CHECKPOINT, weights, run.config, {
         "dataset": options.dataset, "epoch": position.epoch, "step": position.step, "backend": options.backend,
-        "seed": options.seed, "test_loss": test_loss, "denoise": options.denoise})
+        "seed": options.seed, "test_loss": test_loss, "denoise": options.denoise,
+        "binarize": options.binarize})
 
 
 def write_run_pictures(twin: Twin, model, data: Dataset, out, records: list[dict], seed: int = 0,
@@ -593,8 +632,7 @@ def results_markdown(run: dict, records: list[dict]) -> str:
              f"{run.get('cpu', '')}, {', '.join(f'{k} {v}' for k, v in run['versions'].items())}.", "",
              f"Backend {options['backend']}, dataset {options['dataset']}, seed {options['seed']}, batch "
              f"{options['batch_size']}, {options['dtype']}; config `{json.dumps(run['config'])}`"
-             + (f"; forms {', '.join(f'{k} {v}' for k, v in run['forms'].items())}" if "forms" in run else "")
-             + ".", ""]
+             + (f"; forms {_forms_text(run['forms'])}" if "forms" in run else "") + ".", ""]
     denoising = any("denoising" in r for r in records)
     header = ["epoch", "train total", "train reconstruction", "train KL", "test total", "test reconstruction",
               "test KL", "seconds"] + (["PSNR noisy (dB)", "PSNR denoised (dB)"] if denoising else [])
@@ -608,9 +646,18 @@ def results_markdown(run: dict, records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _forms_text(forms: dict) -> str:
+    """A run record's forms as results.md shows them: each form, then any compiler options as name="value"."""
+    options = forms.get("compiler_options") or {}
+    return ", ".join([*(f"{k} {v}" for k, v in forms.items() if k != "compiler_options"),
+                      *([f"compiler options {' '.join(f'{k}={json.dumps(v)}' for k, v in options.items())}"]
+                        if options else [])])
+
+
 def model_forms(model) -> dict:
-    """How a model computes: its layer forms and its memory format (what a run records)."""
-    return {**model.forms, "memory_format": model.memory_format}
+    """How a model computes: its layer forms, its memory format and its twin's compiler options (what a
+    run records)."""
+    return {**model.forms, "memory_format": model.memory_format, "compiler_options": model.compiler_options}
 
 
 def run_record(config: VAEConfig, options: TrainOptions, model=None) -> dict:

@@ -20,7 +20,7 @@ from vae_core.config import VAEConfig
 from vae_core.layout import WeightsError, check_weights
 
 FORMAT_NAME = "twinvae"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the config may hold fields format 1 lacks (LATER_FIELDS), which 1 reads as before
 TEMP_SUFFIX = ".tmp"  # atomic_write_bytes' temp files: .<name>.<random>.tmp beside the target
 TRAIN_STATE_FORMAT = "twinvae-train-state"  # a run's optimizer state and position (twinvae.run_folder)
 CHECKSUMS = "sha256"  # the header field: JSON {tensor name: SHA-256 of its bytes}

@@ -8,11 +8,12 @@ import numbers
 from dataclasses import dataclass
 
 ARCHS = ("conv", "mlp")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "discretized_logistic")
 KERNEL, STRIDE, PADDING = 4, 2, 1  # every resampling conv and transposed conv of the conv architecture
 RES_KERNEL = 3  # the residual blocks' convs: 3x3, stride 1, padding 1 (the size stays)
-# Fields added after checkpoint format 1 came out, with the value that checkpoints written before them meant.
-LATER_FIELDS = {"res_blocks": 0}
+# Fields added after checkpoint format 1 came out, with the value that files written before them (format 1
+# checkpoints, run records) meant: a stored config that lacks one is read with that value, not the default.
+LATER_FIELDS = {"res_blocks": 0, "decoder_fc_relu": False, "levels": 256}
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,10 @@ class VAEConfig:
     image_shape is (C, H, W) whatever the backend's layout. `conv_channels` are the encoder's
     channels after each stride-2 conv (the decoder runs them in reverse); `res_blocks` residual blocks
     (x + conv3x3(relu(conv3x3(relu(x))))) follow each encoder conv and precede each decoder transposed
-    conv, at that resolution; `mlp_widths` are the encoder's hidden widths (the decoder mirrors them).
+    conv, at that resolution; `decoder_fc_relu`: a ReLU after the conv decoder's fc, before the reshape (as
+    in the reference model; checkpoints of format 1 were trained without it). `mlp_widths` are the
+    encoder's hidden widths (the decoder mirrors them, with a ReLU after its fc always). `levels`: the
+    data's grey levels, which the discretized logistic's bins are (the others ignore it).
     Only the fields of the chosen `arch` are used.
     """
 
@@ -31,8 +35,10 @@ class VAEConfig:
     arch: str = "conv"
     conv_channels: tuple[int, ...] = (32, 64)
     res_blocks: int = 0
+    decoder_fc_relu: bool = True
     mlp_widths: tuple[int, ...] = (400,)
     likelihood: str = "bernoulli"
+    levels: int = 256
     beta: float = 1.0
 
     def __post_init__(self):
@@ -42,7 +48,7 @@ class VAEConfig:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(_plain(v) for v in value))
-        for name in ("latent_dim", "res_blocks", "beta"):
+        for name in ("latent_dim", "res_blocks", "levels", "beta"):
             object.__setattr__(self, name, _plain(getattr(self, name)))
         _validate(self)
 
@@ -50,6 +56,18 @@ class VAEConfig:
     @property
     def num_pixels(self) -> int:
         c, h, w = self.image_shape
+        return c * h * w
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the decoder's logits: the image's, but 2C channels for the discretized logistic
+        (the first C its means, the next C its log-scales)."""
+        c, h, w = self.image_shape
+        return (2 * c if self.likelihood == "discretized_logistic" else c, h, w)
+
+    @property
+    def output_size(self) -> int:
+        c, h, w = self.output_shape
         return c * h * w
 
     @property
@@ -78,8 +96,9 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict, complete: bool = False) -> VAEConfig:
-        """From a dict such as to_dict() gives; missing fields take their defaults unless `complete`
-        (a checkpoint's config must name every field, so a default never stands in for a lost one)."""
+        """From a dict such as to_dict() gives; missing fields take their defaults unless `complete` (a
+        stored config, which must name every field but LATER_FIELDS, so that a default never stands in
+        for a lost one; those it lacks take the value they had before they existed)."""
         if not isinstance(data, dict):
             raise ValueError(f"VAEConfig: expected a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -89,7 +108,7 @@ class VAEConfig:
         missing = sorted(known - set(data) - set(LATER_FIELDS))
         if complete and missing:
             raise ValueError(f"VAEConfig: missing field(s) {missing}")
-        return cls(**data)
+        return cls(**({**LATER_FIELDS, **data} if complete else data))
 
     @classmethod
     def from_json(cls, text: str, complete: bool = False) -> VAEConfig:
@@ -129,6 +148,10 @@ def _validate(cfg: VAEConfig) -> None:
         raise ValueError(f"VAEConfig.latent_dim must be a positive int, got {cfg.latent_dim!r}")
     if not _is_int(cfg.res_blocks) or cfg.res_blocks < 0:
         raise ValueError(f"VAEConfig.res_blocks must be an int >= 0, got {cfg.res_blocks!r}")
+    if not _is_int(cfg.levels) or cfg.levels < 2:
+        raise ValueError(f"VAEConfig.levels must be an int >= 2 (the data's grey levels), got {cfg.levels!r}")
+    if not isinstance(cfg.decoder_fc_relu, bool):
+        raise ValueError(f"VAEConfig.decoder_fc_relu must be true or false, got {cfg.decoder_fc_relu!r}")
     if cfg.arch not in ARCHS:
         raise ValueError(f"VAEConfig.arch must be one of {ARCHS}, got {cfg.arch!r}")
     if cfg.likelihood not in LIKELIHOODS:

@@ -29,12 +29,16 @@ def test_json_round_trip():
     ({"latent_dim": 0}, "latent_dim must be a positive int, got 0"),
     ({"latent_dim": 2.5}, "latent_dim must be a positive int, got 2.5"),
     ({"arch": "resnet"}, "arch must be one of ('conv', 'mlp'), got 'resnet'"),
-    ({"likelihood": "poisson"}, "likelihood must be one of ('bernoulli', 'gaussian'), got 'poisson'"),
+    ({"likelihood": "poisson"},
+     "likelihood must be one of ('bernoulli', 'gaussian', 'continuous_bernoulli', 'discretized_logistic'), "
+     "got 'poisson'"),
+    ({"levels": 1}, "levels must be an int >= 2 (the data's grey levels), got 1"),
     ({"beta": -1.0}, "beta must be a finite number >= 0, got -1.0"),
     ({"beta": float("nan")}, "beta must be a finite number >= 0, got nan"),
     ({"conv_channels": ()}, "conv_channels must be a non-empty tuple"),
     ({"res_blocks": -1}, "res_blocks must be an int >= 0, got -1"),
     ({"res_blocks": 1.5}, "res_blocks must be an int >= 0, got 1.5"),
+    ({"decoder_fc_relu": 1}, "decoder_fc_relu must be true or false, got 1"),
     ({"mlp_widths": (400, -1)}, "mlp_widths must hold positive ints, got (400, -1)"),
 ])
 def test_invalid_configs_name_the_field_and_value(kwargs, words):
@@ -55,10 +59,13 @@ def test_from_json_rejects_unknown_fields_and_bad_json():
 
 
 def test_a_complete_config_may_lack_only_fields_added_after_format_1():
-    """Checkpoints written before `res_blocks` existed still load, meaning no residual blocks; any other
+    """Checkpoints written before `res_blocks` and `decoder_fc_relu` existed still load, meaning no
+    residual blocks and no ReLU after the decoder's fc, though a new config has that ReLU; any other
     missing field is an error."""
-    old = {k: v for k, v in VAEConfig().to_dict().items() if k != "res_blocks"}
-    assert VAEConfig.from_dict(old, complete=True).res_blocks == 0
+    assert VAEConfig().decoder_fc_relu is True and VAEConfig.from_dict({}).decoder_fc_relu is True
+    old = {k: v for k, v in VAEConfig().to_dict().items() if k not in ("res_blocks", "decoder_fc_relu")}
+    assert VAEConfig.from_dict(old, complete=True) == VAEConfig(decoder_fc_relu=False)
+    assert VAEConfig.from_dict({**old, "decoder_fc_relu": True}, complete=True).decoder_fc_relu is True
     del old["latent_dim"]
     with pytest.raises(ValueError, match=r"missing field\(s\) \['latent_dim'\]"):
         VAEConfig.from_dict(old, complete=True)

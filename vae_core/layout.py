@@ -114,7 +114,8 @@ def layer_specs(config: VAEConfig) -> list[LayerSpec]:
         reverse = channels[::-1]
         for i, (cin, cout) in enumerate(zip(reverse[:-1], reverse[1:])):
             layers += _res_blocks(f"decoder.blocks.{i}", cin, config.res_blocks)
-            layers.append(LayerSpec(f"decoder.deconvs.{i}", "conv_transpose", cin, cout))
+            out = config.output_shape[0] if i == len(reverse) - 2 else cout
+            layers.append(LayerSpec(f"decoder.deconvs.{i}", "conv_transpose", cin, out))
     else:
         widths = (config.num_pixels, *config.mlp_widths)
         for i, (fin, fout) in enumerate(zip(widths[:-1], widths[1:])):
@@ -128,8 +129,8 @@ def layer_specs(config: VAEConfig) -> list[LayerSpec]:
         last = len(reverse) - 2
         for i, (fin, fout) in enumerate(zip(reverse[:-1], reverse[1:])):
             kind = "linear_to_image" if i == last else "linear"
-            layers.append(LayerSpec(f"decoder.linears.{i}", kind, fin, fout,
-                                    config.image_shape if i == last else None))
+            layers.append(LayerSpec(f"decoder.linears.{i}", kind, fin, config.output_size if i == last else fout,
+                                    config.output_shape if i == last else None))
     return layers
 
 

@@ -30,6 +30,19 @@ def test_golden_key_lists():
     assert core.num_parameters(VAEConfig()) == 258_025
 
 
+def test_the_discretized_logistic_widens_only_the_last_layer():
+    """Its decoder writes 2C channels (means, then log-scales): the same keys, the last layer twice as
+    wide (the file format of issue 17)."""
+    for arch, golden, last in (("conv", GOLDEN_CONV, "decoder.deconvs.1"),
+                               ("mlp", GOLDEN_MLP, "decoder.linears.0")):
+        wide = core.canonical_shapes(VAEConfig(arch=arch, likelihood="discretized_logistic"))
+        assert list(wide) == list(golden)
+        changed = {key: shape for key, shape in wide.items() if shape != golden[key]}
+        widened = {"conv": {f"{last}.weight": (32, 2, 4, 4), f"{last}.bias": (2,)},
+                   "mlp": {f"{last}.weight": (1568, 400), f"{last}.bias": (1568,)}}[arch]
+        assert changed == widened
+
+
 @pytest.mark.parametrize("config", [
     VAEConfig(image_shape=(3, 8, 12), conv_channels=(4, 6), latent_dim=5),
     VAEConfig(arch="mlp", image_shape=(3, 4, 6), mlp_widths=(7, 5), latent_dim=2),

@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-PURPOSES = ("init", "data", "eps", "sample", "eval", "noise")
+PURPOSES = ("init", "data", "eps", "sample", "eval", "noise", "binarize", "binarize-test")
 
 
 def derive_seed(seed: int, purpose: str) -> int:

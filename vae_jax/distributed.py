@@ -39,6 +39,11 @@ def replicate(state: TrainState, workers: int | None = None) -> TrainState:
             raise ValueError(f"asked for {workers} devices, JAX sees {len(devices)}: {devices}")
         devices = devices[:workers]
     mesh = Mesh(np.asarray(devices), (AXIS,))
+    # across hosts from host copies: the state is committed to this host's device, and a multi-host mesh
+    # takes each process's own copy of a host value (checked equal across them), where moving a device's
+    # array to another host's devices is refused
+    if jax.process_count() > 1:
+        state = jax.tree.map(np.asarray, state)
     return jax.device_put(state, NamedSharding(mesh, P())).replace(mesh=mesh)
 
 
@@ -67,9 +72,11 @@ def any_process(flag: bool) -> bool:
     return bool(np.max(multihost_utils.process_allgather(np.asarray(int(flag)))))
 
 
-def shutdown() -> None:
-    """End a multi-host run (jax.distributed.shutdown); nothing to do on one host."""
-    if jax.process_count() > 1:
+def shutdown(wait_for_peers: bool = True) -> None:
+    """End a multi-host run (jax.distributed.shutdown, which waits for every host), where this host's part
+    ended well; a failed host just exits, and the others' collectives fail on it. Nothing to do on one
+    host."""
+    if wait_for_peers and jax.process_count() > 1:
         jax.distributed.shutdown()
 
 

@@ -12,6 +12,7 @@ from vae_core import checks, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.layout import NATIVE_FORMS, SUBPIXEL_TAPS
 from vae_core.outputs import VAEOutput
+from vae_jax.likelihoods import mean_image
 
 # How this twin computes each layer kind of vae_core.layout.FORMS on each JAX platform unless told: the
 # forms each device's figures chose (docs/devices/). CPU: measured (the sub-pixel decoder and the
@@ -26,13 +27,30 @@ DEFAULT_FORMS = {
 }
 
 
+# XLA's options for this twin's compiled functions on each platform, part of its form there (measured:
+# docs/perf-log.md). CPU: no YNNPACK fusions, which jax 0.10 makes of convolutions, dots and elementwise ops
+# by default: its convolutions' weight gradients ran at a fifth of XLA's own kernels' speed, and the resnet
+# preset's training step took 1.9x as long with them.
+COMPILER_OPTIONS = {"cpu": {"xla_cpu_experimental_ynn_fusion_type": ""}}
+
+
 def default_forms(device: str | None = None) -> dict[str, str]:
     """This twin's forms on `device`, a JAX platform ("cpu", "gpu" or its "cuda", "tpu"); default: the
     platform new arrays go to."""
+    return dict(DEFAULT_FORMS.get(_platform(device), NATIVE_FORMS))
+
+
+def compiler_options(device: str | None = None) -> dict[str, str]:
+    """The XLA options this twin compiles with on `device` (as default_forms); pass them to your own
+    jax.jit of the model (`jax.jit(f, compiler_options=...)`) to get the speed its compiled steps get."""
+    return dict(COMPILER_OPTIONS.get(_platform(device), {}))
+
+
+def _platform(device: str | None) -> str:
     if device is None:
         default = jax.config.jax_default_device
         device = default.platform if isinstance(default, jax.Device) else jax.default_backend()
-    return dict(DEFAULT_FORMS.get({"cuda": "gpu", "rocm": "gpu"}.get(device, device), NATIVE_FORMS))
+    return {"cuda": "gpu", "rocm": "gpu"}.get(device, device)
 
 
 # torch ConvTranspose2d(k, s, p) == lax conv_transpose with padding k-1-p on each side (no output_padding).
@@ -157,27 +175,30 @@ def conv_transpose_subpixel(x, kernel, bias):
 
 
 class ConvDecoder(nnx.Module):
-    """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between), each
-    preceded by `res_blocks` residual blocks. `transposed_conv` says how they are computed: "native" or
-    "subpixel" (the same function of the same weights)."""
+    """fc (+ ReLU where decoder_fc_relu) -> reshape to the encoder's last feature map -> stride-2
+    transposed convs (ReLU between), each preceded by `res_blocks` residual blocks. `transposed_conv` says
+    how they are computed: "native" or "subpixel" (the same function of the same weights)."""
 
     def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs, transposed_conv: str):
         self.transposed_conv = checks.check_form("transposed_conv", transposed_conv, "native")
         c, h, w = config.bottleneck_shape
         self.bottleneck_shape = (h, w, c)
+        self.fc_relu = config.decoder_fc_relu
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
         self.fc = _linear(config.latent_dim, config.bottleneck_size, dtype, param_dtype, rngs)
         self.blocks = nnx.List([_res_blocks(cin, config.res_blocks, dtype, param_dtype, rngs)
                                 for cin in channels[:-1]])
+        outputs = (*channels[1:-1], config.output_shape[0])  # the last: the logits' channels
         self.deconvs = nnx.List([
             nnx.ConvTranspose(cin, cout, (KERNEL, KERNEL), (STRIDE, STRIDE), padding=_DECONV_PADDING,
                               transpose_kernel=True, **_precision(dtype, param_dtype),
                               kernel_init=_torch_uniform(cout * KERNEL**2),
                               bias_init=_torch_uniform(cout * KERNEL**2), rngs=rngs)
-            for cin, cout in zip(channels[:-1], channels[1:])])
+            for cin, cout in zip(channels[:-1], outputs)])
 
     def __call__(self, z):
-        h = self.fc(z).reshape(-1, *self.bottleneck_shape)
+        h = self.fc(z)
+        h = (nnx.relu(h) if self.fc_relu else h).reshape(-1, *self.bottleneck_shape)
         for i, (blocks, deconv) in enumerate(zip(self.blocks, self.deconvs)):
             h = _run_blocks(blocks, h)
             h = deconv(h) if self.transposed_conv == "native" else \
@@ -205,9 +226,9 @@ class MLPDecoder(nnx.Module):
     """fc + ReLU, then the encoder's widths in reverse (ReLU between), reshaped to the image."""
 
     def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-        c, h, w = config.image_shape
-        self.image_shape = (h, w, c)
-        widths = (config.num_pixels, *config.mlp_widths)[::-1]
+        c, h, w = config.output_shape
+        self.output_shape = (h, w, c)
+        widths = (config.output_size, *config.mlp_widths)[::-1]
         self.fc = _linear(config.latent_dim, widths[0], dtype, param_dtype, rngs)
         self.linears = nnx.List([_linear(a, b, dtype, param_dtype, rngs) for a, b in zip(widths[:-1], widths[1:])])
 
@@ -217,7 +238,7 @@ class MLPDecoder(nnx.Module):
             h = linear(h)
             if i < len(self.linears) - 1:
                 h = nnx.relu(h)
-        return h.reshape(-1, *self.image_shape)  # logits
+        return h.reshape(-1, *self.output_shape)  # logits
 
 
 def reparameterize(mu, logvar, eps):
@@ -274,6 +295,15 @@ class VAE(nnx.Module):
         """Always "channels_last": the twin's images are NHWC (the torch twin's property of the same name)."""
         return "channels_last"
 
+    @property
+    def compiler_options(self) -> dict[str, str]:
+        """The XLA options this twin's compiled functions (compile_train_step, evaluate,
+        importance_log_weights) use for this model: compiler_options() of the platform its parameters are
+        on (of the default platform while they are abstract or traced)."""
+        kernel = self.fc_mu.kernel[...]
+        concrete = isinstance(kernel, jax.Array) and not isinstance(kernel, jax.core.Tracer)
+        return compiler_options(next(iter(kernel.devices())).platform if concrete else None)
+
     def encode(self, x):
         """Images (N, H, W, C) -> (mu, logvar), each (N, latent_dim)."""
         x = self._check_images("x", x)
@@ -289,15 +319,17 @@ class VAE(nnx.Module):
         return self._forward(x, eps)
 
     def sample(self, n: int, seed: int = 0):
-        """n images from the prior, as probabilities in [0, 1]; z comes from vae_core's 'sample' stream,
-        so both twins given the same seed and weights return the same images."""
+        """n images from the prior, as the likelihood's mean images in [0, 1] (likelihoods.mean_image); z
+        comes from vae_core's 'sample' stream, so both twins given the same seed and weights return the
+        same images."""
         n = checks.check_count("n", n)
         z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
-        return nnx.sigmoid(self._decode(jnp.asarray(z, self.dtype)))
+        return mean_image(self._decode(jnp.asarray(z, self.dtype)), self.config.likelihood)
 
     def reconstruct(self, x, *, check_inputs: bool = True):
-        """Decode the posterior mean: probabilities in [0, 1], the shape of x. check_inputs=False skips the
-        checks of x (shape, dtype, NaN, range: a device sync), for timing loops over data checked once;
+        """Decode the posterior mean: the likelihood's mean image in [0, 1], the shape of x.
+        check_inputs=False skips the checks of x (shape, dtype, NaN, range: a device sync), for timing
+        loops over data checked once;
         under jax.jit the value checks are skipped anyway."""
         if check_inputs:
             x = self._check_images("x", x)
@@ -311,7 +343,7 @@ class VAE(nnx.Module):
         return VAEOutput(mu, logvar, z, self._decode(z))
 
     def _reconstruct(self, x):
-        return nnx.sigmoid(self._decode(self._encode(x)[0]))
+        return mean_image(self._decode(self._encode(x)[0]), self.config.likelihood)
 
     def _encode(self, x):
         h = self.encoder(x)

@@ -10,6 +10,7 @@ processes compute what one would on the same global batches (to rounding)."""
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 
 import torch
@@ -92,9 +93,18 @@ def any_process(flag: bool) -> bool:
     return bool(value.item())
 
 
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(wait_for_peers: bool = True) -> None:
+    """Leave the process group. wait_for_peers (this process's part ended well): a barrier first, so that
+    no process closes its connections while a peer still reads from them (rank 0 evaluates and writes
+    after the others are done). Then what still holds the group (DDP's reducer, in reference cycles) is
+    collected while the interpreter is whole: gloo work freed during its teardown aborts the process
+    ("terminate called without an active exception", once in a CI run)."""
+    if not dist.is_initialized():
+        return
+    if wait_for_peers:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def _mean_over_processes(losses):

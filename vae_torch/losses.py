@@ -6,31 +6,26 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from vae_core import checks
 from vae_core.config import VAEConfig
 from vae_core.likelihood import gaussian_normaliser
 from vae_core.outputs import VAELoss, VAEOutput
+from vae_torch.likelihoods import pixel_losses
 from vae_torch.model import _dtype_name, check_values
 
 
-def reconstruction_loss(logits, x, likelihood: str):
-    """Per-image reconstruction loss, shape (N,). Bernoulli: BCE from logits (stable, no log(0));
-    Gaussian: squared error of sigmoid(logits), as in the seed."""
-    if likelihood == "bernoulli":
-        per_pixel = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-    elif likelihood == "gaussian":
-        per_pixel = (torch.sigmoid(logits) - x) ** 2
-    else:
-        raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+def reconstruction_loss(logits, x, likelihood: str, levels: int | None = None):
+    """Per-image reconstruction loss, shape (N,): the pixels' losses summed (likelihoods.pixel_losses;
+    `levels`, the data's, for the discretized logistic)."""
+    per_pixel = pixel_losses(logits, x, likelihood, levels)
     return per_pixel.flatten(1).sum(1)
 
 
-def log_likelihood(logits, x, likelihood: str):
+def log_likelihood(logits, x, likelihood: str, levels: int | None = None):
     """log p(x | z) per image, shape (N,), in nats: minus the reconstruction loss, plus for the Gaussian
-    the normaliser of its fixed variance (vae_core/likelihood.py), so both likelihoods give real nats."""
-    log_p = -reconstruction_loss(logits, x, likelihood)
+    the normaliser of its fixed variance (vae_core/likelihood.py), so every likelihood gives real nats."""
+    log_p = -reconstruction_loss(logits, x, likelihood, levels)
     return log_p - gaussian_normaliser(math.prod(x.shape[1:])) if likelihood == "gaussian" else log_p
 
 
@@ -47,19 +42,21 @@ def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None) -> VAELoss:
     """Total, reconstruction and KL, each averaged over the batch; beta defaults to config.beta."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if tuple(x.shape) != tuple(output.logits.shape):
-        raise ValueError(f"x has shape {tuple(x.shape)} but the logits have {tuple(output.logits.shape)}")
+    images = (output.logits.shape[0], *config.image_shape)
+    if tuple(x.shape) != images:
+        raise ValueError(f"x has shape {tuple(x.shape)} but the logits are of images {images}")
     checks.check_dtype("x", _dtype_name(x.dtype), _dtype_name(output.logits.dtype))
     check_values("x", x, bounds=(0.0, 1.0))
-    return _vae_loss(output, x, config.likelihood, config.beta if beta is None else beta)
+    return _vae_loss(output, x, config.likelihood, config.beta if beta is None else beta, levels=config.levels)
 
 
-def _vae_loss(output: VAEOutput, x, likelihood: str, beta, free_bits: float = 0.0) -> VAELoss:
+def _vae_loss(output: VAEOutput, x, likelihood: str, beta, free_bits: float = 0.0,
+              levels: int | None = None) -> VAELoss:
     """vae_loss without the input checks: for the training step, which checks its batch once. With free
     bits (Kingma et al. 2016) the KL the objective weighs is, per latent dimension, its batch mean but at
     least `free_bits` nats, so no dimension is pushed all the way to the prior; the KL returned stays the
     true one, so total = reconstruction + beta * KL only when free_bits is 0."""
-    reconstruction = reconstruction_loss(output.logits, x, likelihood).mean()
+    reconstruction = reconstruction_loss(output.logits, x, likelihood, levels).mean()
     kl_per_dim = _kl_per_dim(output.mu, output.logvar)
     kl = kl_per_dim.sum(dim=1).mean()
     objective = torch.clamp(kl_per_dim.mean(0), min=free_bits).sum() if free_bits > 0 else kl

@@ -14,6 +14,7 @@ from vae_core import checks, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.layout import NATIVE_FORMS, SUBPIXEL_TAPS
 from vae_core.outputs import VAEOutput
+from vae_torch.likelihoods import mean_image
 
 # How this twin computes each layer kind of vae_core.layout.FORMS on each device unless told: the forms
 # each device's figures chose (docs/devices/). cuDNN's and oneDNN's own convolutions measured fastest on
@@ -31,6 +32,12 @@ def default_forms(device: str | None = None) -> dict[str, str]:
     """This twin's forms on `device` ("cpu", "cuda"; default: the CPU, where a model is built before it
     is moved, so its constructor takes the CPU's unless told)."""
     return dict(DEFAULT_FORMS.get(torch.device(device or "cpu").type, NATIVE_FORMS))
+
+
+def compiler_options(device: str | None = None) -> dict[str, str]:
+    """The compiler options this twin sets on `device`: none (the JAX twin's XLA options have no torch
+    counterpart; torch.compile's choice is compile_train_step's `mode`)."""
+    return {}
 
 
 class ResBlock(nn.Module):
@@ -97,23 +104,25 @@ def conv_transpose_subpixel(x, weight, bias):
 
 
 class ConvDecoder(nn.Module):
-    """fc -> reshape to the encoder's last feature map -> stride-2 transposed convs (ReLU between), each
-    preceded by `res_blocks` residual blocks. `transposed_conv` says how they are computed: "native" or
-    "subpixel" (the same function of the same weights)."""
+    """fc (+ ReLU where decoder_fc_relu) -> reshape to the encoder's last feature map -> stride-2
+    transposed convs (ReLU between), each preceded by `res_blocks` residual blocks. `transposed_conv` says
+    how they are computed: "native" or "subpixel" (the same function of the same weights)."""
 
     def __init__(self, config: VAEConfig, transposed_conv: str):
         super().__init__()
         self.transposed_conv = checks.check_form("transposed_conv", transposed_conv, "native")
         self.bottleneck_shape = config.bottleneck_shape
+        self.fc_relu = config.decoder_fc_relu
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
         self.fc = nn.Linear(config.latent_dim, config.bottleneck_size)
         self.blocks = nn.ModuleList(_res_blocks(cin, config.res_blocks) for cin in channels[:-1])
+        outputs = (*channels[1:-1], config.output_shape[0])  # the last: the logits' channels
         self.deconvs = nn.ModuleList(
-            nn.ConvTranspose2d(cin, cout, KERNEL, STRIDE, PADDING)
-            for cin, cout in zip(channels[:-1], channels[1:]))
+            nn.ConvTranspose2d(cin, cout, KERNEL, STRIDE, PADDING) for cin, cout in zip(channels[:-1], outputs))
 
     def forward(self, z):
-        h = self.fc(z).view(-1, *self.bottleneck_shape)
+        h = self.fc(z)
+        h = (F.relu(h) if self.fc_relu else h).view(-1, *self.bottleneck_shape)
         for i, (blocks, deconv) in enumerate(zip(self.blocks, self.deconvs)):
             h = blocks(h)
             h = deconv(h) if self.transposed_conv == "native" else \
@@ -143,8 +152,8 @@ class MLPDecoder(nn.Module):
 
     def __init__(self, config: VAEConfig):
         super().__init__()
-        self.image_shape = config.image_shape
-        widths = (config.num_pixels, *config.mlp_widths)[::-1]
+        self.output_shape = config.output_shape
+        widths = (config.output_size, *config.mlp_widths)[::-1]
         self.fc = nn.Linear(config.latent_dim, widths[0])
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
@@ -154,7 +163,7 @@ class MLPDecoder(nn.Module):
             h = linear(h)
             if i < len(self.linears) - 1:
                 h = F.relu(h)
-        return h.view(-1, *self.image_shape)  # logits
+        return h.view(-1, *self.output_shape)  # logits
 
 
 def reparameterize(mu, logvar, eps):
@@ -207,6 +216,11 @@ class VAE(nn.Module):
         channels_last = all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
         return "channels_last" if channels_last and not all(w.is_contiguous() for w in weights) else "contiguous"
 
+    @property
+    def compiler_options(self) -> dict[str, str]:
+        """compiler_options() of the device the model is on: none (the JAX twin's property of that name)."""
+        return compiler_options(self.fc_mu.weight.device.type)
+
     def encode(self, x):
         """Images (N, C, H, W) -> (mu, logvar), each (N, latent_dim)."""
         self._check_images("x", x)
@@ -223,17 +237,19 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0):
-        """n images from the prior, as probabilities in [0, 1]; z comes from vae_core's 'sample' stream,
-        so both twins given the same seed and weights return the same images."""
+        """n images from the prior, as the likelihood's mean images in [0, 1] (likelihoods.mean_image); z
+        comes from vae_core's 'sample' stream, so both twins given the same seed and weights return the
+        same images."""
         n = checks.check_count("n", n)
         z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
         z = torch.as_tensor(z, dtype=self.dtype, device=self.fc_mu.weight.device)
-        return torch.sigmoid(self._decode(z))
+        return mean_image(self._decode(z), self.config.likelihood)
 
     @torch.no_grad()
     def reconstruct(self, x, *, check_inputs: bool = True):
-        """Decode the posterior mean: probabilities in [0, 1], the shape of x. check_inputs=False skips the
-        checks of x (shape, dtype, NaN, range: a device sync), for timing loops over data checked once."""
+        """Decode the posterior mean: the likelihood's mean image in [0, 1], the shape of x.
+        check_inputs=False skips the checks of x (shape, dtype, NaN, range: a device sync), for timing
+        loops over data checked once."""
         if check_inputs:
             self._check_images("x", x)
         return self._reconstruct(x)
@@ -246,7 +262,7 @@ class VAE(nn.Module):
         return VAEOutput(mu, logvar, z, self._decode(z))
 
     def _reconstruct(self, x):
-        return torch.sigmoid(self._decode(self._encode(x)[0]))
+        return mean_image(self._decode(self._encode(x)[0]), self.config.likelihood)
 
     def _encode(self, x):
         with self._mixed_precision():

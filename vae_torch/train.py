@@ -124,7 +124,7 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
 def evaluate(model: VAE, x, eps) -> VAELoss:
     """Per-image negative ELBO terms at beta = 1 (shape (N,) each), for test-set figures; unchecked."""
     out = model._forward(x, eps)
-    reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood)
+    reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood, model.config.levels)
     kl = kl_divergence(out.mu, out.logvar)
     return VAELoss(reconstruction + kl, reconstruction, kl)
 
@@ -138,7 +138,7 @@ def importance_log_weights(model: VAE, x, eps):
     z = mu + torch.exp(0.5 * logvar) * eps
     logits = model._decode(z.reshape(k * n, latent))
     images = x.expand(k, *x.shape).reshape(k * n, *x.shape[1:])
-    log_px = log_likelihood(logits, images, model.config.likelihood).reshape(k, n)
+    log_px = log_likelihood(logits, images, model.config.likelihood, model.config.levels).reshape(k, n)
     log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
     log_qz = -0.5 * (eps**2 + LOG_2PI + logvar).sum(-1)
     return log_px + log_pz - log_qz
@@ -168,7 +168,7 @@ def _step_body(model, optimizer, x, eps, beta, free_bits, target) -> VAELoss:
     vae = getattr(model, "module", model)
     output = vae._forward(x, eps) if vae is model else model(x, eps)
     optimizer.zero_grad(set_to_none=True)
-    losses = _vae_loss(output, target, vae.config.likelihood, beta, free_bits)
+    losses = _vae_loss(output, target, vae.config.likelihood, beta, free_bits, vae.config.levels)
     losses.total.backward()
     optimizer.step()
     return VAELoss(*(loss.detach() for loss in losses))
