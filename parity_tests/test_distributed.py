@@ -51,9 +51,10 @@ def test_a_taken_port_is_a_clear_error():
 # --- `twinvae train` data-parallel: the same run as on one device; only rank 0 writes -------------------
 
 # a changing learning rate and beta (warm-ups); a constant rate after, since a cosine's depends on the
-# epochs planned, which resume's --epochs changes
+# epochs planned, which resume's --epochs changes. Class-conditional, so each worker's rows of the labels
+# go with its rows of the images (an unconditional model takes none).
 TRAIN = ["train", "--dataset", "digits", "--batch-size", "64", "--dtype", "float64", "--no-progress",
-         "--lr-warmup", "5", "--kl-warmup", "10"]
+         "--lr-warmup", "5", "--kl-warmup", "10", "--num-classes", "10"]
 
 
 def _env(**extra):

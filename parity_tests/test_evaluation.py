@@ -20,12 +20,16 @@ from vae_core.layout import init_weights
 CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4)
 
 
-def _reference_log_weights(config, weights, x, eps):
-    """numpy: log p(x|z) + log p(z) - log q(z|x), with mu, logvar and logits from the torch twin."""
+def _reference_log_weights(config, weights, x, eps, y=None):
+    """numpy: log p(x|z) + log p(z) - log q(z|x), with mu, logvar and logits from the torch twin (given
+    labels y, each latent decoded with its image's)."""
     model = vae_torch.import_weights(vae_torch.VAE(config, dtype="float64"), weights)
-    mu, logvar = (vae_torch.to_numpy(v) for v in model.encode(vae_torch.as_input(x, model)))
+    labels = None if y is None else vae_torch.as_labels(y, model)
+    mu, logvar = (vae_torch.to_numpy(v) for v in model.encode(vae_torch.as_input(x, model), labels=labels))
     z = mu + np.exp(0.5 * logvar) * eps
-    logits = vae_torch.to_numpy(model.decode(vae_torch.as_input(z.reshape(-1, config.latent_dim), model)))
+    labels = None if y is None else vae_torch.as_labels(np.tile(y, len(eps)), model)
+    logits = vae_torch.to_numpy(model.decode(vae_torch.as_input(z.reshape(-1, config.latent_dim), model),
+                                             labels=labels))
     logits = logits.reshape(len(eps), len(x), -1)
     p = 1 / (1 + np.exp(-logits))
     flat = x.reshape(1, len(x), -1)
@@ -41,21 +45,27 @@ def _reference_log_weights(config, weights, x, eps):
     return log_px + log_pz - log_qz
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli"])
-def test_importance_weights_match_numpy_and_each_other(likelihood):
-    config = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, likelihood=likelihood)
+@pytest.mark.parametrize("likelihood, num_classes",
+                         [("bernoulli", 0), ("gaussian", 0), ("continuous_bernoulli", 0), ("bernoulli", 3)],
+                         ids=["bernoulli", "gaussian", "continuous_bernoulli", "bernoulli-conditional"])
+def test_importance_weights_match_numpy_and_each_other(likelihood, num_classes):
+    config = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, likelihood=likelihood,
+                       num_classes=num_classes)
     weights = init_weights(config, 0, np.float64)
     rng = np.random.default_rng(0)
     x, eps = rng.random((3, 1, 8, 8)), rng.standard_normal((5, 3, 4))
-    reference = _reference_log_weights(config, weights, x, eps)
+    y = np.array([2, 0, 1]) if num_classes else None
+    reference = _reference_log_weights(config, weights, x, eps, y)
     torch_model = vae_torch.import_weights(vae_torch.VAE(config, dtype="float64"), weights)
     torch_w = vae_torch.to_numpy(vae_torch.importance_log_weights(
-        torch_model, vae_torch.as_input(x, torch_model), vae_torch.as_input(eps, torch_model)))
+        torch_model, vae_torch.as_input(x, torch_model), vae_torch.as_input(eps, torch_model),
+        None if y is None else vae_torch.as_labels(y, torch_model)))
     with jax.enable_x64(True):
         jax_model = vae_jax.import_weights(vae_jax.VAE(config, rngs=vae_jax.model.nnx.Rngs(0), dtype="float64"),
                                            weights)
         jax_w = vae_jax.to_numpy(vae_jax.importance_log_weights(
-            jax_model, vae_jax.as_input(x, jax_model), vae_jax.as_input(eps, jax_model)))
+            jax_model, vae_jax.as_input(x, jax_model), vae_jax.as_input(eps, jax_model),
+            None if y is None else vae_jax.as_labels(y, jax_model)))
     assert torch_w.shape == (5, 3)
     np.testing.assert_allclose(torch_w, reference, rtol=1e-10)
     np.testing.assert_allclose(jax_w, reference, rtol=1e-10)

@@ -206,3 +206,41 @@ def test_free_bits_clamp_each_dimensions_batch_mean_kl(twin):
 
 def _values_of(v):
     return v.detach().numpy() if isinstance(v, torch.Tensor) else v
+
+
+CONDITIONAL = VAEConfig(image_shape=(1, 8, 12), conv_channels=(4, 8), latent_dim=3, num_classes=4)
+
+
+def test_labels_are_required_exactly_for_a_conditional_model_and_checked(twin):
+    """Every public method that takes labels= refuses them missing (conditional), present (unconditional),
+    of the wrong shape or dtype, or out of range, with the same words in both twins; a refused training
+    step, eager or compiled, leaves the parameters as they were. Good labels run (the training step in
+    its twin's fast form only: torch eager, JAX jitted)."""
+    model = twin.pkg.init_model(CONDITIONAL, seed=0)
+    x, eps = _good(2)
+    x, eps, z = twin.images(x), twin.array(eps), twin.array(np.zeros((2, 3), np.float32))
+    state = twin.pkg.create_train_state(model)
+    compiled = twin.pkg.compile_train_step(state)
+    fast = compiled if twin is Jax else twin.pkg.train_step
+    calls = {"encode": lambda y: model.encode(x, labels=y), "decode": lambda y: model.decode(z, labels=y),
+             "forward": lambda y: model(x, eps, labels=y), "sample": lambda y: model.sample(2, labels=y),
+             "reconstruct": lambda y: model.reconstruct(x, labels=y),
+             "train_step": lambda y: fast(state, x, eps, labels=y)}
+    refused = {**calls, "eager": lambda y: twin.pkg.train_step(state, x, eps, labels=y),
+               "compiled": lambda y: compiled(state, x, eps, labels=y)}
+    bad = [(None, ValueError, r"class-conditional \(num_classes=4\): pass labels="),
+           (np.array([0, 4]), ValueError, r"labels has values in \[0, 4\], expected class indices in \[0, 3\]"),
+           (np.array([-1, 0]), ValueError, r"labels has values in \[-1, 0\]"),
+           (np.array([0, 1, 2]), ValueError, r"labels has shape \(3,\), expected \(2,\): one class index"),
+           (np.array([0.0, 1.0], np.float32), TypeError, "labels has dtype float32; class labels are integer")]
+    before = twin.pkg.export_weights(state.model)
+    for call in refused.values():
+        for given, error, words in bad:
+            with pytest.raises(error, match=words):
+                call(None if given is None else twin.array(given))
+    after = twin.pkg.export_weights(state.model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # no refused step moved a parameter
+    for call in calls.values():
+        call(twin.pkg.as_labels(np.array([0, 3]), model))  # good labels run
+    with pytest.raises(ValueError, match=r"labels= was given, but this model is unconditional"):
+        twin.model.sample(2, labels=twin.pkg.as_labels(np.array([0, 1]), twin.model))

@@ -87,3 +87,15 @@ def test_wrong_subpixel_taps_fail(monkeypatch, twin):
 
     monkeypatch.setattr(importlib.import_module(f"{twin}.model"), "SUBPIXEL_TAPS", np.array([[1, 3], [0, 2]]))
     _assert_fails_loudly(CASE)
+
+
+CONDITIONAL_CASE = harness.Case("conv 1x8x8 class-conditional", VAEConfig(
+    image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, num_classes=3), batch_size=4, steps=0)
+
+
+@pytest.mark.parametrize("kind", ["linear_from_image", "linear_to_image"])
+def test_label_columns_first_fail(monkeypatch, kind):
+    """The one-hot label's columns come last in fc_mu / fc_logvar (after the image's) and in decoder.fc
+    (after z): a JAX kernel with them first is caught."""
+    _mismap(monkeypatch, kind, _then(lambda kernel: np.roll(kernel, CONDITIONAL_CASE.config.num_classes, axis=0)))
+    _assert_fails_loudly(CONDITIONAL_CASE)

@@ -23,28 +23,31 @@ CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, b
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 
 
-def _run(tmp_path, backend, dtype, **kwargs):
+def _run(tmp_path, backend, dtype, config=CONFIG, **kwargs):
     options = TrainOptions(backend=backend, epochs=2, batch_size=256, dtype=dtype, seed=3,
                            out=str(tmp_path / f"{backend}-{dtype}"), kl_warmup=8, free_bits=0.05,
                            lr_schedule="cosine", lr_warmup=3, **kwargs)
-    train(CONFIG, options, progress=False, log=lambda *a: None)
+    train(config, options, progress=False, log=lambda *a: None)
     with open(tmp_path / f"{backend}-{dtype}" / "log.jsonl") as f:
         return [json.loads(line) for line in f], options.out
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_both_backends_train_alike(tmp_path, dtype):
-    """float32 on grey levels; float64 on dynamically binarised batches, which both twins must draw alike
-    (and evaluate on the same binarised test set as the run)."""
+    """float32: a class-conditional model on grey levels, the batches' labels from the dataset; float64 on
+    dynamically binarised batches, which both twins must draw alike (and evaluate on the same binarised
+    test set as the run)."""
     binarize = "dynamic" if dtype == "float64" else None
     if dtype == "float64":
         import jax
 
         with jax.enable_x64(True):
             jax_log, jax_out = _run(tmp_path, "jax", dtype, binarize=binarize)
+        config = CONFIG
     else:
-        jax_log, jax_out = _run(tmp_path, "jax", dtype)
-    torch_log, torch_out = _run(tmp_path, "torch", dtype, binarize=binarize)
+        config = dataclasses.replace(CONFIG, num_classes=10)
+        jax_log, jax_out = _run(tmp_path, "jax", dtype, config)
+    torch_log, torch_out = _run(tmp_path, "torch", dtype, config, binarize=binarize)
     assert [r["step"] for r in jax_log] == [5, 10] and [r["beta"] for r in jax_log] == [1.25, 2.0]
     for jax_record, torch_record in zip(jax_log, torch_log):
         for split in ("train", "test"):
@@ -56,6 +59,7 @@ def test_both_backends_train_alike(tmp_path, dtype):
     jax_model, _, _ = vae_jax.load_checkpoint(f"{torch_out}/model.safetensors", dtype="float32")
     a, b = vae_torch.export_weights(torch_model), vae_jax.export_weights(jax_model)
     assert meta["epoch"] == 2 and meta["backend"] == "jax" and meta["binarize"] == binarize
+    assert meta.get("classes") == (None if binarize else [str(d) for d in range(10)])
     assert worst(a, b)[0] <= 10 * TOLERANCE[dtype]
     if binarize:
         evaluation = evaluate_checkpoint(f"{torch_out}/model.safetensors", backend="torch", k=2, seed=3)

@@ -90,6 +90,8 @@ def _train_parser(commands) -> None:
                         "continuous_bernoulli (the normalised density on [0, 1]), discretized_logistic "
                         "(a mass on the data's grey levels)")
     p.add_argument("--beta", type=float)
+    p.add_argument("--num-classes", type=int, metavar="N",
+                   help="a class-conditional VAE of the dataset's N classes (default 0: unconditional)")
     p.add_argument("--epochs", type=int, help="default 10 (or, with --resume, the run's)")
     p.add_argument("--batch-size", type=int, help="default 128")
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3, or the preset's)")
@@ -172,7 +174,7 @@ def _train_options(args):
     return TrainOptions(**{**tuned, **_given_options(args), "backend": backend, "out": out})
 
 
-CONFIG_FLAGS = ("arch", "latent_dim", "likelihood", "beta")  # VAEConfig fields the flags override
+CONFIG_FLAGS = ("arch", "latent_dim", "likelihood", "beta", "num_classes")  # VAEConfig fields the flags override
 
 
 def _train_config(args, base=None):
@@ -322,7 +324,14 @@ def _application_parser(commands, name: str, help_text: str, run):
 
 def _sample_parser(commands) -> None:
     p = _application_parser(commands, "sample", "images from the prior, as a PNG grid", _sample)
-    p.add_argument("--n", type=int, default=_default(apps.write_samples, "n"))
+    p.add_argument("--n", type=int, default=_default(apps.write_samples, "n"),
+                   help="images (default %(default)s; a conditional model's grid without --label: n // classes "
+                        "per class)")
+    _label_option(p, "a conditional model's class to sample (a name or an index; default: a row per class)")
+
+
+def _label_option(p, help_text: str) -> None:
+    p.add_argument("--label", metavar="CLASS", help=help_text)
 
 
 def _interpolate_parser(commands) -> None:
@@ -347,6 +356,7 @@ def _denoise_parser(commands) -> None:
     p.add_argument("--noise", type=float, metavar="SIGMA",
                    help="Gaussian noise added before denoising, the result clipped to [0, 1] (default: the "
                         "sigma the model was trained at; 0: the files are noisy already)")
+    _label_option(p, "a conditional model's class of every file (a name or an index)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of them")
 
 
@@ -366,7 +376,25 @@ def _application(args, run) -> int:
 
 
 def _sample(args, twin, model, metadata, out) -> list:
-    return [apps.write_samples(twin, model, out, args.n, args.seed)]
+    return [apps.write_samples(twin, model, out, args.n, args.seed, _label(args, model, metadata))]
+
+
+def _label(args, model, metadata) -> int | None:
+    """--label as a class index: a name of the checkpoint's classes (its metadata's, from training) or an
+    index; refused for an unconditional model."""
+    if args.label is None:
+        return None
+    count = model.config.num_classes
+    if not count:
+        raise ValueError(f"--label needs a class-conditional model; {args.checkpoint} is unconditional "
+                         "(num_classes=0)")
+    names = metadata.get("classes") or []
+    if args.label in names:
+        return names.index(args.label)
+    if args.label.isdigit() and int(args.label) < count:
+        return int(args.label)
+    known = f"its classes are {', '.join(names)}; or give an index" if names else "give an index"
+    raise ValueError(f"--label {args.label!r} is not a class of {args.checkpoint}: {known}, 0 to {count - 1}")
 
 
 def _interpolate(args, twin, model, metadata, out) -> list:
@@ -383,7 +411,7 @@ def _denoise(args, twin, model, metadata, out) -> list:
     from twinvae.denoising import denoise_files, training_noise
 
     sigma = training_noise(metadata) if args.noise is None else args.noise
-    result = denoise_files(twin, model, args.paths, out, sigma, args.seed)
+    result = denoise_files(twin, model, args.paths, out, sigma, args.seed, _label(args, model, metadata))
     if "psnr_noisy" in result:
         print(f"{result['files']} image(s), noise sigma {sigma:g}: PSNR noisy {result['psnr_noisy']:.2f} dB, "
               f"denoised {result['psnr_denoised']:.2f} dB")

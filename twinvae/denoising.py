@@ -13,7 +13,7 @@ import numpy as np
 
 from twinvae.data import IMAGE_SUFFIXES, DataError, image_paths, read_images
 from twinvae.images import save_png
-from twinvae.twin import dtype_name
+from twinvae.twin import dtype_name, model_labels
 from vae_core import checks, seeds
 
 EVAL_NOISE_OFFSET = 1 << 40  # 'noise' stream steps of evaluation: far past any training step
@@ -43,30 +43,35 @@ def psnr(estimate: np.ndarray, clean: np.ndarray) -> np.ndarray:
         return -10.0 * np.log10(mse)
 
 
-def denoise(twin, model, noisy: np.ndarray, batch: int = 500) -> np.ndarray:
-    """Decode the posterior mean of each noisy image: pixel probabilities in [0, 1], float64."""
-    out = [twin.to_numpy(model.reconstruct(twin.as_input(noisy[i:i + batch].astype(dtype_name(model)), model)))
-           for i in range(0, len(noisy), batch)]
+def denoise(twin, model, noisy: np.ndarray, batch: int = 500, labels: np.ndarray | None = None) -> np.ndarray:
+    """Decode the posterior mean of each noisy image (with its label, for a conditional model): pixel
+    probabilities in [0, 1], float64."""
+    out = []
+    for i in range(0, len(noisy), batch):
+        x = twin.as_input(noisy[i:i + batch].astype(dtype_name(model)), model)
+        y = model_labels(twin, model, None if labels is None else labels[i:i + batch])
+        out.append(twin.to_numpy(model.reconstruct(x, labels=y)))
     return np.concatenate(out).astype(np.float64)
 
 
-def denoising_figures(twin, model, clean: np.ndarray, sigma: float, seed: int = 0) -> dict:
+def denoising_figures(twin, model, clean: np.ndarray, sigma: float, seed: int = 0,
+                      labels: np.ndarray | None = None) -> dict:
     """Mean PSNR (dB) of the noisy inputs and of their denoised versions against the clean images, and of
     the reconstructions of the clean images themselves (for comparison: a model trained on noisy inputs
     can denoise better than it reconstructs clean ones, which its encoder never saw)."""
     noisy = add_noise(clean, sigma, seed, EVAL_NOISE_OFFSET)
     return {"sigma": float(sigma),
             "psnr_noisy": float(np.mean(psnr(noisy, clean))),
-            "psnr_denoised": float(np.mean(psnr(denoise(twin, model, noisy), clean))),
-            "psnr_reconstructed": float(np.mean(psnr(denoise(twin, model, clean), clean)))}
+            "psnr_denoised": float(np.mean(psnr(denoise(twin, model, noisy, labels=labels), clean))),
+            "psnr_reconstructed": float(np.mean(psnr(denoise(twin, model, clean, labels=labels), clean)))}
 
 
 def write_denoising(twin, model, clean: np.ndarray, out, sigma: float, seed: int = 0, n: int = 8,
-                    name: str = "denoising.png") -> Path:
+                    name: str = "denoising.png", labels: np.ndarray | None = None) -> Path:
     """n test images in three rows: clean, noisy (sigma), denoised."""
-    clean = clean[:n]
+    clean, labels = clean[:n], None if labels is None else labels[:n]
     noisy = add_noise(clean, sigma, seed, EVAL_NOISE_OFFSET)
-    rows = np.concatenate([clean, noisy, denoise(twin, model, noisy)])
+    rows = np.concatenate([clean, noisy, denoise(twin, model, noisy, labels=labels)])
     return save_png(Path(out) / name, rows, ncol=len(clean))
 
 
@@ -87,17 +92,24 @@ def image_files(paths) -> list[Path]:
     return found
 
 
-def denoise_files(twin, model, paths, out, sigma: float, seed: int = 0) -> dict:
+def denoise_files(twin, model, paths, out, sigma: float, seed: int = 0, label: int | None = None) -> dict:
     """`twinvae denoise`: read the image files (or folders), resized to the model's image size, add noise
     at sigma (0: they are noisy already), denoise, and write out/denoised/<name>.png for each file plus
     out/denoising.png (rows of up to 16: the files, the noisy inputs, the denoised images; with sigma 0
-    the first two rows are the same).
+    the first two rows are the same). A conditional model denoises every file as of class `label`.
     Returns the paths written and, where noise was added, the mean PSNR of noisy and denoised images."""
     sigma = checks.check_noise(sigma)
+    classes = model.config.num_classes
+    if classes and label is None:
+        raise DataError(f"this model is class-conditional (num_classes={classes}) and image files have no "
+                        "labels: give the files' class with --label")
+    if label is not None and not 0 <= label < max(classes, 1):
+        raise ValueError(f"--label {label} is not a class of this model" if classes else
+                         "--label needs a class-conditional model; this one is unconditional (num_classes=0)")
     files = image_files(paths)
     clean = read_images(files, model.config.image_shape)
     noisy = add_noise(clean, sigma, seed, EVAL_NOISE_OFFSET) if sigma > 0 else clean
-    denoised = denoise(twin, model, noisy)
+    denoised = denoise(twin, model, noisy, labels=None if label is None else np.full(len(files), label))
     out = Path(out)
     (out / "denoised").mkdir(parents=True, exist_ok=True)
     names = _unique_names(files)

@@ -15,11 +15,12 @@ import math
 import numpy as np
 
 from twinvae.apps import encode_all
-from twinvae.data import binarized, load_dataset
+from twinvae.data import DataError, Dataset, binarized, load_dataset
 from twinvae.denoising import denoising_figures, training_noise
 from twinvae.progress import Progress
-from twinvae.twin import DEFAULT_BACKEND, Model, Twin, dtype_name, load_twin
+from twinvae.twin import DEFAULT_BACKEND, Model, Twin, dtype_name, load_twin, model_labels
 from vae_core import checks, seeds
+from vae_core.config import VAEConfig
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 SAMPLES_PER_CHUNK = 20_000  # images x K per decoder call: bounds memory at about 60 MB for 28x28
@@ -45,14 +46,17 @@ def measure(likelihood: str, images: np.ndarray) -> tuple[str, bool]:
     raise ValueError(f"no measure is known for the likelihood {likelihood!r}")
 
 
-def negative_elbo(twin: Twin, model: Model, images: np.ndarray, seed: int, dtype: str) -> dict:
+def negative_elbo(twin: Twin, model: Model, images: np.ndarray, seed: int, dtype: str,
+                  labels: np.ndarray | None = None) -> dict:
     """Mean per-image negative ELBO, reconstruction and KL at beta = 1, in nats, with eps drawn from the
-    'eval' stream (so every epoch and both backends see the same noise)."""
+    'eval' stream (so every epoch and both backends see the same noise); a conditional model's with each
+    image's label (its -ELBO bounds -log p(x | label))."""
     sums = np.zeros(3)
     for start in range(0, len(images), EVAL_BATCH):
         x = images[start:start + EVAL_BATCH]
+        y = model_labels(twin, model, None if labels is None else labels[start:start + EVAL_BATCH])
         eps = seeds.standard_normal(seed, "eval", start // EVAL_BATCH, (len(x), model.config.latent_dim), dtype)
-        losses = twin.evaluate(model, twin.as_input(x.astype(dtype), model), twin.as_input(eps, model))
+        losses = twin.evaluate(model, twin.as_input(x.astype(dtype), model), twin.as_input(eps, model), y)
         sums += [float(twin.to_numpy(v).astype(np.float64).sum()) for v in losses]
     return dict(zip(("total", "reconstruction", "kl"), (sums / len(images)).tolist()))
 
@@ -63,14 +67,16 @@ def log_mean_exp(log_w: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def iwae_nll(twin: Twin, model: Model, images: np.ndarray, k: int, seed: int, dtype: str,
-             progress: Progress | None = None) -> np.ndarray:
-    """Per-image IWAE estimate of -log p(x) in nats, K importance samples each."""
+             progress: Progress | None = None, labels: np.ndarray | None = None) -> np.ndarray:
+    """Per-image IWAE estimate of -log p(x) in nats (of -log p(x | label) for a conditional model), K
+    importance samples each."""
     per_chunk = max(1, SAMPLES_PER_CHUNK // k)
     nll = []
     for chunk, start in enumerate(range(0, len(images), per_chunk)):
         x = images[start:start + per_chunk].astype(dtype)
+        y = model_labels(twin, model, None if labels is None else labels[start:start + per_chunk])
         eps = seeds.standard_normal(seed, "eval", 1_000_000 + chunk, (k, len(x), model.config.latent_dim), dtype)
-        log_w = twin.importance_log_weights(model, twin.as_input(x, model), twin.as_input(eps, model))
+        log_w = twin.importance_log_weights(model, twin.as_input(x, model), twin.as_input(eps, model), y)
         log_w = twin.to_numpy(log_w)
         nll.append(-log_mean_exp(log_w.astype(np.float64)))
         if progress:
@@ -104,22 +110,23 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
     if config.likelihood == "discretized_logistic" and data.levels != config.levels:
         raise ValueError(f"checkpoint {path} is a discretized logistic over {config.levels} levels; the {name} "
                          f"test images{' as binarised' if binarize else ''} take {data.levels} levels")
+    labels = check_labels(data, config, f"checkpoint {path}")
     dtype = dtype_name(model)
     images = data.test_x
-    elbo = negative_elbo(twin, model, images, seed, dtype)
+    elbo = negative_elbo(twin, model, images, seed, dtype, labels)
     _check_finite(path, name, "negative ELBO", elbo["total"])
-    mu, logvar = encode_all(twin, model, images)
+    mu, logvar = encode_all(twin, model, images, labels=labels)
     kl_per_dim = (0.5 * (mu**2 + np.exp(logvar) - 1 - logvar)).mean(0)
     active = int(np.sum(mu.var(0) > ACTIVE_UNIT_THRESHOLD))
     bar = Progress(len(images), enabled=progress, unit="image")
     bar.stage(f"IWAE, K={k}")
-    nll = iwae_nll(twin, model, images, k, seed, dtype, bar).mean()
+    nll = iwae_nll(twin, model, images, k, seed, dtype, bar, labels).mean()
     bar.close()
     _check_finite(path, name, "IWAE -log p(x)", float(nll))
     label, discrete = measure(config.likelihood, images)
     bits = 1 / (config.num_pixels * math.log(2)) if discrete else None
     noise = training_noise(metadata) if noise is None else noise
-    denoising = denoising_figures(twin, model, images, noise, seed) if noise > 0 else None
+    denoising = denoising_figures(twin, model, images, noise, seed, labels) if noise > 0 else None
     return {"checkpoint": str(path), "dataset": name, "binarize": binarize, "backend": backend,
             "images": len(images), "k": k,
             "seed": seed, "denoising": denoising, "negative_elbo": elbo["total"],
@@ -127,7 +134,22 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
             "kl": elbo["kl"], "iwae_nll": float(nll), "measure": label,
             "bits_per_dim_elbo": elbo["total"] * bits if bits else None,
             "bits_per_dim_iwae": float(nll) * bits if bits else None, "active_units": active,
-            "latent_dim": config.latent_dim, "kl_per_dim": kl_per_dim.tolist(), "likelihood": config.likelihood}
+            "latent_dim": config.latent_dim, "kl_per_dim": kl_per_dim.tolist(), "likelihood": config.likelihood,
+            "num_classes": config.num_classes}
+
+
+def check_labels(data: Dataset, config: VAEConfig, who: str) -> np.ndarray | None:
+    """The test labels a conditional model takes (None for an unconditional one), checked: the dataset
+    has them and they are classes of the model."""
+    if not config.num_classes:
+        return None
+    if data.test_y is None:
+        raise DataError(f"{who} is class-conditional (num_classes={config.num_classes}) and the {data.name} "
+                        "dataset has no labels")
+    top = int(data.test_y.max())
+    if top >= config.num_classes:
+        raise DataError(f"{who} has {config.num_classes} classes, the {data.name} labels run to {top}")
+    return data.test_y
 
 
 def _check_finite(path, dataset: str, quantity: str, value: float) -> None:
@@ -144,7 +166,7 @@ def format_report(r: dict) -> str:
             f"{d['psnr_reconstructed']:.2f} dB") if d else ""
     return (f"{r['checkpoint']} on {r['dataset']} test{_binarised(r)} ({r['images']} images, {r['backend']} "
             "backend)\n"
-            f"  figures in         {r['measure']}, per image\n"
+            f"  figures in         {r['measure']}, per image{_given_labels(r)}\n"
             f"  negative ELBO      {r['negative_elbo']:9.3f}{_bits(r['bits_per_dim_elbo'])} = reconstruction "
             f"{r['reconstruction']:.3f} + KL {r['kl']:.3f}\n"
             f"  IWAE -log p(x)     {r['iwae_nll']:9.3f}{_bits(r['bits_per_dim_iwae'])}, K = {r['k']}\n"
@@ -164,9 +186,15 @@ def report_markdown(r: dict, command: str) -> str:
              f"{r['reconstruction']:.3f}", f"{r['kl']:.3f}", f"{r['active_units']} of {r['latent_dim']}"]
     if d:
         cells += [f"{d['sigma']:g}", f"{d['psnr_noisy']:.2f} dB", f"{d['psnr_denoised']:.2f} dB"]
-    return (f"Command: `{command}`; {r['measure']} per image on the {r['dataset']} test set{_binarised(r)}."
+    return (f"Command: `{command}`; {r['measure']} per image{_given_labels(r)} on the {r['dataset']} test set"
+            f"{_binarised(r)}."
             f"\n\n"
             f"| {' | '.join(header)} |\n|{'---|' * len(header)}\n| {' | '.join(cells)} |\n")
+
+
+def _given_labels(r: dict) -> str:
+    """A conditional model's figures bound -log p(x | label), not -log p(x)."""
+    return ", given each image's label (-log p(x | y))" if r.get("num_classes") else ""
 
 
 def _binarised(r: dict) -> str:

@@ -431,6 +431,8 @@ def _data(config: VAEConfig, options: TrainOptions) -> tuple[Dataset, int]:
         if shape != config.image_shape:
             raise ValueError(f"the {options.dataset} {split} images are {shape} (C, H, W), the model takes "
                              f"{config.image_shape}")
+    if config.num_classes:
+        _check_classes(dataset, config.num_classes, options.dataset)
     n_batches = len(dataset.train_x) // options.batch_size
     if n_batches < 1:
         raise ValueError(f"batch size {options.batch_size} is larger than the {len(dataset.train_x)} training "
@@ -439,6 +441,17 @@ def _data(config: VAEConfig, options: TrainOptions) -> tuple[Dataset, int]:
         raise ValueError(f"the {options.dataset} dataset has {len(dataset.test_x)} test image(s): evaluation and "
                          "the interpolation pictures need at least 2 (give the folder more images)")
     return dataset, n_batches
+
+
+def _check_classes(dataset: Dataset, num_classes: int, name: str) -> None:
+    """A class-conditional model's data: labels in both splits, every one a class of the model."""
+    if dataset.train_y is None or dataset.test_y is None:
+        raise ValueError(f"a class-conditional model (num_classes={num_classes}) needs labelled data; the {name} "
+                         "dataset has no labels")
+    top = int(max(dataset.train_y.max(), dataset.test_y.max()))
+    if top >= num_classes:
+        raise ValueError(f"the {name} labels run from 0 to {top}: a conditional model of them needs num_classes "
+                         f"{top + 1} (--num-classes {top + 1}), not {num_classes}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -522,7 +535,9 @@ def _train_epoch(run: Run, state, step_fn, epoch: int, position: Position, bar: 
     sums, step, model = np.array(position.sums), position.step, state.model  # model: the inputs' dtype, device
     order = seeds.epoch_order(options.seed, epoch, len(run.dataset.train_x))
     for b in range(position.batch, run.n_batches):
-        x = run.dataset.train_x[order[b * options.batch_size:(b + 1) * options.batch_size]]
+        rows = order[b * options.batch_size:(b + 1) * options.batch_size]
+        x = run.dataset.train_x[rows]
+        labels = twin.as_labels(run.dataset.train_y[rows], model) if run.config.num_classes else None
         if options.binarize == "dynamic":
             x = binarize(x, "dynamic", options.seed, step)
         x = x.astype(options.param_dtype)
@@ -532,7 +547,7 @@ def _train_epoch(run: Run, state, step_fn, epoch: int, position: Position, bar: 
         inputs = add_noise(x, options.denoise, options.seed, step) if options.denoise else x
         target = twin.as_input(x, model) if options.denoise else None
         state, losses = step_fn(state, twin.as_input(inputs, model), twin.as_input(eps, model),
-                                beta_at(step, run.config.beta, options.kl_warmup), target=target,
+                                beta_at(step, run.config.beta, options.kl_warmup), labels=labels, target=target,
                                 learning_rate=learning_rate_at(step, options, run.total_steps))
         values = [float(twin.to_numpy(v)) for v in losses]
         if not all(math.isfinite(v) for v in values):
@@ -568,7 +583,8 @@ def _end_epoch(run: Run, state, position: Position, seconds: float) -> dict:
     """Rank 0 at an epoch's end: evaluate on the test set, append the epoch's record to log.jsonl, save
     the model and the training state at the start of the next epoch. Returns the record."""
     options, step = run.options, position.step
-    test = negative_elbo(run.twin, state.model, run.dataset.test_x, options.seed, options.param_dtype)
+    test = negative_elbo(run.twin, state.model, run.dataset.test_x, options.seed, options.param_dtype,
+                         run.dataset.test_y)
     train_means = (np.array(position.sums) / run.n_batches).tolist()
     record = {"epoch": position.epoch + 1, "step": step, "seconds": round(seconds, 3),
               "beta": beta_at(step - 1, run.config.beta, options.kl_warmup),
@@ -576,7 +592,7 @@ def _end_epoch(run: Run, state, position: Position, seconds: float) -> dict:
               "train": dict(zip(("total", "reconstruction", "kl"), train_means)), "test": test}
     if options.denoise:
         record["denoising"] = denoising_figures(run.twin, state.model, run.dataset.test_x, options.denoise,
-                                                options.seed)
+                                                options.seed, run.dataset.test_y)
     run_folder.append_log(run.out, record)  # a crash before the save below: resume drops this record
     _save(run, state, Position(position.epoch + 1, 0, step), test["total"])
     return record
@@ -606,7 +622,12 @@ def _write_model(run: Run, weights: dict, position: Position, test_loss: float |
     write_checkpoint(run.out / CHECKPOINT, weights, run.config, {
         "dataset": options.dataset, "epoch": position.epoch, "step": position.step, "backend": options.backend,
         "seed": options.seed, "test_loss": test_loss, "denoise": options.denoise,
-        "binarize": options.binarize})
+        "binarize": options.binarize, **_class_names(run)})
+
+
+def _class_names(run: Run) -> dict:
+    """A conditional model's class names, in the checkpoint's metadata for `twinvae sample --label NAME`."""
+    return {"classes": list(run.dataset.classes)} if run.config.num_classes and run.dataset.classes else {}
 
 
 def write_run_pictures(twin: Twin, model, data: Dataset, out, records: list[dict], seed: int = 0,
@@ -618,7 +639,8 @@ def write_run_pictures(twin: Twin, model, data: Dataset, out, records: list[dict
                write_samples(twin, model, out, seed=seed),
                *write_interpolations(twin, model, data, out, min(INTERPOLATION_PAIRS, len(data.test_x) // 2),
                                      seed=seed),
-               write_denoising(twin, model, data.test_x, out, denoise, seed) if denoise else None]
+               write_denoising(twin, model, data.test_x, out, denoise, seed, labels=data.test_y)
+               if denoise else None]
     return [p for p in written if p is not None]
 
 

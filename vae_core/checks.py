@@ -41,6 +41,30 @@ def check_latent_batch(name: str, shape: tuple[int, ...], dtype: str, latent_dim
     check_dtype(name, dtype, model_dtype)
 
 
+def check_labels_given(given: bool, num_classes: int) -> None:
+    """labels= is required exactly when the model is class-conditional (num_classes > 0)."""
+    if num_classes and not given:
+        raise ValueError(f"this model is class-conditional (num_classes={num_classes}): pass labels=, the "
+                         "class index of each image or latent")
+    if given and not num_classes:
+        raise ValueError("labels= was given, but this model is unconditional (num_classes=0)")
+
+
+def check_label_batch(name: str, shape: tuple[int, ...], dtype: str, batch_size: int) -> None:
+    """Class labels must be integer indices, shape (N,) with N the batch's."""
+    shape = tuple(int(s) for s in shape)
+    if shape != (batch_size,):
+        raise ValueError(f"{name} has shape {shape}, expected ({batch_size},): one class index per image")
+    if not (dtype.startswith("int") or dtype.startswith("uint")):
+        raise TypeError(f"{name} has dtype {dtype}; class labels are integer indices (int64 or int32)")
+
+
+def check_label_values(name: str, low: int, high: int, num_classes: int) -> None:
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"{name} has values in [{low}, {high}], expected class indices in [0, "
+                         f"{num_classes - 1}] (num_classes={num_classes})")
+
+
 def check_same_shape(name: str, shape: tuple[int, ...], other: str, other_shape: tuple[int, ...]) -> None:
     shape, other_shape = tuple(int(s) for s in shape), tuple(int(s) for s in other_shape)
     if shape != other_shape:

@@ -13,7 +13,7 @@ KERNEL, STRIDE, PADDING = 4, 2, 1  # every resampling conv and transposed conv o
 RES_KERNEL = 3  # the residual blocks' convs: 3x3, stride 1, padding 1 (the size stays)
 # Fields added after checkpoint format 1 came out, with the value that files written before them (format 1
 # checkpoints, run records) meant: a stored config that lacks one is read with that value, not the default.
-LATER_FIELDS = {"res_blocks": 0, "decoder_fc_relu": False, "levels": 256}
+LATER_FIELDS = {"res_blocks": 0, "decoder_fc_relu": False, "levels": 256, "num_classes": 0}
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,10 @@ class VAEConfig:
     (x + conv3x3(relu(conv3x3(relu(x))))) follow each encoder conv and precede each decoder transposed
     conv, at that resolution; `decoder_fc_relu`: a ReLU after the conv decoder's fc, before the reshape (as
     in the reference model; checkpoints of format 1 were trained without it). `mlp_widths` are the
-    encoder's hidden widths (the decoder mirrors them, with a ReLU after its fc always). `levels`: the
-    data's grey levels, which the discretized logistic's bins are (the others ignore it).
+    encoder's hidden widths (the decoder mirrors them, with a ReLU after its fc always). `num_classes`:
+    0 for an unconditional VAE; else a class-conditional one, whose one-hot label enters fc_mu / fc_logvar
+    beside the encoder's flattened features and the decoder's fc beside z (its columns last in each).
+    `levels`: the data's grey levels, which the discretized logistic's bins are (the others ignore it).
     Only the fields of the chosen `arch` are used.
     """
 
@@ -37,6 +39,7 @@ class VAEConfig:
     res_blocks: int = 0
     decoder_fc_relu: bool = True
     mlp_widths: tuple[int, ...] = (400,)
+    num_classes: int = 0
     likelihood: str = "bernoulli"
     levels: int = 256
     beta: float = 1.0
@@ -48,7 +51,7 @@ class VAEConfig:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(_plain(v) for v in value))
-        for name in ("latent_dim", "res_blocks", "levels", "beta"):
+        for name in ("latent_dim", "res_blocks", "num_classes", "levels", "beta"):
             object.__setattr__(self, name, _plain(getattr(self, name)))
         _validate(self)
 
@@ -148,6 +151,8 @@ def _validate(cfg: VAEConfig) -> None:
         raise ValueError(f"VAEConfig.latent_dim must be a positive int, got {cfg.latent_dim!r}")
     if not _is_int(cfg.res_blocks) or cfg.res_blocks < 0:
         raise ValueError(f"VAEConfig.res_blocks must be an int >= 0, got {cfg.res_blocks!r}")
+    if not _is_int(cfg.num_classes) or cfg.num_classes < 0:
+        raise ValueError(f"VAEConfig.num_classes must be an int >= 0 (0: unconditional), got {cfg.num_classes!r}")
     if not _is_int(cfg.levels) or cfg.levels < 2:
         raise ValueError(f"VAEConfig.levels must be an int >= 2 (the data's grey levels), got {cfg.levels!r}")
     if not isinstance(cfg.decoder_fc_relu, bool):

@@ -33,6 +33,8 @@ def test_json_round_trip():
      "likelihood must be one of ('bernoulli', 'gaussian', 'continuous_bernoulli', 'discretized_logistic'), "
      "got 'poisson'"),
     ({"levels": 1}, "levels must be an int >= 2 (the data's grey levels), got 1"),
+    ({"num_classes": -1}, "num_classes must be an int >= 0 (0: unconditional), got -1"),
+    ({"num_classes": True}, "num_classes must be an int >= 0 (0: unconditional), got True"),
     ({"beta": -1.0}, "beta must be a finite number >= 0, got -1.0"),
     ({"beta": float("nan")}, "beta must be a finite number >= 0, got nan"),
     ({"conv_channels": ()}, "conv_channels must be a non-empty tuple"),
@@ -63,8 +65,9 @@ def test_a_complete_config_may_lack_only_fields_added_after_format_1():
     residual blocks and no ReLU after the decoder's fc, though a new config has that ReLU; any other
     missing field is an error."""
     assert VAEConfig().decoder_fc_relu is True and VAEConfig.from_dict({}).decoder_fc_relu is True
-    old = {k: v for k, v in VAEConfig().to_dict().items() if k not in ("res_blocks", "decoder_fc_relu")}
-    assert VAEConfig.from_dict(old, complete=True) == VAEConfig(decoder_fc_relu=False)
+    old = {k: v for k, v in VAEConfig().to_dict().items()
+           if k not in ("res_blocks", "decoder_fc_relu", "levels", "num_classes")}
+    assert VAEConfig.from_dict(old, complete=True) == VAEConfig(decoder_fc_relu=False)  # unconditional
     assert VAEConfig.from_dict({**old, "decoder_fc_relu": True}, complete=True).decoder_fc_relu is True
     del old["latent_dim"]
     with pytest.raises(ValueError, match=r"missing field\(s\) \['latent_dim'\]"):

@@ -34,6 +34,9 @@ class WeightsError(ValueError):
 # |                  |                  |                   | itself, so no manual flip; lax padding per  |
 # |                  |                  |                   | side k-1-p = 2 for k=4, s=2, p=1            |
 # Biases not listed are the same vector in both.
+# A class-conditional model (num_classes > 0) gives fc_mu, fc_logvar and decoder.fc num_classes more input
+# columns, the one-hot label's, after the features (or z): in linear_from_image only the image's columns
+# are permuted, and the label's follow them unchanged (weight[:, C*H*W:].T are the kernel's last rows).
 #
 # How a twin computes a transposed conv is its own choice; the weight stays the canonical W either way.
 # TRANSPOSED_CONVS: "native" (ConvTranspose2d / lax's lhs-dilated conv, which multiplies the inserted
@@ -72,6 +75,7 @@ class LayerSpec:
     in_features: int  # channels for convs, features for linears
     out_features: int
     image: tuple[int, int, int] | None = None  # (C, H, W) for linear_from_image / linear_to_image
+    # linear_from_image: in_features is C*H*W of `image`, plus a conditional model's label columns
     kernel: int = KERNEL  # convs: the resampling convs are 4x4 stride 2, the residual blocks' 3x3 stride 1
     stride: int = STRIDE
 
@@ -107,10 +111,10 @@ def layer_specs(config: VAEConfig) -> list[LayerSpec]:
             layers += _res_blocks(f"encoder.blocks.{i}", cout, config.res_blocks)
         bottleneck = config.bottleneck_shape
         for head in ("fc_mu", "fc_logvar"):
-            layers.append(LayerSpec(head, "linear_from_image", config.bottleneck_size, config.latent_dim,
-                                    bottleneck))
-        layers.append(LayerSpec("decoder.fc", "linear_to_image", config.latent_dim, config.bottleneck_size,
-                                bottleneck))
+            layers.append(LayerSpec(head, "linear_from_image", config.bottleneck_size + config.num_classes,
+                                    config.latent_dim, bottleneck))
+        layers.append(LayerSpec("decoder.fc", "linear_to_image", config.latent_dim + config.num_classes,
+                                config.bottleneck_size, bottleneck))
         reverse = channels[::-1]
         for i, (cin, cout) in enumerate(zip(reverse[:-1], reverse[1:])):
             layers += _res_blocks(f"decoder.blocks.{i}", cin, config.res_blocks)
@@ -123,8 +127,8 @@ def layer_specs(config: VAEConfig) -> list[LayerSpec]:
             layers.append(LayerSpec(f"encoder.linears.{i}", kind, fin, fout,
                                     config.image_shape if i == 0 else None))
         for head in ("fc_mu", "fc_logvar"):
-            layers.append(LayerSpec(head, "linear", widths[-1], config.latent_dim))
-        layers.append(LayerSpec("decoder.fc", "linear", config.latent_dim, widths[-1]))
+            layers.append(LayerSpec(head, "linear", widths[-1] + config.num_classes, config.latent_dim))
+        layers.append(LayerSpec("decoder.fc", "linear", config.latent_dim + config.num_classes, widths[-1]))
         reverse = widths[::-1]
         last = len(reverse) - 2
         for i, (fin, fout) in enumerate(zip(reverse[:-1], reverse[1:])):
@@ -156,8 +160,9 @@ def to_jax_layout(layer: LayerSpec, weight: np.ndarray, bias: np.ndarray) -> tup
     if layer.kind == "linear":
         return weight.T, bias
     c, h, w = layer.image
-    if layer.kind == "linear_from_image":
-        return weight.reshape(-1, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, -1), bias
+    if layer.kind == "linear_from_image":  # the image's columns permuted, any label columns after them
+        image = weight[:, :c * h * w].reshape(-1, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, -1)
+        return np.concatenate([image, weight[:, c * h * w:].T]), bias
     if layer.kind == "linear_to_image":
         kernel = weight.reshape(c, h, w, -1).transpose(3, 1, 2, 0).reshape(-1, h * w * c)
         return kernel, bias.reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
@@ -172,7 +177,8 @@ def from_jax_layout(layer: LayerSpec, kernel: np.ndarray, bias: np.ndarray) -> t
         return kernel.T, bias
     c, h, w = layer.image
     if layer.kind == "linear_from_image":
-        return kernel.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(-1, c * h * w), bias
+        image = kernel[:c * h * w].reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(-1, c * h * w)
+        return np.concatenate([image, kernel[c * h * w:].T], axis=1), bias
     if layer.kind == "linear_to_image":
         weight = kernel.reshape(-1, h, w, c).transpose(3, 1, 2, 0).reshape(c * h * w, -1)
         return weight, bias.reshape(h, w, c).transpose(2, 0, 1).reshape(-1)

@@ -43,10 +43,36 @@ def test_the_discretized_logistic_widens_only_the_last_layer():
         assert changed == widened
 
 
+def test_a_conditional_model_widens_the_inputs_of_fc_mu_fc_logvar_and_decoder_fc():
+    """num_classes more input columns, the same keys (the file format of issue 17)."""
+    for arch, golden in (("conv", GOLDEN_CONV), ("mlp", GOLDEN_MLP)):
+        wide = core.canonical_shapes(VAEConfig(arch=arch, num_classes=10))
+        assert list(wide) == list(golden)
+        changed = {key: shape for key, shape in wide.items() if shape != golden[key]}
+        features = {"conv": 3136, "mlp": 400}[arch]
+        assert changed == {"fc_mu.weight": (20, features + 10), "fc_logvar.weight": (20, features + 10),
+                           "decoder.fc.weight": (features, 30)}
+
+
+def test_label_columns_follow_the_image_columns_unpermuted():
+    # fc_mu on [NCHW-flattened map, one-hot] with the torch weight == on [NHWC-flattened map, one-hot] with
+    # the converted kernel: the label's rows are the kernel's last ones, the torch weight's last columns
+    layer = core.LayerSpec("fc_mu", "linear_from_image", 2 * 3 * 5 + 4, 6, (2, 3, 5))
+    rng = np.random.default_rng(3)
+    weight, bias, fmap = rng.standard_normal((6, 34)), rng.standard_normal(6), rng.standard_normal((2, 3, 5))
+    one_hot = np.eye(4)[2]
+    kernel, _ = core.to_jax_layout(layer, weight, bias)
+    np.testing.assert_array_equal(kernel[30:], weight[:, 30:].T)
+    np.testing.assert_allclose(np.concatenate([fmap.transpose(1, 2, 0).reshape(-1), one_hot]) @ kernel,
+                               weight @ np.concatenate([fmap.reshape(-1), one_hot]))
+
+
 @pytest.mark.parametrize("config", [
     VAEConfig(image_shape=(3, 8, 12), conv_channels=(4, 6), latent_dim=5),
     VAEConfig(arch="mlp", image_shape=(3, 4, 6), mlp_widths=(7, 5), latent_dim=2),
-], ids=["conv", "mlp"])
+    VAEConfig(image_shape=(3, 8, 12), conv_channels=(4, 6), latent_dim=5, num_classes=3),
+    VAEConfig(arch="mlp", image_shape=(3, 4, 6), mlp_widths=(7, 5), latent_dim=2, num_classes=3),
+], ids=["conv", "mlp", "conv-conditional", "mlp-conditional"])
 def test_layout_rules_round_trip_exactly(config):
     for layer in core.layer_specs(config):
         rng = np.random.default_rng(0)

@@ -48,8 +48,8 @@ def replicate(state: TrainState, workers: int | None = None) -> TrainState:
 
 
 def compile_train_step(state: TrainState, *, check_inputs: bool = True):
-    """The data-parallel step of a replicated state: `step(state, x, eps, beta=None, *, target=None,
-    learning_rate=None)` with the global batch (numpy or arrays, NHWC), split over the mesh, then the
+    """The data-parallel step of a replicated state: `step(state, x, eps, beta=None, *, labels=None,
+    target=None, learning_rate=None)` with the global batch (numpy or arrays, NHWC), split over the mesh, then the
     single-device compiled step (vae_jax.train.compile_train_step: the checks, the donation), which XLA
     partitions over the mesh from its inputs' shardings."""
     mesh = state.mesh
@@ -57,9 +57,9 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True):
         raise ValueError("the state is not replicated over a mesh: call replicate(state) first")
     compiled = single.compile_train_step(state, check_inputs=check_inputs)
 
-    def step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None):
-        x, eps, target = _shard(mesh, x, eps, target)
-        return compiled(state, x, eps, beta, target=target, learning_rate=learning_rate)
+    def step(state: TrainState, x, eps, beta=None, *, labels=None, target=None, learning_rate=None):
+        x, eps, labels, target = _shard(mesh, x, eps, labels, target)
+        return compiled(state, x, eps, beta, labels=labels, target=target, learning_rate=learning_rate)
 
     return step
 

@@ -185,7 +185,8 @@ class ConvDecoder(nnx.Module):
         self.bottleneck_shape = (h, w, c)
         self.fc_relu = config.decoder_fc_relu
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
-        self.fc = _linear(config.latent_dim, config.bottleneck_size, dtype, param_dtype, rngs)
+        self.fc = _linear(config.latent_dim + config.num_classes, config.bottleneck_size, dtype, param_dtype,
+                          rngs)  # z, then a label
         self.blocks = nnx.List([_res_blocks(cin, config.res_blocks, dtype, param_dtype, rngs)
                                 for cin in channels[:-1]])
         outputs = (*channels[1:-1], config.output_shape[0])  # the last: the logits' channels
@@ -229,7 +230,7 @@ class MLPDecoder(nnx.Module):
         c, h, w = config.output_shape
         self.output_shape = (h, w, c)
         widths = (config.output_size, *config.mlp_widths)[::-1]
-        self.fc = _linear(config.latent_dim, widths[0], dtype, param_dtype, rngs)
+        self.fc = _linear(config.latent_dim + config.num_classes, widths[0], dtype, param_dtype, rngs)  # z, label
         self.linears = nnx.List([_linear(a, b, dtype, param_dtype, rngs) for a, b in zip(widths[:-1], widths[1:])])
 
     def __call__(self, z):
@@ -239,6 +240,14 @@ class MLPDecoder(nnx.Module):
             if i < len(self.linears) - 1:
                 h = nnx.relu(h)
         return h.reshape(-1, *self.output_shape)  # logits
+
+
+def with_labels(h, labels, num_classes: int):
+    """h (N, F) with a conditional model's one-hot labels as its last num_classes columns; h itself for an
+    unconditional model (labels None)."""
+    if labels is None:
+        return h
+    return jnp.concatenate([h, jax.nn.one_hot(labels, num_classes, dtype=h.dtype)], axis=1)
 
 
 def reparameterize(mu, logvar, eps):
@@ -274,8 +283,9 @@ class VAE(nnx.Module):
         conv = config.arch == "conv"
         self.encoder = ConvEncoder(config, strided_conv=forms["strided_conv"], **layers) if conv \
             else MLPEncoder(config, **layers)
-        self.fc_mu = _linear(config.bottleneck_size, config.latent_dim, compute, dtype, rngs)
-        self.fc_logvar = _linear(config.bottleneck_size, config.latent_dim, compute, dtype, rngs)
+        features = config.bottleneck_size + config.num_classes  # a conditional model's one-hot label last
+        self.fc_mu = _linear(features, config.latent_dim, compute, dtype, rngs)
+        self.fc_logvar = _linear(features, config.latent_dim, compute, dtype, rngs)
         self.decoder = ConvDecoder(config, transposed_conv=forms["transposed_conv"], **layers) if conv \
             else MLPDecoder(config, **layers)
 
@@ -304,61 +314,78 @@ class VAE(nnx.Module):
         concrete = isinstance(kernel, jax.Array) and not isinstance(kernel, jax.core.Tracer)
         return compiler_options(next(iter(kernel.devices())).platform if concrete else None)
 
-    def encode(self, x):
+    # `labels`: a class-conditional model's (num_classes > 0) class index of each image or latent, an
+    # integer array of shape (N,); required exactly then.
+    def encode(self, x, *, labels=None):
         """Images (N, H, W, C) -> (mu, logvar), each (N, latent_dim)."""
         x = self._check_images("x", x)
-        return self._encode(x)
+        labels = self._check_labels(labels, x.shape[0])
+        return self._encode(x, labels)
 
-    def decode(self, z):
+    def decode(self, z, *, labels=None):
         """Latents (N, latent_dim) -> logits (N, H, W, C)."""
         z = self._check_latents("z", z)
-        return self._decode(z)
+        labels = self._check_labels(labels, z.shape[0])
+        return self._decode(z, labels)
 
-    def __call__(self, x, eps) -> VAEOutput:
-        x, eps, _ = self._check_batch(x, eps)
-        return self._forward(x, eps)
+    def __call__(self, x, eps, *, labels=None) -> VAEOutput:
+        x, eps, _, labels = self._check_batch(x, eps, labels=labels)
+        return self._forward(x, eps, labels)
 
-    def sample(self, n: int, seed: int = 0):
+    def sample(self, n: int, seed: int = 0, *, labels=None):
         """n images from the prior, as the likelihood's mean images in [0, 1] (likelihoods.mean_image); z
         comes from vae_core's 'sample' stream, so both twins given the same seed and weights return the
         same images."""
         n = checks.check_count("n", n)
+        labels = self._check_labels(labels, n)
         z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
-        return mean_image(self._decode(jnp.asarray(z, self.dtype)), self.config.likelihood)
+        return mean_image(self._decode(jnp.asarray(z, self.dtype), labels), self.config.likelihood)
 
-    def reconstruct(self, x, *, check_inputs: bool = True):
+    def reconstruct(self, x, *, labels=None, check_inputs: bool = True):
         """Decode the posterior mean: the likelihood's mean image in [0, 1], the shape of x.
-        check_inputs=False skips the checks of x (shape, dtype, NaN, range: a device sync), for timing
-        loops over data checked once;
-        under jax.jit the value checks are skipped anyway."""
+        check_inputs=False skips the checks of x and labels (shape, dtype, NaN, range: a device sync), for
+        timing loops over data checked once; under jax.jit the value checks are skipped anyway."""
         if check_inputs:
             x = self._check_images("x", x)
-        return self._reconstruct(x)
+            labels = self._check_labels(labels, x.shape[0])
+        return self._reconstruct(x, labels)
 
     # Unchecked internals: the public methods above check their input, then call these; the training
     # step checks its batch once and calls them, so compiled code never holds a check.
-    def _forward(self, x, eps) -> VAEOutput:
-        mu, logvar = self._encode(x)
+    def _forward(self, x, eps, labels=None) -> VAEOutput:
+        mu, logvar = self._encode(x, labels)
         z = reparameterize(mu, logvar, eps)
-        return VAEOutput(mu, logvar, z, self._decode(z))
+        return VAEOutput(mu, logvar, z, self._decode(z, labels))
 
-    def _reconstruct(self, x):
-        return mean_image(self._decode(self._encode(x)[0]), self.config.likelihood)
+    def _reconstruct(self, x, labels=None):
+        return mean_image(self._decode(self._encode(x, labels)[0], labels), self.config.likelihood)
 
-    def _encode(self, x):
-        h = self.encoder(x)
+    def _encode(self, x, labels=None):
+        h = with_labels(self.encoder(x), labels, self.config.num_classes)
         return self.fc_mu(h).astype(self.dtype), self.fc_logvar(h).astype(self.dtype)
 
-    def _decode(self, z):
-        return self.decoder(z).astype(self.dtype)
+    def _decode(self, z, labels=None):
+        return self.decoder(with_labels(z, labels, self.config.num_classes)).astype(self.dtype)
 
-    def _check_batch(self, x, eps, target=None):
+    def _check_batch(self, x, eps, target=None, labels=None):
         x = self._check_images("x", x)
         eps = self._check_latents("eps", eps, batch_size=x.shape[0])
+        labels = self._check_labels(labels, x.shape[0])
         if target is not None:
             target = self._check_images("target", target)
             checks.check_same_shape("target", target.shape, "x", x.shape)
-        return x, eps, target
+        return x, eps, target, labels
+
+    def _check_labels(self, labels, batch_size):
+        checks.check_labels_given(labels is not None, self.config.num_classes)
+        if labels is None:
+            return None
+        labels, dtype = _as_array("labels", labels)
+        checks.check_label_batch("labels", labels.shape, dtype, batch_size)
+        if not isinstance(labels, jax.core.Tracer):
+            low, high = (int(v) for v in _min_max(labels))
+            checks.check_label_values("labels", low, high, self.config.num_classes)
+        return labels
 
     def _check_images(self, name, x):
         x, dtype = _as_array(name, x)
@@ -378,6 +405,11 @@ def as_input(array, model: VAE):
     """A canonical numpy batch (images NCHW, or latents) -> an array this model takes: NHWC, its dtype."""
     array = np.asarray(array)
     return jnp.asarray(array.transpose(0, 2, 3, 1) if array.ndim == 4 else array, model.dtype)
+
+
+def as_labels(array, model: VAE):
+    """Canonical class indices (numpy, shape (N,)) -> the int32 array this model takes."""
+    return jnp.asarray(np.asarray(array), jnp.int32)
 
 
 def to_numpy(array) -> np.ndarray:

@@ -86,17 +86,17 @@ def import_optimizer_state(state: TrainState, arrays: dict) -> TrainState:
     return _where_params_are(state.replace(opt_state=adam, step=jnp.asarray(step, jnp.int32)))
 
 
-def train_step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None,
+def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None, learning_rate=None,
                check_inputs: bool = True) -> tuple[TrainState, VAELoss]:
     """Forward, backward and Adam update on one batch; returns the new state and the step's losses
-    (before the update). Pure: jit it whole (compile_train_step does, with donation). The reconstruction
-    is scored against `target` (default x): a denoising VAE encodes noisy images x and reconstructs the
-    clean target. learning_rate (a number or 0-d array) replaces the state's from this step on, as a
-    schedule does. check_inputs=False skips the batch checks, for loops that validated their data once
-    (under jit they see only shapes)."""
+    (before the update). Pure: jit it whole (compile_train_step does, with donation). labels: a
+    class-conditional model's class indices (N,). The reconstruction is scored against `target` (default
+    x): a denoising VAE encodes noisy images x and reconstructs the clean target. learning_rate (a number
+    or 0-d array) replaces the state's from this step on, as a schedule does. check_inputs=False skips the
+    batch checks, for loops that validated their data once (under jit they see only shapes)."""
     model = nnx.merge(state.graphdef, state.params)
     if check_inputs:
-        x, eps, target = model._check_batch(x, eps, target)
+        x, eps, target, labels = model._check_batch(x, eps, target, labels)
         if learning_rate is not None:  # concrete values here: under jit check_inputs is off
             checks.check_learning_rate(float(learning_rate))
         if beta is not None:
@@ -105,8 +105,8 @@ def train_step(state: TrainState, x, eps, beta=None, *, target=None, learning_ra
     target = x if target is None else target
 
     def loss_fn(params):
-        losses = _vae_loss(nnx.merge(state.graphdef, params)._forward(x, eps), target, model.config.likelihood,
-                           beta, state.free_bits, model.config.levels)
+        output = nnx.merge(state.graphdef, params)._forward(x, eps, labels)
+        losses = _vae_loss(output, target, model.config.likelihood, beta, state.free_bits, model.config.levels)
         return losses.total, losses
 
     grads, losses = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -129,49 +129,55 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler
     if not check_inputs:
         return compiled
 
-    def step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None,
+    def step(state: TrainState, x, eps, beta=None, *, labels=None, target=None, learning_rate=None,
              ) -> tuple[TrainState, VAELoss]:
-        x, eps, target = model._check_batch(x, eps, target)
+        x, eps, target, labels = model._check_batch(x, eps, target, labels)
         beta = jnp.asarray(model.config.beta if beta is None else checks.check_beta(beta), model.dtype)
         if learning_rate is not None:
             learning_rate = jnp.asarray(checks.check_learning_rate(float(learning_rate)), model.dtype)
-        return compiled(state, x, eps, beta, target=target, learning_rate=learning_rate)
+        return compiled(state, x, eps, beta, labels=labels, target=target, learning_rate=learning_rate)
 
     return step
 
 
-def evaluate(model: VAE, x, eps) -> VAELoss:
+def evaluate(model: VAE, x, eps, labels=None) -> VAELoss:
     """Per-image negative ELBO terms at beta = 1 (shape (N,) each), for test-set figures; unchecked."""
     graphdef, params = nnx.split(model)
-    return _jit(_evaluate, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps))
+    return _jit(_evaluate, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps), _labels(labels))
 
 
-def _evaluate(graphdef, params, x, eps) -> VAELoss:
+def _evaluate(graphdef, params, x, eps, labels) -> VAELoss:
     model = nnx.merge(graphdef, params)
-    out = model._forward(x, eps)
+    out = model._forward(x, eps, labels)
     reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood, model.config.levels)
     kl = kl_divergence(out.mu, out.logvar)
     return VAELoss(reconstruction + kl, reconstruction, kl)
 
 
-def importance_log_weights(model: VAE, x, eps):
+def importance_log_weights(model: VAE, x, eps, labels=None):
     """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, latent): (K, N).
-    Their log-mean-exp over K is the IWAE bound on log p(x); unchecked."""
+    Their log-mean-exp over K is the IWAE bound on log p(x) (on log p(x | label) for a conditional model);
+    unchecked."""
     graphdef, params = nnx.split(model)
-    return _jit(_importance_log_weights, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps))
+    return _jit(_importance_log_weights, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps),
+                                                 _labels(labels))
 
 
-def _importance_log_weights(graphdef, params, x, eps):
+def _importance_log_weights(graphdef, params, x, eps, labels):
     model = nnx.merge(graphdef, params)
-    mu, logvar = model._encode(x)
+    mu, logvar = model._encode(x, labels)
     k, n, latent = eps.shape
     z = mu + jnp.exp(0.5 * logvar) * eps
-    logits = model._decode(z.reshape(k * n, latent))
+    logits = model._decode(z.reshape(k * n, latent), None if labels is None else jnp.tile(labels, k))
     images = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * n, *x.shape[1:])
     log_px = log_likelihood(logits, images, model.config.likelihood, model.config.levels).reshape(k, n)
     log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
     log_qz = -0.5 * (eps**2 + LOG_2PI + logvar).sum(-1)
     return log_px + log_pz - log_qz
+
+
+def _labels(labels):
+    return None if labels is None else jnp.asarray(labels)
 
 
 def _jit(fn, model: VAE):

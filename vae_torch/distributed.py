@@ -68,8 +68,8 @@ def replicate(state: TrainState, workers: int | None = None) -> TrainState:
 
 
 def compile_train_step(state: TrainState, mode: str | None = None, *, check_inputs: bool = True):
-    """The data-parallel step of a replicated state: `step(state, x, eps, beta=None, *, target=None,
-    learning_rate=None)` with the global batch; this process trains on its rows and returns the losses
+    """The data-parallel step of a replicated state: `step(state, x, eps, beta=None, *, labels=None,
+    target=None, learning_rate=None)` with the global batch; this process trains on its rows and returns the losses
     averaged over the processes. mode: None runs eagerly, else torch.compile's mode."""
     if state.ddp is None:
         raise ValueError("the state is not replicated: call replicate(state) first")
@@ -77,9 +77,11 @@ def compile_train_step(state: TrainState, mode: str | None = None, *, check_inpu
     kwargs = {"check_inputs": check_inputs} if mode is None else {}
     rank, world_size = dist.get_rank(), dist.get_world_size()
 
-    def step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None):
-        x, eps, target = (None if a is None else worker_slice(a, rank, world_size) for a in (x, eps, target))
-        state, losses = inner(state, x, eps, beta, target=target, learning_rate=learning_rate, **kwargs)
+    def step(state: TrainState, x, eps, beta=None, *, labels=None, target=None, learning_rate=None):
+        x, eps, labels, target = (None if a is None else worker_slice(a, rank, world_size)
+                                  for a in (x, eps, labels, target))
+        state, losses = inner(state, x, eps, beta, labels=labels, target=target, learning_rate=learning_rate,
+                              **kwargs)
         return state, _mean_over_processes(losses)
 
     return step

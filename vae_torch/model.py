@@ -114,7 +114,7 @@ class ConvDecoder(nn.Module):
         self.bottleneck_shape = config.bottleneck_shape
         self.fc_relu = config.decoder_fc_relu
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
-        self.fc = nn.Linear(config.latent_dim, config.bottleneck_size)
+        self.fc = nn.Linear(config.latent_dim + config.num_classes, config.bottleneck_size)  # z, then a label
         self.blocks = nn.ModuleList(_res_blocks(cin, config.res_blocks) for cin in channels[:-1])
         outputs = (*channels[1:-1], config.output_shape[0])  # the last: the logits' channels
         self.deconvs = nn.ModuleList(
@@ -154,7 +154,7 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.output_shape = config.output_shape
         widths = (config.output_size, *config.mlp_widths)[::-1]
-        self.fc = nn.Linear(config.latent_dim, widths[0])
+        self.fc = nn.Linear(config.latent_dim + config.num_classes, widths[0])  # z, then a label
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
     def forward(self, z):
@@ -164,6 +164,14 @@ class MLPDecoder(nn.Module):
             if i < len(self.linears) - 1:
                 h = F.relu(h)
         return h.view(-1, *self.output_shape)  # logits
+
+
+def with_labels(h, labels, num_classes: int):
+    """h (N, F) with a conditional model's one-hot labels as its last num_classes columns; h itself for an
+    unconditional model (labels None)."""
+    if labels is None:
+        return h
+    return torch.cat([h, F.one_hot(labels.long(), num_classes).to(h.dtype)], dim=1)
 
 
 def reparameterize(mu, logvar, eps):
@@ -190,8 +198,9 @@ class VAE(nn.Module):
                  for kind, value in (("strided_conv", strided_conv), ("transposed_conv", transposed_conv))}
         conv = config.arch == "conv"
         self.encoder = ConvEncoder(config, forms["strided_conv"]) if conv else MLPEncoder(config)
-        self.fc_mu = nn.Linear(config.bottleneck_size, config.latent_dim)
-        self.fc_logvar = nn.Linear(config.bottleneck_size, config.latent_dim)
+        features = config.bottleneck_size + config.num_classes  # a conditional model's one-hot label last
+        self.fc_mu = nn.Linear(features, config.latent_dim)
+        self.fc_logvar = nn.Linear(features, config.latent_dim)
         self.decoder = ConvDecoder(config, forms["transposed_conv"]) if conv else MLPDecoder(config)
         self.to(float_dtype(dtype), memory_format=MEMORY_FORMATS[DEFAULT_MEMORY_FORMAT if conv else "contiguous"])
         self.compute_dtype = checks.check_compute_dtype(
@@ -221,58 +230,64 @@ class VAE(nn.Module):
         """compiler_options() of the device the model is on: none (the JAX twin's property of that name)."""
         return compiler_options(self.fc_mu.weight.device.type)
 
-    def encode(self, x):
+    # `labels`: a class-conditional model's (num_classes > 0) class index of each image or latent, an
+    # integer tensor of shape (N,); required exactly then.
+    def encode(self, x, *, labels=None):
         """Images (N, C, H, W) -> (mu, logvar), each (N, latent_dim)."""
         self._check_images("x", x)
-        return self._encode(x)
+        self._check_labels(labels, x.shape[0])
+        return self._encode(x, labels)
 
-    def decode(self, z):
+    def decode(self, z, *, labels=None):
         """Latents (N, latent_dim) -> logits (N, C, H, W)."""
         self._check_latents("z", z)
-        return self._decode(z)
+        self._check_labels(labels, z.shape[0])
+        return self._decode(z, labels)
 
-    def forward(self, x, eps) -> VAEOutput:
-        self._check_batch(x, eps)
-        return self._forward(x, eps)
+    def forward(self, x, eps, *, labels=None) -> VAEOutput:
+        self._check_batch(x, eps, labels=labels)
+        return self._forward(x, eps, labels)
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0):
+    def sample(self, n: int, seed: int = 0, *, labels=None):
         """n images from the prior, as the likelihood's mean images in [0, 1] (likelihoods.mean_image); z
         comes from vae_core's 'sample' stream, so both twins given the same seed and weights return the
         same images."""
         n = checks.check_count("n", n)
+        self._check_labels(labels, n)
         z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
         z = torch.as_tensor(z, dtype=self.dtype, device=self.fc_mu.weight.device)
-        return mean_image(self._decode(z), self.config.likelihood)
+        return mean_image(self._decode(z, labels), self.config.likelihood)
 
     @torch.no_grad()
-    def reconstruct(self, x, *, check_inputs: bool = True):
+    def reconstruct(self, x, *, labels=None, check_inputs: bool = True):
         """Decode the posterior mean: the likelihood's mean image in [0, 1], the shape of x.
-        check_inputs=False skips the checks of x (shape, dtype, NaN, range: a device sync), for timing
-        loops over data checked once."""
+        check_inputs=False skips the checks of x and labels (shape, dtype, NaN, range: a device sync), for
+        timing loops over data checked once."""
         if check_inputs:
             self._check_images("x", x)
-        return self._reconstruct(x)
+            self._check_labels(labels, x.shape[0])
+        return self._reconstruct(x, labels)
 
     # Unchecked internals: the public methods above check their input, then call these; the training
     # step checks its batch once and calls them, so compiled code never holds a check.
-    def _forward(self, x, eps) -> VAEOutput:
-        mu, logvar = self._encode(x)
+    def _forward(self, x, eps, labels=None) -> VAEOutput:
+        mu, logvar = self._encode(x, labels)
         z = reparameterize(mu, logvar, eps)
-        return VAEOutput(mu, logvar, z, self._decode(z))
+        return VAEOutput(mu, logvar, z, self._decode(z, labels))
 
-    def _reconstruct(self, x):
-        return mean_image(self._decode(self._encode(x)[0]), self.config.likelihood)
+    def _reconstruct(self, x, labels=None):
+        return mean_image(self._decode(self._encode(x, labels)[0], labels), self.config.likelihood)
 
-    def _encode(self, x):
+    def _encode(self, x, labels=None):
         with self._mixed_precision():
-            h = self.encoder(x)
+            h = with_labels(self.encoder(x), labels, self.config.num_classes)
             mu, logvar = self.fc_mu(h), self.fc_logvar(h)
         return mu.to(self.dtype), logvar.to(self.dtype)
 
-    def _decode(self, z):
+    def _decode(self, z, labels=None):
         with self._mixed_precision():
-            logits = self.decoder(z)
+            logits = self.decoder(with_labels(z, labels, self.config.num_classes))
         return logits.to(self.dtype)
 
     def _mixed_precision(self):
@@ -280,12 +295,23 @@ class VAE(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(self.fc_mu.weight.device.type, dtype=getattr(torch, self.compute_dtype))
 
-    def _check_batch(self, x, eps, target=None):
+    def _check_batch(self, x, eps, target=None, labels=None):
         self._check_images("x", x)
         self._check_latents("eps", eps, batch_size=x.shape[0])
+        self._check_labels(labels, x.shape[0])
         if target is not None:
             self._check_images("target", target)
             checks.check_same_shape("target", tuple(target.shape), "x", tuple(x.shape))
+
+    def _check_labels(self, labels, batch_size):
+        checks.check_labels_given(labels is not None, self.config.num_classes)
+        if labels is None:
+            return
+        _check_tensor("labels", labels, self.fc_mu.weight.device)
+        checks.check_label_batch("labels", tuple(labels.shape), _dtype_name(labels.dtype), batch_size)
+        if not torch.compiler.is_compiling():
+            low, high = torch.aminmax(labels)
+            checks.check_label_values("labels", int(low), int(high), self.config.num_classes)
 
     def _check_images(self, name, x):
         _check_tensor(name, x, self.fc_mu.weight.device)
@@ -305,6 +331,11 @@ def as_input(array, model: VAE):
     and memory format."""
     tensor = torch.as_tensor(np.asarray(array), dtype=model.dtype, device=model.fc_mu.weight.device)
     return tensor.contiguous(memory_format=MEMORY_FORMATS[model.memory_format]) if tensor.ndim == 4 else tensor
+
+
+def as_labels(array, model: VAE):
+    """Canonical class indices (numpy, shape (N,)) -> the int64 tensor this model takes, on its device."""
+    return torch.as_tensor(np.asarray(array), dtype=torch.int64, device=model.fc_mu.weight.device)
 
 
 def to_numpy(array) -> np.ndarray:

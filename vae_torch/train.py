@@ -87,14 +87,14 @@ def import_optimizer_state(state: TrainState, arrays: dict) -> TrainState:
     return state
 
 
-def train_step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None,
+def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None, learning_rate=None,
                check_inputs: bool = True) -> tuple[TrainState, VAELoss]:
     """Forward, backward and Adam update on one batch; updates `state` in place and returns it with the
-    step's losses (before the update, detached). The reconstruction is scored against `target` (default
-    x): a denoising VAE encodes noisy images x and reconstructs the clean target. learning_rate replaces
-    the optimizer's from this step on, as a schedule does. check_inputs=False skips the batch checks, for
-    loops that validated their data once."""
-    return _run(_step_body, state, x, eps, beta, target, learning_rate, check_inputs)
+    step's losses (before the update, detached). labels: a class-conditional model's class indices (N,).
+    The reconstruction is scored against `target` (default x): a denoising VAE encodes noisy images x and
+    reconstructs the clean target. learning_rate replaces the optimizer's from this step on, as a schedule
+    does. check_inputs=False skips the batch checks, for loops that validated their data once."""
+    return _run(_step_body, state, x, eps, beta, labels, target, learning_rate, check_inputs)
 
 
 def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs: bool = True):
@@ -111,32 +111,33 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
         options = {**options, "force_layout_optimization": True}
     compiled = torch.compile(_step_body, dynamic=False, options=options)
 
-    def step(state: TrainState, x, eps, beta=None, *, target=None, learning_rate=None,
+    def step(state: TrainState, x, eps, beta=None, *, labels=None, target=None, learning_rate=None,
              ) -> tuple[TrainState, VAELoss]:
         beta = state.model.config.beta if beta is None else beta
         beta = torch.as_tensor(beta, dtype=state.model.dtype, device=x.device)
-        return _run(compiled, state, x, eps, beta, target, learning_rate, check_inputs)
+        return _run(compiled, state, x, eps, beta, labels, target, learning_rate, check_inputs)
 
     return step
 
 
 @torch.no_grad()
-def evaluate(model: VAE, x, eps) -> VAELoss:
+def evaluate(model: VAE, x, eps, labels=None) -> VAELoss:
     """Per-image negative ELBO terms at beta = 1 (shape (N,) each), for test-set figures; unchecked."""
-    out = model._forward(x, eps)
+    out = model._forward(x, eps, labels)
     reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood, model.config.levels)
     kl = kl_divergence(out.mu, out.logvar)
     return VAELoss(reconstruction + kl, reconstruction, kl)
 
 
 @torch.no_grad()
-def importance_log_weights(model: VAE, x, eps):
+def importance_log_weights(model: VAE, x, eps, labels=None):
     """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, latent): (K, N).
-    Their log-mean-exp over K is the IWAE bound on log p(x); unchecked."""
-    mu, logvar = model._encode(x)
+    Their log-mean-exp over K is the IWAE bound on log p(x) (on log p(x | label) for a conditional model);
+    unchecked."""
+    mu, logvar = model._encode(x, labels)
     k, n, latent = eps.shape
     z = mu + torch.exp(0.5 * logvar) * eps
-    logits = model._decode(z.reshape(k * n, latent))
+    logits = model._decode(z.reshape(k * n, latent), None if labels is None else labels.repeat(k))
     images = x.expand(k, *x.shape).reshape(k * n, *x.shape[1:])
     log_px = log_likelihood(logits, images, model.config.likelihood, model.config.levels).reshape(k, n)
     log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
@@ -144,11 +145,11 @@ def importance_log_weights(model: VAE, x, eps):
     return log_px + log_pz - log_qz
 
 
-def _run(body, state: TrainState, x, eps, beta, target, learning_rate, check_inputs: bool,
+def _run(body, state: TrainState, x, eps, beta, labels, target, learning_rate, check_inputs: bool,
          ) -> tuple[TrainState, VAELoss]:
     model = state.model
     if check_inputs:
-        model._check_batch(x, eps, target)
+        model._check_batch(x, eps, target, labels)
         if beta is not None:
             checks.check_beta(beta)  # a float, or the compiled step's 0-d tensor (kept: no recompile)
     if learning_rate is not None:  # in place: the compiled step reads the same tensor
@@ -157,16 +158,17 @@ def _run(body, state: TrainState, x, eps, beta, target, learning_rate, check_inp
             group["lr"].fill_(rate)
     model.train()
     losses = body(model if state.ddp is None else state.ddp, state.optimizer, x, eps,
-                  model.config.beta if beta is None else beta, state.free_bits, x if target is None else target)
+                  model.config.beta if beta is None else beta, state.free_bits, x if target is None else target,
+                  labels)
     state.step += 1
     return state, losses
 
 
-def _step_body(model, optimizer, x, eps, beta, free_bits, target) -> VAELoss:
+def _step_body(model, optimizer, x, eps, beta, free_bits, target, labels) -> VAELoss:
     # model: the VAE, or its DistributedDataParallel wrapper, whose forward sets up the gradients'
     # all-reduce in backward
     vae = getattr(model, "module", model)
-    output = vae._forward(x, eps) if vae is model else model(x, eps)
+    output = vae._forward(x, eps, labels) if vae is model else model(x, eps, labels=labels)
     optimizer.zero_grad(set_to_none=True)
     losses = _vae_loss(output, target, vae.config.likelihood, beta, free_bits, vae.config.levels)
     losses.total.backward()

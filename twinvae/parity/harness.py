@@ -110,12 +110,17 @@ CASES = [
     Case("conv 3x12x20 (H != W) discretized logistic, no fc ReLU as in format 1",
          VAEConfig(image_shape=(3, 12, 20), conv_channels=(8, 16), latent_dim=6, decoder_fc_relu=False,
                    likelihood="discretized_logistic")),
+    Case("conv 1x16x16 class-conditional, 10 classes",
+         VAEConfig(image_shape=(1, 16, 16), conv_channels=(8, 16), latent_dim=8, num_classes=10)),
     Case("mlp 1x28x28 bernoulli (pytorch/examples)", VAEConfig(arch="mlp")),
     Case("mlp 3x32x32 gaussian beta=2", VAEConfig(arch="mlp", image_shape=(3, 32, 32), mlp_widths=(256, 64),
                                                   likelihood="gaussian", beta=2.0)),
     Case("mlp 1x8x8 discretized logistic, 17 levels",
          VAEConfig(arch="mlp", image_shape=(1, 8, 8), mlp_widths=(32,), latent_dim=4,
                    likelihood="discretized_logistic", levels=17)),
+    Case("mlp 1x8x12 class-conditional, 3 classes, gaussian",
+         VAEConfig(arch="mlp", image_shape=(1, 8, 12), mlp_widths=(32,), latent_dim=4, num_classes=3,
+                   likelihood="gaussian")),
 ]
 
 
@@ -211,42 +216,49 @@ class TorchTwin:
     def images(self, x):  # canonical NCHW already
         return self.tensor(x)
 
-    def outputs(self, x, eps) -> tuple[dict, dict, dict]:
-        """(forward outputs, losses, gradients) on one batch; a forward pass without autograd, then one
-        with its backward."""
+    def labels(self, y):
+        return None if y is None else vae_torch.as_labels(y, self.model)
+
+    def outputs(self, x, eps, y=None) -> tuple[dict, dict, dict]:
+        """(forward outputs, losses, gradients) on one batch (y: its labels, for a conditional model); a
+        forward pass without autograd, then one with its backward."""
         with torch.no_grad():
-            out = self.model(self.images(x), self.tensor(eps))
+            out = self.model(self.images(x), self.tensor(eps), labels=self.labels(y))
         self.model.zero_grad(set_to_none=True)
         x = self.images(x)
-        losses = vae_torch.vae_loss(self.model(x, self.tensor(eps)), x, self.config)
+        losses = vae_torch.vae_loss(self.model(x, self.tensor(eps), labels=self.labels(y)), x, self.config)
         losses.total.backward()
         grads = vae_torch.weights.to_canonical({k: p.grad for k, p in self.model.named_parameters()}, self.config)
         return ({name: value.cpu().numpy() for name, value in out._asdict().items()},
                 {name: v.item() for name, v in losses._asdict().items()}, grads)
 
     @torch.no_grad()
-    def loss_scales(self, x, eps) -> dict:
+    def loss_scales(self, x, eps, y=None) -> dict:
         """The size of each loss's terms: the batch mean of the pixels' |loss| summed, the KL (>= 0), and
         the reconstruction's plus beta times the KL's for the total."""
         x = self.images(x)
-        out = self.model(x, self.tensor(eps))
+        out = self.model(x, self.tensor(eps), labels=self.labels(y))
         reconstruction = vae_torch.likelihoods.pixel_losses(out.logits, x, self.config.likelihood,
                                                             self.config.levels).abs()
         reconstruction = reconstruction.flatten(1).sum(1).mean().item()
         kl = vae_torch.kl_divergence(out.mu, out.logvar).mean().item()
         return {"total": reconstruction + self.config.beta * kl, "reconstruction": reconstruction, "kl": kl}
 
-    def train_step(self, x, eps) -> tuple[float, dict]:
+    def train_step(self, x, eps, y=None) -> tuple[float, dict]:
         if self.state is None:
             self.state = vae_torch.create_train_state(self.model)
-        self.state, losses = vae_torch.train_step(self.state, self.images(x), self.tensor(eps))
+        self.state, losses = vae_torch.train_step(self.state, self.images(x), self.tensor(eps),
+                                                  labels=self.labels(y))
         return float(losses.total), vae_torch.export_weights(self.model)
 
-    def generated(self, n, seed, z, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(sample(n, seed), decode(z), reconstruct(x)): the model's public methods."""
+    def generated(self, n, seed, z, x, z_labels=None, x_labels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sample(n, seed), decode(z), reconstruct(x)): the model's public methods (a conditional
+        model's samples and decodings take z_labels, its reconstructions x_labels)."""
+        z_labels, x_labels = self.labels(z_labels), self.labels(x_labels)
         with torch.no_grad():
-            decoded = self.model.decode(self.tensor(z))
-        images = self.model.sample(n, seed), decoded, self.model.reconstruct(self.images(x))
+            decoded = self.model.decode(self.tensor(z), labels=z_labels)
+        images = (self.model.sample(n, seed, labels=z_labels), decoded,
+                  self.model.reconstruct(self.images(x), labels=x_labels))
         return tuple(image.cpu().numpy() for image in images)
 
 
@@ -263,14 +275,15 @@ class JaxTwin:
         self.state = self.step = None
         graphdef, params = nnx.split(self.model)
 
-        def loss(params, x, eps):
-            out = nnx.merge(graphdef, params)(x, eps)
+        def loss(params, x, eps, labels):
+            out = nnx.merge(graphdef, params)(x, eps, labels=labels)
             losses = vae_jax.vae_loss(out, x, config)
             return losses.total, (out, losses)
 
-        def generated(params, z, x, n, seed):
+        def generated(params, z, x, n, seed, z_labels, x_labels):
             model = nnx.merge(graphdef, params)
-            return model.sample(n, seed), model.decode(z), model.reconstruct(x)
+            return (model.sample(n, seed, labels=z_labels), model.decode(z, labels=z_labels),
+                    model.reconstruct(x, labels=x_labels))
 
         # Every method is compared jitted, as the training step runs (eager JAX compiles each operation on
         # its first call, which made sample, decode and reconstruct a third of a case's time), in two
@@ -287,40 +300,46 @@ class JaxTwin:
     def images(self, x):  # canonical NCHW -> NHWC
         return self.array(np.asarray(x).transpose(0, 2, 3, 1))
 
-    def outputs(self, x, eps) -> tuple[dict, dict, dict]:
+    def labels(self, y):
+        return None if y is None else jax.device_put(vae_jax.as_labels(y, self.model), self.device)
+
+    def outputs(self, x, eps, y=None) -> tuple[dict, dict, dict]:
         """(forward outputs, losses, gradients) on one batch, from one compiled function."""
-        grads, (out, losses) = self._outputs(self._params, self.images(x), self.array(eps))
+        grads, (out, losses) = self._outputs(self._params, self.images(x), self.array(eps), self.labels(y))
         out = {name: np.asarray(value) for name, value in out._asdict().items()}
         out["logits"] = out["logits"].transpose(0, 3, 1, 2)
         return (out, {name: float(v) for name, v in losses._asdict().items()},
                 vae_jax.weights.to_canonical(grads, self.config))
 
-    def train_step(self, x, eps) -> tuple[float, dict]:
+    def train_step(self, x, eps, y=None) -> tuple[float, dict]:
         if self.state is None:
             self.state = vae_jax.create_train_state(self.model)
             self.step = vae_jax.compile_train_step(self.state)
-        self.state, losses = self.step(self.state, self.images(x), self.array(eps))
+        self.state, losses = self.step(self.state, self.images(x), self.array(eps), labels=self.labels(y))
         return float(losses.total), vae_jax.weights.to_canonical(self.state.params, self.config)
 
-    def generated(self, n, seed, z, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def generated(self, n, seed, z, x, z_labels=None, x_labels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sample(n, seed), decode(z), reconstruct(x)), from one compiled function."""
-        images = self._generated(self._params, self.array(z), self.images(x), n, seed)
+        images = self._generated(self._params, self.array(z), self.images(x), n, seed, self.labels(z_labels),
+                                 self.labels(x_labels))
         return tuple(np.asarray(a).transpose(0, 3, 1, 2) for a in images)
 
 
 # --- the comparisons -------------------------------------------------------------------------------------
 
 def case_data(case: Case, seed: int = 0):
-    """Deterministic batches (4 distinct, cycled) in [0, 1] and the eps of every step, in float64; for the
-    discretized logistic on its grid of levels."""
+    """Deterministic batches (4 distinct, cycled) in [0, 1], their labels (None for an unconditional
+    model) and the eps of every step, in float64; for the discretized logistic on its grid of levels."""
     rng = np.random.default_rng(seed)
     batches = [rng.random((case.batch_size, *case.config.image_shape)) for _ in range(4)]
     if case.config.likelihood == "discretized_logistic":
         steps = case.config.levels - 1
         batches = [np.round(b * steps) / steps for b in batches]
+    classes = case.config.num_classes
+    labels = [rng.integers(0, classes, case.batch_size) if classes else None for _ in batches]
     eps = [seeds.eps_for_step(seed, step, case.batch_size, case.config.latent_dim)
            for step in range(max(case.steps, 1))]
-    return batches, eps
+    return batches, labels, eps
 
 
 # Which forms each twin is compared in (twin_forms): "default", its default on the device; "each", the
@@ -364,7 +383,7 @@ def _compare(case, dtype, device, weights_fn, steps, forms) -> list[Row]:
              for twin_form in twin_forms(twin.module, config, device, forms)
              if not (twin is TorchTwin and twin_form == NATIVE_FORMS and dtype == "float64")]
     # Inputs rounded to the run's dtype first, so the reference sees exactly the same numbers.
-    batches, eps = case_data(dataclasses.replace(case, steps=steps))  # eps for every step compared
+    batches, labels, eps = case_data(dataclasses.replace(case, steps=steps))  # eps for every step compared
     batches = [b.astype(PARAM_DTYPE[dtype]) for b in batches]
     eps = [e.astype(PARAM_DTYPE[dtype]) for e in eps]
     rows = []
@@ -372,24 +391,24 @@ def _compare(case, dtype, device, weights_fn, steps, forms) -> list[Row]:
     def add(twin, quantity, error, where=""):
         rows.append(Row(case.name, quantity, dtype, twin.name, error, where, config))
 
-    ref_out, ref_losses, ref_grads = reference.outputs(batches[0], eps[0])
-    ref_scales = reference.loss_scales(batches[0], eps[0])
+    ref_out, ref_losses, ref_grads = reference.outputs(batches[0], eps[0], labels[0])
+    ref_scales = reference.loss_scales(batches[0], eps[0], labels[0])
     z = seeds.standard_normal(1, "sample", 0, (5, config.latent_dim)).astype(PARAM_DTYPE[dtype])
-    ref_generated = reference.generated(5, 3, z, batches[1])
+    decoded = (5, 3, z, batches[1], np.arange(5) % config.num_classes if config.num_classes else None, labels[1])
+    ref_generated = reference.generated(*decoded)
     for twin in twins:
-        out, losses, grads = twin.outputs(batches[0], eps[0])
+        out, losses, grads = twin.outputs(batches[0], eps[0], labels[0])
         for name in ("mu", "logvar", "z", "logits"):
             add(twin, name, relative_error(out[name], ref_out[name]))
         for name in ("total", "reconstruction", "kl"):
             add(twin, f"loss.{name}", relative_error(losses[name], ref_losses[name], ref_scales[name]))
         add(twin, "grad", *worst(grads, ref_grads, norm_error if dtype == "bfloat16" else relative_error))
-        for name, image, ref in zip(("sample", "decode", "reconstruct"), twin.generated(5, 3, z, batches[1]),
-                                    ref_generated):
+        for name, image, ref in zip(("sample", "decode", "reconstruct"), twin.generated(*decoded), ref_generated):
             add(twin, name, relative_error(image, ref))
     if dtype != "bfloat16":  # a mixed-precision model stores float32 weights: float32's rows cover it
         rows += _compare_checkpoints(case, dtype, weights)
     if steps:
-        rows += _compare_adam(case, dtype, twins, reference, batches, eps, steps, ref_grads)
+        rows += _compare_adam(case, dtype, twins, reference, batches, labels, eps, steps, ref_grads)
     return rows
 
 
@@ -410,16 +429,16 @@ def _compare_checkpoints(case, dtype, weights) -> list[Row]:
     return rows
 
 
-def _compare_adam(case, dtype, twins, reference, batches, eps, steps, ref_grads) -> list[Row]:
+def _compare_adam(case, dtype, twins, reference, batches, labels, eps, steps, ref_grads) -> list[Row]:
     """Adam from the same weights on the same batches and eps; losses and all parameters every step."""
     loss_err = {twin.name: (0.0, "") for twin in twins}
     param_err, step1_err = dict(loss_err), dict(loss_err)
     for step in range(steps):
-        x = batches[step % len(batches)]
-        scale = reference.loss_scales(x, eps[step])["total"]  # at the parameters the step's loss sees
-        ref_loss, ref_params = reference.train_step(x, eps[step])
+        x, y = batches[step % len(batches)], labels[step % len(batches)]
+        scale = reference.loss_scales(x, eps[step], y)["total"]  # at the parameters the step's loss sees
+        ref_loss, ref_params = reference.train_step(x, eps[step], y)
         for twin in twins:
-            loss, params = twin.train_step(x, eps[step])
+            loss, params = twin.train_step(x, eps[step], y)
             e = relative_error(loss, ref_loss, scale)
             if not e <= loss_err[twin.name][0]:
                 loss_err[twin.name] = (e, f"step {step + 1}")
