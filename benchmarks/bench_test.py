@@ -91,14 +91,16 @@ def test_every_worker_gets_the_same_batches():
 
 def test_quick_run_end_to_end(tmp_path):
     out = tmp_path / "bench"
-    modes = "eager,compile-default,jit,nnx-jit"
+    # torch.compile's modes left out (a minute of compiling on 2 cores): their step is compile_train_step,
+    # checked against eager in parity_tests/test_compile.py; `python -m benchmarks --quick` runs them
+    modes = "eager,jit,nnx-jit"
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--modes", modes, "--out", str(out),
                              "--no-progress"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     rows = {(r["backend"], r["mode"], r["kind"]): r for r in results["rows"]}
-    assert set(rows) == {(b, m, k) for b, m in [("torch", "eager"), ("torch", "compile-default"),
-                                               ("jax", "jit"), ("jax", "nnx-jit")] for k in ("train", "infer")}
+    assert set(rows) == {(b, m, k) for b, m in [("torch", "eager"), ("jax", "jit"), ("jax", "nnx-jit")]
+                         for k in ("train", "infer")}
     for key, row in rows.items():
         mode = key[1]
         assert row["status"] == "ok", row

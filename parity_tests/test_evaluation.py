@@ -133,3 +133,25 @@ def test_cli_evaluate(trained, tmp_path, capsys):
     write_checkpoint(bare, init_weights(CONFIG, 0), CONFIG)  # no dataset in the metadata
     assert cli_main(["evaluate", str(bare), "--no-progress"]) == 2
     assert "names no dataset" in capsys.readouterr().err
+
+
+def test_conditional_samples_are_judged_by_a_classifier_of_the_real_data(monkeypatch):
+    """The classifier of the real training images scores each class's samples against the class they were
+    decoded with: samples that are real images of that class score as the real test set does; samples of
+    another class score near 0."""
+    from twinvae import evaluation
+    from twinvae.data import load_dataset
+
+    digits = load_dataset("digits")
+    model = vae_torch.init_model(VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4,
+                                           num_classes=10))
+    by_class = {c: digits.test_x[digits.test_y == c] for c in range(10)}
+    for shift, low, high in ((0, 0.9, 1.0), (1, 0.0, 0.1)):  # decoded as the class itself, or as the next one
+        def decoded(twin, model, z, labels, shift=shift):
+            return np.stack([by_class[(c + shift) % 10][i % len(by_class[(c + shift) % 10])]
+                             for i, c in enumerate(labels)])
+
+        monkeypatch.setattr(evaluation, "mean_images", decoded)
+        result = evaluation.conditional_sample_accuracy(vae_torch, model, digits, per_class=20)
+        assert low <= result["sample_accuracy"] <= high, (shift, result)
+        assert result["real_test_accuracy"] > 0.9 and result["samples_per_class"] == 20

@@ -23,8 +23,9 @@ def configs(draw, arch: str):
         latent_dim=draw(st.sampled_from((1, 4, 12))),
         arch=arch,
         conv_channels=tuple(draw(st.lists(st.sampled_from(WIDTHS), min_size=depth, max_size=depth))),
-        res_blocks=draw(st.integers(0, 2)),
+        res_blocks=draw(st.integers(0, 1)),  # two blocks a resolution: the standard case of test_parity.py
         mlp_widths=tuple(4 * w for w in draw(st.lists(st.sampled_from(WIDTHS), min_size=depth, max_size=depth))),
+        num_classes=draw(st.sampled_from((0, 3))),
         likelihood=draw(st.sampled_from(LIKELIHOODS)),
         beta=draw(st.sampled_from([0.0, 0.5, 1.0, 3.0])),
     )

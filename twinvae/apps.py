@@ -18,7 +18,7 @@ from vae_core.checkpoint import atomic_write_bytes
 INTERPOLATION_PAIRS = 6  # rows of the interpolation pictures (a run's end writes fewer if its test set is small)
 
 
-def _mean_images(twin: Twin, model: Model, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+def mean_images(twin: Twin, model: Model, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
     """The images of latents z (of those classes, for a conditional model): the likelihood's mean of their
     logits, in float64."""
     logits = model.decode(twin.as_input(z, model), labels=model_labels(twin, model, labels, "the latents"))
@@ -56,7 +56,7 @@ def write_samples(twin: Twin, model: Model, out, n: int = 64, seed: int = 0, lab
         return save_png(Path(out) / "samples.png", twin.to_numpy(model.sample(n, seed)))
     per_class = max(1, n // classes)
     z = seeds.standard_normal(seed, "sample", 0, (per_class, model.config.latent_dim), dtype_name(model))
-    grid = _mean_images(twin, model, np.tile(z, (classes, 1)), np.repeat(np.arange(classes), per_class))
+    grid = mean_images(twin, model, np.tile(z, (classes, 1)), np.repeat(np.arange(classes), per_class))
     return save_png(Path(out) / "samples.png", grid, ncol=per_class)
 
 
@@ -95,7 +95,7 @@ def write_interpolations(twin: Twin, model: Model, data: Dataset, out, pairs: in
         for i in range(pairs):
             a, b = 2 * i, 2 * i + 1
             path_labels = None if labels is None else np.full(steps, labels[a])
-            decoded = _mean_images(twin, model, path_fn(mu[a], mu[b], t), path_labels)
+            decoded = mean_images(twin, model, path_fn(mu[a], mu[b], t), path_labels)
             rows.append(np.concatenate([images[a:a + 1], decoded, images[b:b + 1]]))
         written.append(save_png(Path(out) / f"interpolation-{name}.png", np.concatenate(rows), ncol=steps + 2))
     return written
@@ -152,10 +152,10 @@ def write_arithmetic(twin: Twin, model: Model, data: Dataset, out, a: str, b: st
     k = len(chosen)
     shifted = mu[chosen] + (means[ib] - means[ic])
     summary = np.stack([means[ia], means[ib], means[ic], means[ia] + means[ib] - means[ic]])
-    summary = _mean_images(twin, model, summary, np.array([ia, ib, ic, ib]))
+    summary = mean_images(twin, model, summary, np.array([ia, ib, ic, ib]))
     summary_row = np.concatenate([summary, np.ones((k - 4, *data.image_shape))]) if k >= 4 else summary[:k]
-    grid_images = np.concatenate([data.test_x[chosen], _mean_images(twin, model, mu[chosen], np.full(k, ia)),
-                                  _mean_images(twin, model, shifted, np.full(k, ib)), summary_row])
+    grid_images = np.concatenate([data.test_x[chosen], mean_images(twin, model, mu[chosen], np.full(k, ia)),
+                                  mean_images(twin, model, shifted, np.full(k, ib)), summary_row])
     return save_png(Path(out) / "arithmetic.png", grid_images, ncol=k)
 
 

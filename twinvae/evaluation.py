@@ -11,10 +11,11 @@ which a reader may set beside published bits/dim."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
-from twinvae.apps import encode_all
+from twinvae.apps import encode_all, mean_images
 from twinvae.data import DataError, Dataset, binarized, load_dataset
 from twinvae.denoising import denoising_figures, training_noise
 from twinvae.progress import Progress
@@ -59,6 +60,35 @@ def negative_elbo(twin: Twin, model: Model, images: np.ndarray, seed: int, dtype
         losses = twin.evaluate(model, twin.as_input(x.astype(dtype), model), twin.as_input(eps, model), y)
         sums += [float(twin.to_numpy(v).astype(np.float64).sum()) for v in losses]
     return dict(zip(("total", "reconstruction", "kl"), (sums / len(images)).tolist()))
+
+
+SAMPLES_PER_CLASS = 1000  # the conditional samples of each class that the real-data classifier judges
+
+
+def real_data_classifier(data: Dataset):
+    """A multinomial logistic regression (scikit-learn, lbfgs) of the real training images' classes:
+    small, deterministic, framework-free."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=300).fit(data.train_x.reshape(len(data.train_x), -1), data.train_y)
+
+
+def conditional_sample_accuracy(twin: Twin, model: Model, data: Dataset, per_class: int = SAMPLES_PER_CLASS,
+                                seed: int = 0) -> dict:
+    """How recognisable a class-conditional model's samples are: a classifier of the real training images
+    (real_data_classifier), scored on the real test images and on `per_class` prior samples of every
+    class, each decoded with its class (the likelihood's mean image; z from the 'sample' stream, step 2)."""
+    with warnings.catch_warnings():  # lbfgs stopping at max_iter is the classifier's size, not an error
+        warnings.simplefilter("ignore", category=UserWarning)
+        classifier = real_data_classifier(data)
+    labels = np.repeat(np.arange(model.config.num_classes), per_class)
+    z = seeds.standard_normal(seed, "sample", 2, (len(labels), model.config.latent_dim), dtype_name(model))
+    samples = np.concatenate([mean_images(twin, model, z[i:i + EVAL_BATCH], labels[i:i + EVAL_BATCH])
+                              for i in range(0, len(labels), EVAL_BATCH)])
+    return {"classifier": "logistic regression of the real training images (scikit-learn)",
+            "real_test_accuracy": float(classifier.score(data.test_x.reshape(len(data.test_x), -1), data.test_y)),
+            "sample_accuracy": float(classifier.score(samples.reshape(len(samples), -1), labels)),
+            "samples_per_class": per_class}
 
 
 def log_mean_exp(log_w: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -127,6 +157,7 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
     bits = 1 / (config.num_pixels * math.log(2)) if discrete else None
     noise = training_noise(metadata) if noise is None else noise
     denoising = denoising_figures(twin, model, images, noise, seed, labels) if noise > 0 else None
+    samples = conditional_sample_accuracy(twin, model, data, seed=seed) if config.num_classes else None
     return {"checkpoint": str(path), "dataset": name, "binarize": binarize, "backend": backend,
             "images": len(images), "k": k,
             "seed": seed, "denoising": denoising, "negative_elbo": elbo["total"],
@@ -135,7 +166,7 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
             "bits_per_dim_elbo": elbo["total"] * bits if bits else None,
             "bits_per_dim_iwae": float(nll) * bits if bits else None, "active_units": active,
             "latent_dim": config.latent_dim, "kl_per_dim": kl_per_dim.tolist(), "likelihood": config.likelihood,
-            "num_classes": config.num_classes}
+            "num_classes": config.num_classes, "conditional_samples": samples}
 
 
 def check_labels(data: Dataset, config: VAEConfig, who: str) -> np.ndarray | None:
@@ -172,7 +203,7 @@ def format_report(r: dict) -> str:
             f"  IWAE -log p(x)     {r['iwae_nll']:9.3f}{_bits(r['bits_per_dim_iwae'])}, K = {r['k']}\n"
             f"  active units       {r['active_units']} of {r['latent_dim']} "
             f"(Var E_q[z] > {ACTIVE_UNIT_THRESHOLD})\n"
-            f"  KL per latent dim  {kl}" + psnr)
+            f"  KL per latent dim  {kl}" + psnr + _samples_line(r))
 
 
 def report_markdown(r: dict, command: str) -> str:
@@ -186,10 +217,22 @@ def report_markdown(r: dict, command: str) -> str:
              f"{r['reconstruction']:.3f}", f"{r['kl']:.3f}", f"{r['active_units']} of {r['latent_dim']}"]
     if d:
         cells += [f"{d['sigma']:g}", f"{d['psnr_noisy']:.2f} dB", f"{d['psnr_denoised']:.2f} dB"]
+    samples = r.get("conditional_samples")
+    if samples:  # the classifier's accuracy on the samples, then on the real test set
+        header += ["class accuracy of samples", "of the real test set"]
+        cells += [f"{samples['sample_accuracy']:.1%}", f"{samples['real_test_accuracy']:.1%}"]
     return (f"Command: `{command}`; {r['measure']} per image{_given_labels(r)} on the {r['dataset']} test set"
             f"{_binarised(r)}."
             f"\n\n"
             f"| {' | '.join(header)} |\n|{'---|' * len(header)}\n| {' | '.join(cells)} |\n")
+
+
+def _samples_line(r: dict) -> str:
+    s = r.get("conditional_samples")
+    if not s:
+        return ""
+    return (f"\n  class accuracy     {s['sample_accuracy']:.1%} on {s['samples_per_class']} samples of each class "
+            f"(the real test set: {s['real_test_accuracy']:.1%}), by a {s['classifier']}")
 
 
 def _given_labels(r: dict) -> str:

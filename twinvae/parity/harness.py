@@ -101,12 +101,13 @@ class Case:
 
 CASES = [
     Case("conv 1x28x28 bernoulli (seed)", VAEConfig()),
-    Case("conv 1x28x28 gaussian beta=0.5", VAEConfig(likelihood="gaussian", beta=0.5)),
-    Case("conv 3x32x32 continuous Bernoulli beta=4",
-         VAEConfig(image_shape=(3, 32, 32), conv_channels=(16, 32, 8), latent_dim=16,
+    Case("conv 1x16x16 gaussian beta=0.5", VAEConfig(image_shape=(1, 16, 16), likelihood="gaussian", beta=0.5)),
+    Case("conv 3x16x16 continuous Bernoulli beta=4",
+         VAEConfig(image_shape=(3, 16, 16), conv_channels=(16, 32, 8), latent_dim=16,
                    likelihood="continuous_bernoulli", beta=4.0)),
     Case("conv 1x8x8 (digits)", VAEConfig(image_shape=(1, 8, 8), conv_channels=(16, 32), latent_dim=8)),
-    Case("conv 1x28x28 residual blocks", VAEConfig(conv_channels=(8, 16), res_blocks=2, latent_dim=8)),
+    Case("conv 1x16x16 residual blocks",
+         VAEConfig(image_shape=(1, 16, 16), conv_channels=(8, 16), res_blocks=2, latent_dim=8)),
     Case("conv 3x12x20 (H != W) discretized logistic, no fc ReLU as in format 1",
          VAEConfig(image_shape=(3, 12, 20), conv_channels=(8, 16), latent_dim=6, decoder_fc_relu=False,
                    likelihood="discretized_logistic")),
