@@ -149,14 +149,18 @@ def test_a_conditional_model_needs_labelled_data(conditional_run, tmp_path):
         train(config, TrainOptions(backend="torch", epochs=1, out=str(tmp_path / "five")), progress=False)
 
 
-def test_denoise_files_checks_the_label_against_the_model(conditional_run, run, tmp_path):
+def test_denoise_and_samples_check_the_label_against_the_model(conditional_run, run, tmp_path):
     from twinvae.denoising import denoise_files
 
     image = tmp_path / "digit.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
     unconditional, _, _ = vae_torch.load_checkpoint(run / "model.safetensors")
-    with pytest.raises(ValueError, match=r"--label needs a class-conditional model; this one is unconditional"):
-        denoise_files(vae_torch, unconditional, [image], tmp_path, 0.1, label=0)
     conditional, _, _ = vae_torch.load_checkpoint(conditional_run / "model.safetensors")
-    with pytest.raises(ValueError, match=r"--label 10 is not a class of this model \(0 to 9\)"):
-        denoise_files(vae_torch, conditional, [image], tmp_path, 0.1, label=10)
+    for write in (lambda model, label: denoise_files(vae_torch, model, [image], tmp_path, 0.1, label=label),
+                  lambda model, label: apps.write_samples(vae_torch, model, tmp_path, n=2, label=label)):
+        with pytest.raises(ValueError, match=r"--label needs a class-conditional model; this model is uncond"):
+            write(unconditional, 0)
+        for label in (10, -1):
+            with pytest.raises(ValueError, match=rf"--label {label} is not a class of this model \(0 to 9\)"):
+                write(conditional, label)
+    assert not list(tmp_path.glob("samples*.png")) and not (tmp_path / "denoised").exists()

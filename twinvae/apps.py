@@ -11,7 +11,7 @@ import numpy as np
 
 from twinvae.data import DataError, Dataset
 from twinvae.images import lerp, save_png, slerp
-from twinvae.twin import Model, Twin, dtype_name, model_labels
+from twinvae.twin import Model, Twin, check_label, dtype_name, model_labels
 from vae_core import checks, seeds
 from vae_core.checkpoint import atomic_write_bytes
 
@@ -45,11 +45,7 @@ def write_samples(twin: Twin, model: Model, out, n: int = 64, seed: int = 0, lab
     same z down each column (so a column keeps its style and changes its class)."""
     checks.check_count("--n", n)
     classes = model.config.num_classes
-    if label is not None:
-        if not classes:
-            raise ValueError("--label needs a class-conditional model; this one is unconditional (num_classes=0)")
-        if not 0 <= label < classes:
-            raise ValueError(f"--label {label} is not a class of this model (0 to {classes - 1})")
+    if check_label(model, label) is not None:
         images = model.sample(n, seed, labels=twin.as_labels(np.full(n, label), model))
         return save_png(Path(out) / f"samples-class-{label}.png", twin.to_numpy(images))
     if not classes:

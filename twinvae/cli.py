@@ -17,7 +17,7 @@ from twinvae.demo import run_demo
 from twinvae.evaluation import evaluate_checkpoint
 from twinvae.presets import PRESETS
 from twinvae.trainer import TrainOptions
-from twinvae.twin import BACKENDS, DEFAULT_BACKEND
+from twinvae.twin import BACKENDS, DEFAULT_BACKEND, check_conditional
 from vae_core import checks
 from vae_core.checkpoint import atomic_write_bytes, atomic_write_json, read_checkpoint
 from vae_core.config import ARCHS, LIKELIHOODS
@@ -384,10 +384,7 @@ def _label(args, model, metadata) -> int | None:
     index; refused for an unconditional model."""
     if args.label is None:
         return None
-    count = model.config.num_classes
-    if not count:
-        raise ValueError(f"--label needs a class-conditional model; {args.checkpoint} is unconditional "
-                         "(num_classes=0)")
+    count = check_conditional(model, str(args.checkpoint))
     names = metadata.get("classes") or []
     if args.label in names:
         return names.index(args.label)

@@ -13,7 +13,7 @@ import numpy as np
 
 from twinvae.data import IMAGE_SUFFIXES, DataError, image_paths, read_images
 from twinvae.images import save_png
-from twinvae.twin import dtype_name, model_labels
+from twinvae.twin import check_label, dtype_name, model_labels
 from vae_core import checks, seeds
 
 EVAL_NOISE_OFFSET = 1 << 40  # 'noise' stream steps of evaluation: far past any training step
@@ -103,10 +103,7 @@ def denoise_files(twin, model, paths, out, sigma: float, seed: int = 0, label: i
     if classes and label is None:
         raise DataError(f"this model is class-conditional (num_classes={classes}) and image files have no "
                         "labels: give the files' class with --label")
-    if label is not None and not classes:
-        raise ValueError("--label needs a class-conditional model; this one is unconditional (num_classes=0)")
-    if label is not None and not 0 <= label < classes:
-        raise ValueError(f"--label {label} is not a class of this model (0 to {classes - 1})")
+    check_label(model, label)
     files = image_files(paths)
     clean = read_images(files, model.config.image_shape)
     noisy = add_noise(clean, sigma, seed, EVAL_NOISE_OFFSET) if sigma > 0 else clean

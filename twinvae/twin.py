@@ -126,6 +126,21 @@ def dtype_name(model: Model) -> str:
     return str(model.dtype).removeprefix("torch.")
 
 
+def check_conditional(model: Model, source: str = "this model") -> int:
+    """The model's class count, refusing an unconditional model where a --label was given."""
+    if not model.config.num_classes:
+        raise ValueError(f"--label needs a class-conditional model; {source} is unconditional (num_classes=0)")
+    return model.config.num_classes
+
+
+def check_label(model: Model, label: int | None, source: str = "this model") -> int | None:
+    """One class index (a --label) checked against the model: None passes; refused for an unconditional
+    model and outside 0 to num_classes - 1."""
+    if label is not None and not 0 <= label < check_conditional(model, source):
+        raise ValueError(f"--label {label} is not a class of {source} (0 to {model.config.num_classes - 1})")
+    return label
+
+
 def model_labels(twin: Twin, model: Model, labels: np.ndarray | None, what: str = "the images"):
     """A class-conditional model's labels (canonical numpy, (N,)) as its twin takes them; None for an
     unconditional model, which takes none."""
