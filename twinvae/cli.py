@@ -19,6 +19,7 @@ from twinvae.presets import PRESETS
 from twinvae.trainer import TrainOptions
 from twinvae.twin import BACKENDS, DEFAULT_BACKEND, check_conditional
 from vae_core import checks
+from vae_core import export as export_spec
 from vae_core.checkpoint import atomic_write_bytes, atomic_write_json, read_checkpoint
 from vae_core.config import ARCHS, LIKELIHOODS
 
@@ -40,7 +41,8 @@ def main(argv=None) -> int:
     args.argv = argv  # the command line, for the results files that name it
     try:
         return args.run(args)
-    except (ValueError, OSError, RuntimeError) as err:  # bad input, missing data, divergence: no traceback
+    # bad input, missing data or package, divergence: a message, no traceback
+    except (ValueError, OSError, RuntimeError, ModuleNotFoundError) as err:
         print(f"twinvae {args.command}: error: {err}", file=sys.stderr)
         return 2
 
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"twinvae {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for build in (_train_parser, _evaluate_parser, _sample_parser, _interpolate_parser, _arithmetic_parser,
-                  _denoise_parser, _inspect_parser, _demo_parser):
+                  _denoise_parser, _export_parser, _inspect_parser, _demo_parser):
         build(commands)
     for name, help_text in HANDED_OVER.items():
         commands.add_parser(name, add_help=False, help=help_text)
@@ -427,6 +429,48 @@ def _test_data(args, model, metadata):
     if data.image_shape != model.config.image_shape:
         raise ValueError(f"the checkpoint takes images {model.config.image_shape}, {name} has {data.image_shape}")
     return data
+
+
+def _export_parser(commands) -> None:
+    p = commands.add_parser("export", help="a part of a model as an ONNX, torch.export or StableHLO artifact")
+    p.set_defaults(run=_export)
+    p.add_argument("checkpoint", help="a checkpoint written by either twin")
+    p.add_argument("--format", required=True, choices=list(export_spec.FORMATS),
+                   help="onnx (onnxruntime), torch.export (.pt2) or stablehlo (jax.export)")
+    p.add_argument("--part", required=True, choices=list(export_spec.PARTS),
+                   help="encoder: images -> (mu, logvar); decoder: z -> logits; vae: (images, eps) -> (mu, "
+                        "logvar, logits); a class-conditional model's take labels last")
+    p.add_argument("--batch", default="dynamic", type=_batch, metavar="dynamic|N",
+                   help="a dynamic batch dimension (default) or a fixed batch size")
+    p.add_argument("--dtype", choices=export_spec.DTYPES, default="float32",
+                   help="float32 (default) or bfloat16: mixed precision, float32 in and out (not for onnx)")
+    p.add_argument("--platform", choices=export_spec.PLATFORMS, default="cpu",
+                   help="where it runs (default cpu); stablehlo is lowered for it from any machine")
+    p.add_argument("--out", help="the artifact's path (default: beside the checkpoint, e.g. "
+                                 "model-decoder.onnx); its sidecar goes to OUT.json")
+
+
+def _batch(text: str) -> int | None:
+    if text == "dynamic":
+        return None
+    try:
+        return checks.check_count("--batch", int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'dynamic' or a batch size >= 1, got {text!r}") from None
+
+
+def _export(args) -> int:
+    from twinvae.export import default_path, export
+
+    out = args.out or str(default_path(args.checkpoint, args.format, args.part))
+    _check_writable(out)
+    info = export(args.checkpoint, args.format, args.part, out, batch=args.batch, dtype=args.dtype,
+                  platform=args.platform)
+    print(f"wrote {out} ({info['artifact_format']}, {info['part']}, {info['dtype']}, {info['platform']}, "
+          f"layout {info['layout']}) and its sidecar {out}.json")
+    for what in ("inputs", "outputs"):
+        print(f"  {what}: " + ", ".join(f"{s['name']} {tuple(s['shape'])} {s['dtype']}" for s in info[what]))
+    return 0
 
 
 def _inspect_parser(commands) -> None:

@@ -14,6 +14,8 @@ from vae_core.layout import NATIVE_FORMS, SUBPIXEL_TAPS
 from vae_core.outputs import VAEOutput
 from vae_jax.likelihoods import mean_image
 
+LAYOUT = "NHWC"  # images' axes in this twin (canonical arrays, checkpoints and vae_core: NCHW)
+
 # How this twin computes each layer kind of vae_core.layout.FORMS on each JAX platform unless told: the
 # forms each device's figures chose (docs/devices/). CPU: measured (the sub-pixel decoder and the
 # space-to-depth encoder are matmuls, XLA's CPU convolutions are slow, docs/perf-log.md). GPU: measured

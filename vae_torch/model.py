@@ -16,6 +16,8 @@ from vae_core.layout import NATIVE_FORMS, SUBPIXEL_TAPS
 from vae_core.outputs import VAEOutput
 from vae_torch.likelihoods import mean_image
 
+LAYOUT = "NCHW"  # images' axes in this twin (canonical arrays, checkpoints and vae_core: NCHW)
+
 # How this twin computes each layer kind of vae_core.layout.FORMS on each device unless told: the forms
 # each device's figures chose (docs/devices/). cuDNN's and oneDNN's own convolutions measured fastest on
 # both (the sub-pixel decoder: docs/benchmarks.md); the space-to-depth encoder is JAX's CPU choice,

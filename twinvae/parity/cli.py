@@ -1,6 +1,7 @@
 """`twinvae parity [--config FILE.json | --preset P] [--device cpu|cuda] [--dtype D] [--quick] ...`: the
 parity table for the user's own model on their own device (default: every standard case); exits non-zero
-on any failure. TPU is not a choice: the float64 torch reference cannot run there."""
+on any failure. `--export [FORMAT ...]` checks the model's exported artifacts instead of the twins. TPU is
+not a choice: the float64 torch reference cannot run there."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 
 from twinvae.environment import cpu_name, versions
 from twinvae.presets import PRESETS
+from vae_core import export as export_spec
 from vae_core.checkpoint import atomic_write_bytes
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
@@ -35,6 +37,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="Adam steps per case (default 50)")
     p.add_argument("--case", action="append", help="substring of a standard case's name to run (repeatable)")
     p.add_argument("--batch-size", type=int, default=8, help="images per compared batch (default 8)")
+    p.add_argument("--export", nargs="*", choices=list(export_spec.FORMATS), metavar="FORMAT",
+                   help="check the exported artifacts instead (every part, in these formats: "
+                        f"{', '.join(export_spec.FORMATS)}; default all), run in their runtimes, against the "
+                        "float64 reference; dtypes float32 and bfloat16 (ONNX: float32 only)")
     p.add_argument("--summary", action="store_true",
                    help="print only the largest error of each quantity over all cases")
     p.add_argument("--markdown", metavar="FILE", help="also write the table printed to this file")
@@ -54,9 +60,12 @@ def main(argv=None) -> int:
     steps = args.steps if args.steps is not None else QUICK_STEPS if args.quick else None
     rows = []
     for case in cases:
-        for dtype in args.dtype or ["float64", "float32"]:
+        for dtype in _dtypes(p, args):
             start = time.perf_counter()
-            rows += harness.compare(case, dtype, device, steps=steps, forms="default" if args.quick else "all")
+            if args.export is not None:
+                rows += harness.compare_exports(case, dtype, device, formats=_formats(p, args))
+            else:
+                rows += harness.compare(case, dtype, device, steps=steps, forms="default" if args.quick else "all")
             print(f"  {case.name} {dtype}: {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
     table = harness.format_summary(rows) if args.summary else harness.format_table(rows)
     print(f"device: {device}, TF32 {'on' if args.tf32 else 'off'}")
@@ -68,6 +77,26 @@ def main(argv=None) -> int:
         if path:
             atomic_write_bytes(path, f"{origin}\n\n{text}\n".encode())
     return 1 if failed else 0
+
+
+def _dtypes(p: argparse.ArgumentParser, args) -> list[str]:
+    if args.export is None:
+        return args.dtype or ["float64", "float32"]
+    if "float64" in (args.dtype or []):
+        p.error(f"--export checks artifacts, which compute in {' or '.join(export_spec.DTYPES)}, not float64")
+    return args.dtype or ["float32", "bfloat16"]
+
+
+def _formats(p: argparse.ArgumentParser, args) -> list[str]:
+    """The formats --export checks, each made and run by packages installed here."""
+    formats = args.export or list(export_spec.FORMATS)
+    try:
+        for format in formats:
+            export_spec.require(format, "export")
+            export_spec.require(format, "run")
+    except ModuleNotFoundError as err:
+        p.error(str(err))
+    return formats
 
 
 def _origin(argv: list[str], device: str) -> str:

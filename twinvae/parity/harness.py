@@ -28,7 +28,9 @@ from flax import nnx
 
 import vae_jax
 import vae_torch
+from twinvae import export as artifacts
 from twinvae.compare import relative_error
+from vae_core import export as export_spec
 from vae_core import seeds
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
@@ -88,7 +90,8 @@ QUANTITY_KIND = {"mu": "forward", "logvar": "forward", "z": "forward", "logits":
                  "loss.total": "loss", "loss.reconstruction": "loss", "loss.kl": "loss", "grad": "grad",
                  "adam.loss": "adam_loss", "adam.params": "adam_params",
                  "adam.step1": "adam_step1", "sample": "sample", "decode": "sample",
-                 "checkpoint": "checkpoint"}
+                 "checkpoint": "checkpoint",
+                 "export.mu": "forward", "export.logvar": "forward", "export.logits": "forward"}
 
 
 @dataclass(frozen=True)
@@ -454,6 +457,53 @@ def _compare_adam(case, dtype, twins, reference, batches, labels, eps, steps, re
         for quantity, errors in (("adam.loss", loss_err), ("adam.step1", step1_err), ("adam.params", param_err)):
             rows.append(Row(case.name, quantity, dtype, twin.name, *errors[twin.name], case.config))
     return rows
+
+
+def compare_exports(case: Case, dtype: str, device: str = "cpu", formats=tuple(export_spec.FORMATS),
+                    parts=tuple(export_spec.PARTS), weights_fn=init_weights) -> list[Row]:
+    """Each part exported in each format (from a checkpoint of the case's weights, as `twinvae export`
+    does), run in its own runtime through twinvae.export.load, against the float64 torch reference on the
+    harness' batch and eps: the artifact's outputs at the forward tolerance of its dtype, the same the
+    twins are held to. Artifacts are lowered for `device`; ONNX is skipped in bf16 (float32 only)."""
+    config = case.config
+    weights = {k: v.astype("float32") for k, v in weights_fn(config, seed=0).items()}
+    reference = TorchTwin(config, weights, "float64", device)
+    batches, labels, eps = case_data(dataclasses.replace(case, steps=1))
+    x, y, e = batches[0].astype("float32"), labels[0], eps[0].astype("float32")
+    z = seeds.standard_normal(1, "sample", 0, (case.batch_size, config.latent_dim)).astype("float32")
+    expected = _reference_parts(reference, x, e, z, y)
+    formats = [f for f in formats if dtype == "float32" or f not in export_spec.FLOAT32_ONLY]
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = os.path.join(folder, "model.safetensors")
+        model = vae_torch.import_weights(vae_torch.VAE(config), weights)
+        vae_torch.save_checkpoint(checkpoint, model, config, {"backend": "torch"})
+        for format in formats:
+            for part in parts:
+                path = os.path.join(folder, f"{part}{export_spec.SUFFIXES[format]}")
+                artifacts.export(checkpoint, format, part, path, dtype=dtype, platform=device)
+                artifact = artifacts.load(path)
+                nhwc = artifact.info["layout"] == "NHWC"
+                given = {"images": x.transpose(0, 2, 3, 1) if nhwc else x, "eps": e, "z": z, "labels": y}
+                outputs = artifact(**{s.name: given[s.name] for s in artifact.inputs})  # checked, as a user's
+                outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+                for spec, value in zip(artifact.outputs, outputs):
+                    value = value.transpose(0, 3, 1, 2) if nhwc and value.ndim == 4 else value
+                    rows.append(Row(case.name, f"export.{spec.name}", dtype, f"{format} {part}",
+                                    relative_error(value, expected[part][spec.name]), "", config))
+    return rows
+
+
+def _reference_parts(reference: TorchTwin, x, eps, z, y) -> dict:
+    """What each part computes, by the float64 torch twin: {part: {output: canonical array}}."""
+    model = reference.model
+    labels = reference.labels(y)
+    with torch.no_grad():
+        out = model._forward(reference.tensor(x), reference.tensor(eps), labels)
+        logits = model._decode(reference.tensor(z), labels)
+    mu, logvar = out.mu.cpu().numpy(), out.logvar.cpu().numpy()
+    return {"encoder": {"mu": mu, "logvar": logvar}, "decoder": {"logits": logits.cpu().numpy()},
+            "vae": {"mu": mu, "logvar": logvar, "logits": out.logits.cpu().numpy()}}
 
 
 def format_table(rows: list[Row]) -> str:

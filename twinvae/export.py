@@ -1,0 +1,115 @@
+"""`twinvae export` and `twinvae.export.load`: any checkpoint, whichever twin wrote it, as a deployable
+artifact of one part (encoder, decoder, vae) in one format (ONNX, torch.export, StableHLO), with the
+sidecar PATH.json that describes it (vae_core/export.py); load runs an artifact in its own runtime, its
+inputs checked against that sidecar first.
+
+    from twinvae.export import export, load
+    export("runs/x/model.safetensors", "onnx", "decoder", "decoder.onnx")
+    logits = load("decoder.onnx")(z)  # z: float32 (N, latent_dim)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from twinvae import __version__
+from twinvae.twin import load_twin
+from vae_core import export as spec
+from vae_core.checkpoint import read_checkpoint
+from vae_core.config import VAEConfig
+
+
+def default_path(checkpoint: str | Path, format: str, part: str) -> Path:
+    """Beside the checkpoint: model.safetensors -> model-decoder.onnx (.pt2, .stablehlo)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}-{part}{spec.SUFFIXES[spec.check_format(format)]}")
+
+
+def export(checkpoint: str | Path, format: str, part: str, out: str | Path | None = None, *,
+           batch: int | None = None, dtype: str = "float32", platform: str = "cpu") -> dict:
+    """Export one part of the checkpoint's model as a `format` artifact at `out` (default_path if None),
+    with its sidecar; returns the sidecar's fields. batch None: a dynamic batch dimension. dtype
+    "bfloat16": mixed precision (float32 in and out). platform: where the artifact is to run; StableHLO is
+    lowered for it (from any machine), in the forms the JAX twin uses there."""
+    format, part = spec.check_format(format), spec.check_part(part)
+    dtype, batch = spec.check_dtype(format, dtype), spec.check_batch(batch)
+    if platform not in spec.PLATFORMS:
+        raise ValueError(f"platform must be one of {', '.join(spec.PLATFORMS)}, got {platform!r}")
+    out = Path(out) if out is not None else default_path(checkpoint, format, part)
+    if out.exists() and out.resolve() == Path(checkpoint).resolve():
+        raise ValueError(f"--out {out} is the checkpoint itself; name another file")
+    _, _, metadata = read_checkpoint(checkpoint)  # a bad file fails here, before a framework is imported
+    spec.require(format, "export")
+    twin = load_twin(spec.FORMATS[format])
+    forms = twin.default_forms(platform if format == "stablehlo" else "cpu")
+    # float32 parameters whatever the checkpoint holds: artifacts take and give float32 (DTYPES)
+    model, config, _ = twin.load_checkpoint(checkpoint, dtype="float32",
+                                            compute_dtype=None if dtype == "float32" else dtype, **forms)
+    inputs, outputs = twin.part_signature(model, part, batch)
+    source = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": spec.file_sha256(checkpoint),
+              "written_by": metadata.get("backend"), "forms": model.forms}
+    info = spec.describe(config, format, part, twin.LAYOUT, inputs, outputs, batch=batch, dtype=dtype,
+                         platform=platform, version=__version__, extra=source)
+    info.update(twin.export_part(model, part, format, out, batch=batch, platform=platform, metadata=info))
+    spec.write_sidecar(out, info)
+    return spec.read_sidecar(out)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An exported part, ready to run: call it with its inputs (numpy, in its layout: positional in the
+    order of `inputs`, or by name); it returns its outputs in the order of `outputs` (the one array of a
+    decoder). `info` is the sidecar."""
+
+    path: Path
+    info: dict
+    config: VAEConfig
+    inputs: tuple[spec.TensorSpec, ...]
+    outputs: tuple[spec.TensorSpec, ...]
+    run: Callable
+
+    def __call__(self, *arrays, **named):
+        fed = spec.check_inputs(self.inputs, self._arrange(arrays, named), self.config, self.info["layout"])
+        results = self.run(*fed)
+        return results[0] if len(results) == 1 else results
+
+    def _arrange(self, arrays, named) -> list[np.ndarray]:
+        names = [s.name for s in self.inputs]
+        unknown = sorted(set(named) - set(names))
+        if unknown:
+            raise ValueError(f"this artifact has no input {unknown[0]!r}; its inputs are {', '.join(names)}")
+        given = dict(zip(names, arrays)) | named
+        missing = [name for name in names if name not in given]
+        if len(arrays) > len(names) or missing:
+            hint = " (the model is class-conditional)" if "labels" in missing else ""
+            raise ValueError(f"this artifact takes {', '.join(names)}; got {len(arrays)} positional and "
+                             f"{', '.join(named) or 'no'} named inputs{hint}")
+        return [np.asarray(given[name]) for name in names]
+
+
+def load(path: str | Path) -> Artifact:
+    """The artifact at path, with its sidecar PATH.json checked (present, this artifact's), loaded in its
+    runtime: onnxruntime for ONNX (neither twin's framework needed), torch.export.load, or
+    jax.export.deserialize."""
+    path = Path(path)
+    info = spec.read_sidecar(path)
+    format = spec.check_format(info.get("artifact_format"))
+    spec.require(format, "run")
+    run = _onnx_runner(path) if format == "onnx" else load_twin(spec.FORMATS[format]).load_part(path, format)
+    return Artifact(path, info, VAEConfig.from_dict(info["config"]),
+                    tuple(spec.TensorSpec.from_dict(s) for s in info["inputs"]),
+                    tuple(spec.TensorSpec.from_dict(s) for s in info["outputs"]), run)
+
+
+def _onnx_runner(path: Path):
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    session = onnxruntime.InferenceSession(str(path), providers=providers)
+    names = [i.name for i in session.get_inputs()]
+    return lambda *arrays: tuple(session.run(None, dict(zip(names, arrays))))

@@ -1,0 +1,197 @@
+"""The export contract both twins implement: the parts a model is exported as, each part's inputs and outputs
+(names, shapes in a twin's layout, dtypes), the formats and the twin that makes each, the checks an
+artifact's inputs get, and the sidecar JSON beside every artifact (jax.export has no field for user
+metadata; an ONNX file holds a copy too). Framework-free, like the rest of the spec."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vae_core import checks
+from vae_core.checkpoint import atomic_write_bytes
+from vae_core.config import VAEConfig
+
+# part -> its inputs (labels follow, where the model is class-conditional) and outputs; every part is a pure
+# function: the vae part takes eps, so it draws nothing.
+PARTS = {"encoder": (("images",), ("mu", "logvar")),
+         "decoder": (("z",), ("logits",)),
+         "vae": (("images", "eps"), ("mu", "logvar", "logits"))}
+# format -> the twin that makes it, its file suffix, the packages that make it and those that run it (an
+# ONNX file runs in onnxruntime alone, without either twin's framework), and the extra that installs each
+FORMATS = {"onnx": "torch", "torch.export": "torch", "stablehlo": "jax"}
+SUFFIXES = {"onnx": ".onnx", "torch.export": ".pt2", "stablehlo": ".stablehlo"}
+MAKERS = {"onnx": ("torch", "onnx", "onnxscript"), "torch.export": ("torch",), "stablehlo": ("jax", "flax")}
+RUNTIMES = {"onnx": ("onnxruntime",), "torch.export": ("torch",), "stablehlo": ("jax",)}
+EXTRAS = {"torch": "torch", "onnx": "export", "onnxscript": "export", "onnxruntime": "export", "jax": "jax",
+          "flax": "jax"}
+# bfloat16: the twins' mixed precision (float32 parameters, inputs and outputs; layers computing in bf16).
+# ONNX is float32 only: onnxruntime's CPU provider cannot load a bf16 model.
+DTYPES = ("float32", "bfloat16")
+FLOAT32_ONLY = ("onnx",)
+PLATFORMS = ("cpu", "cuda", "tpu")
+BATCH = "batch"  # the name of a dynamic batch dimension, in the shapes below and in the artifacts
+SIDECAR_FORMAT = "twinvae-export"
+SIDECAR_VERSION = 1
+
+
+class ExportError(ValueError):
+    """An artifact or sidecar that cannot be used: missing, of another version, or not matching the other."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a part: its name, shape (BATCH where the batch is dynamic) and dtype name."""
+
+    name: str
+    shape: tuple
+    dtype: str
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TensorSpec:
+        return cls(data["name"], tuple(data["shape"]), data["dtype"])
+
+
+def check_part(part: str) -> str:
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}: choose one of {', '.join(PARTS)}")
+    return part
+
+
+def check_format(format: str) -> str:
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
+    return format
+
+
+def check_dtype(format: str, dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"an artifact computes in one of {', '.join(DTYPES)}, not {dtype!r}")
+    if dtype != "float32" and format in FLOAT32_ONLY:
+        raise ValueError(f"{format} artifacts are float32 only (onnxruntime's CPU provider cannot load a "
+                         f"{dtype} model); use --format torch.export or stablehlo for {dtype}")
+    return dtype
+
+
+def check_batch(batch) -> int | None:
+    """None (a dynamic batch dimension) or a fixed batch size >= 1."""
+    return None if batch is None else checks.check_count("batch", batch)
+
+
+def require(format: str, purpose: str = "export") -> None:
+    """Import the packages that make ("export") or run ("run") a format's artifacts, or say which extra
+    installs them."""
+    for module in (MAKERS if purpose == "export" else RUNTIMES)[check_format(format)]:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            verb = "exporting" if purpose == "export" else "running"
+            raise ModuleNotFoundError(f"{verb} {format} needs {module}, which is not installed ({err}): "
+                                      f"pip install 'twinvae[{EXTRAS[module]}]'") from None
+
+
+def signature(config: VAEConfig, part: str, layout: str, batch: int | None,
+              label_dtype: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """A part's inputs and outputs in a twin's layout ("NCHW" or "NHWC"); batch None: dynamic."""
+    n = BATCH if batch is None else batch
+    shapes = {"images": (n, *checks.image_shape_in(layout, config.image_shape)),
+              "eps": (n, config.latent_dim), "z": (n, config.latent_dim), "mu": (n, config.latent_dim),
+              "logvar": (n, config.latent_dim),
+              "logits": (n, *checks.image_shape_in(layout, config.output_shape)), "labels": (n,)}
+    names, outputs = PARTS[check_part(part)]
+    names = (*names, "labels") if config.num_classes else names
+    inputs = tuple(TensorSpec(name, shapes[name], label_dtype if name == "labels" else "float32")
+                   for name in names)
+    return inputs, tuple(TensorSpec(name, shapes[name], "float32") for name in outputs)
+
+
+def check_inputs(inputs: tuple[TensorSpec, ...], arrays: list[np.ndarray], config: VAEConfig,
+                 layout: str) -> list[np.ndarray]:
+    """An artifact's inputs checked against its signature (shape in its layout, one batch size, dtype,
+    values: finite, images in [0, 1], labels classes of the model); labels of any integer dtype are cast
+    to the artifact's. Returns the arrays to feed it."""
+    if len(arrays) != len(inputs):
+        names = ", ".join(spec.name for spec in inputs)
+        raise ValueError(f"this artifact takes {len(inputs)} inputs ({names}), got {len(arrays)}")
+    fixed = inputs[0].shape[0] != BATCH
+    batch = inputs[0].shape[0] if fixed else (arrays[0].shape[0] if arrays[0].ndim else 0)
+    fed = []
+    for spec, array in zip(inputs, arrays):
+        dtype = str(array.dtype)
+        if spec.name == "labels":
+            checks.check_label_batch("labels", array.shape, dtype, batch)
+            checks.check_label_values("labels", int(array.min()), int(array.max()), config.num_classes)
+            fed.append(array.astype(spec.dtype, copy=False))
+            continue
+        if spec.name == "images":
+            checks.check_image_batch("images", array.shape, dtype, config.image_shape, layout, spec.dtype)
+            if array.shape[0] != batch:
+                expected = ", ".join(map(str, (batch, *spec.shape[1:])))
+                raise ValueError(f"images has shape {array.shape}, expected ({expected}): this artifact was "
+                                 f"exported for a fixed batch of {batch}")
+        else:
+            checks.check_latent_batch(spec.name, array.shape, dtype, config.latent_dim, spec.dtype, batch)
+        checks.check_values(spec.name, bool(np.isfinite(array).all()), float(array.min()), float(array.max()),
+                            (0.0, 1.0) if spec.name == "images" else None)
+        fed.append(array)
+    return fed
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(f"{path}.json")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe(config: VAEConfig, format: str, part: str, layout: str, inputs, outputs, *, batch: int | None,
+             dtype: str, platform: str, version: str, extra: dict | None = None) -> dict:
+    """The sidecar's fields, less the artifact's checksum (an ONNX file holds this copy of them)."""
+    return {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "twinvae_version": version,
+            "artifact_format": format, "part": part, "backend": FORMATS[format], "layout": layout,
+            "batch": "dynamic" if batch is None else batch, "dtype": dtype, "platform": platform,
+            "config": config.to_dict(), "inputs": [asdict(s) for s in inputs],
+            "outputs": [asdict(s) for s in outputs], **(extra or {})}
+
+
+def write_sidecar(path: str | Path, info: dict) -> Path:
+    """PATH.json beside the artifact at PATH, with the artifact's SHA-256, so a sidecar left from another
+    export is found out."""
+    sidecar = sidecar_path(path)
+    data = {**info, "artifact": Path(path).name, "sha256": file_sha256(path)}
+    atomic_write_bytes(sidecar, (json.dumps(data, indent=2) + "\n").encode())
+    return sidecar
+
+
+def read_sidecar(path: str | Path) -> dict:
+    """The sidecar of the artifact at PATH, checked: both files there, a twinvae export sidecar of a
+    version this twinvae reads, describing this very file (its SHA-256)."""
+    path, sidecar = Path(path), sidecar_path(path)
+    if not path.is_file():
+        raise ExportError(f"no artifact at {path}")
+    if not sidecar.is_file():
+        raise ExportError(f"{path} has no sidecar {sidecar}: twinvae.export.load reads an artifact's inputs, "
+                          "outputs and config there; export it again with `twinvae export`")
+    try:
+        info = json.loads(sidecar.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ExportError(f"sidecar {sidecar} is not valid JSON: {err}") from None
+    if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT:
+        raise ExportError(f"{sidecar} is not a twinvae export sidecar")
+    if info.get("version", 0) > SIDECAR_VERSION:
+        raise ExportError(f"{sidecar} is of export format {info['version']}, newer than this twinvae's "
+                          f"{SIDECAR_VERSION}: upgrade twinvae")
+    if info.get("sha256") != file_sha256(path):
+        raise ExportError(f"sidecar {sidecar} does not match {path} (its SHA-256 is another file's: "
+                          f"{info.get('artifact')!r} of another export); export again to write both")
+    return info
