@@ -13,7 +13,7 @@ import optax
 from flax import nnx
 
 import vae_jax
-from benchmarks import peak
+from benchmarks import artifacts, peak
 from benchmarks.points import MODES, Point, compile_seconds, split_mode, synthetic_batches
 from vae_core.checks import PRECISIONS
 
@@ -63,6 +63,8 @@ class Backend:
     def unavailable(self, point: Point) -> str | None:
         if not self._devices():
             return f"jax sees no {PLATFORMS[self.device_name]} device"
+        if self.mode in artifacts.MODES:
+            return artifacts.unavailable(self.mode, point)
         return None
 
     def matmul_peak(self, sizes, precisions) -> list[dict]:
@@ -87,6 +89,8 @@ class Backend:
                                       jax.block_until_ready, min_seconds)
 
     def setup(self, point: Point, weights_path: str) -> dict:
+        if self.mode in artifacts.MODES:
+            return self._setup_artifact(point, weights_path)
         jax.config.update("jax_enable_x64", point.dtype == "float64")
         device = self._devices()[0]
         dtype, compute_dtype = PRECISIONS[point.dtype]
@@ -151,7 +155,20 @@ class Backend:
         compile_s, gate = compile_seconds(lambda i: self._gate(self._call(*self.batches[i])))
         return {"gate": gate, "compile_s": compile_s, "compiler_options": {}}  # nnx.jit takes none: XLA's defaults
 
+    def _setup_artifact(self, point: Point, weights_path: str) -> dict:
+        start = time.perf_counter()
+        self.fn, self.batches, forms = artifacts.artifact_step(self.mode, point, weights_path, self.device_name,
+                                                               self.threads)
+        export_s = time.perf_counter() - start
+        self.kind, self.i = "artifact", 0
+        likelihood = point.config.likelihood
+        compile_s, gate = compile_seconds(
+            lambda i: self._gate(vae_jax.mean_image(self._call(*self.batches[i]), likelihood)))
+        return {"gate": gate, "compile_s": export_s + compile_s, "forms": forms}
+
     def _call(self, x, eps):
+        if self.kind == "artifact":
+            return self.fn(x, eps)
         if self.state is not None or self.params is not None:  # the jax.jit modes
             if self.kind == "train":
                 self.state, losses = self.fn(self.state, x, eps, self.beta)

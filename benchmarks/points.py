@@ -17,11 +17,12 @@ from vae_core.layout import NATIVE_FORMS
 # A mode is how a backend runs the step, with variants: "-subpixel" (the decoder's sub-pixel transposed
 # convs), "-native" (every layer kind in its native form: vae_core.layout.FORMS), where the backend's
 # default on the device differs (vae_*.model.DEFAULT_FORMS), and "-channels-last" (torch's NHWC memory
-# format for the model and the batch).
+# format for the model and the batch). "onnxruntime" and "stablehlo" run the twin's exported artifact in its
+# runtime (benchmarks/artifacts.py), inference only.
 MODES = {
     "torch": ("eager", "eager-channels-last", "eager-subpixel", "compile-default", "compile-default-channels-last",
-              "compile-max-autotune", "compile-reduce-overhead"),
-    "jax": ("jit", "jit-native", "nnx-jit"),
+              "compile-max-autotune", "compile-reduce-overhead", "onnxruntime"),
+    "jax": ("jit", "jit-native", "nnx-jit", "stablehlo"),
 }
 VARIANTS = ("-channels-last", "-subpixel", "-native")
 

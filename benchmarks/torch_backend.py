@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import time
 
 import torch
 
 import vae_torch
-from benchmarks import peak
+from benchmarks import artifacts, peak
 from benchmarks.points import MODES, Point, compile_seconds, split_mode, synthetic_batches
 from vae_core.checks import PRECISIONS
 from vae_core.flops import inference_flops, train_step_flops
@@ -36,6 +37,8 @@ class Backend:
             return "torch sees no CUDA device"
         if split_mode(self.mode)[0] == "compile-reduce-overhead" and self.device_name != "cuda":
             return "reduce-overhead means CUDA graphs: CUDA only"
+        if self.mode in artifacts.MODES:
+            return artifacts.unavailable(self.mode, point)
         return None
 
     def matmul_peak(self, sizes, precisions) -> list[dict]:
@@ -60,6 +63,8 @@ class Backend:
                                       self._sync, min_seconds)
 
     def setup(self, point: Point, weights_path: str) -> dict:
+        if self.mode in artifacts.MODES:
+            return self._setup_artifact(point, weights_path)
         torch._dynamo.reset()
         torch._dynamo.config.error_on_recompile = False
         dtype, compute_dtype = PRECISIONS[point.dtype]
@@ -92,7 +97,20 @@ class Backend:
             result["torch_flop_counter"] = self._flop_count(point)
         return result
 
+    def _setup_artifact(self, point: Point, weights_path: str) -> dict:
+        start = time.perf_counter()
+        self.fn, self.batches, forms = artifacts.artifact_step(self.mode, point, weights_path,
+                                                               self.device.type, self.threads)
+        export_s = time.perf_counter() - start
+        self.kind, self.i = "artifact", 0
+        likelihood = point.config.likelihood
+        compile_s, gate = compile_seconds(
+            lambda i: self._gate(vae_torch.mean_image(torch.as_tensor(self._call(*self.batches[i])), likelihood)))
+        return {"gate": gate, "compile_s": export_s + compile_s, "forms": forms}
+
     def _call(self, x, eps):
+        if self.kind == "artifact":
+            return self.fn(x, eps)
         if self.kind == "train":
             self.state, losses = self.fn(self.state, x, eps)
             return losses.total

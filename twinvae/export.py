@@ -18,6 +18,7 @@ import numpy as np
 
 from twinvae import __version__
 from twinvae.twin import load_twin
+from vae_core import checks
 from vae_core import export as spec
 from vae_core.checkpoint import read_checkpoint
 from vae_core.config import VAEConfig
@@ -91,25 +92,32 @@ class Artifact:
         return [np.asarray(given[name]) for name in names]
 
 
-def load(path: str | Path) -> Artifact:
+def load(path: str | Path, *, threads: int | None = None) -> Artifact:
     """The artifact at path, with its sidecar PATH.json checked (present, this artifact's), loaded in its
     runtime: onnxruntime for ONNX (neither twin's framework needed), torch.export.load, or
-    jax.export.deserialize."""
+    jax.export.deserialize. threads: onnxruntime's intra-op threads (None: its default, one per core); the
+    other runtimes take theirs from the process (torch.set_num_threads, XLA's flags)."""
     path = Path(path)
     info = spec.read_sidecar(path)
     format = spec.check_format(info.get("artifact_format"))
     spec.require(format, "run")
-    run = _onnx_runner(path) if format == "onnx" else load_twin(spec.FORMATS[format]).load_part(path, format)
+    if format == "onnx":
+        run = _onnx_runner(path, threads)
+    else:
+        run = load_twin(spec.FORMATS[format]).load_part(path, format)
     return Artifact(path, info, VAEConfig.from_dict(info["config"]),
                     tuple(spec.TensorSpec.from_dict(s) for s in info["inputs"]),
                     tuple(spec.TensorSpec.from_dict(s) for s in info["outputs"]), run)
 
 
-def _onnx_runner(path: Path):
+def _onnx_runner(path: Path, threads: int | None):
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    session = onnxruntime.InferenceSession(str(path), providers=providers)
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = checks.check_count("threads", threads)
+    session = onnxruntime.InferenceSession(str(path), options, providers=providers)
     names = [i.name for i in session.get_inputs()]
     return lambda *arrays: tuple(session.run(None, dict(zip(names, arrays))))

@@ -4,6 +4,8 @@ corrupt checkpoint, inputs that do not fit, an artifact for another platform). P
 outputs: parity_tests/test_export.py."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -143,3 +145,23 @@ def test_a_failed_export_leaves_the_file_there_as_it_was(checkpoint, tmp_path, m
         export(checkpoint, "torch.export", "encoder", out)
     assert out.read_bytes() == before and spec.sidecar_path(out).read_bytes() == sidecar
     load(out)  # still the decoder, and still its sidecar's
+
+
+def test_the_docs_examples_run(tmp_path, monkeypatch):
+    """docs/export.md's examples, as written: its `twinvae export` lines, then each Python block, on a
+    checkpoint at the path they name (written here, not trained: the training line is the docs' only)."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "export.md").read_text()
+    blocks = re.findall(r"```(bash|python)\n(.*?)```", page, re.S)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "digits").mkdir(parents=True)
+    config = VAEConfig(image_shape=(1, 8, 8), conv_channels=(16, 32), latent_dim=8)
+    vae_torch.save_checkpoint("runs/digits/model.safetensors", vae_torch.init_model(config), config)
+    commands = [line.split()[1:] for kind, text in blocks if kind == "bash" for line in text.splitlines()
+                if line.startswith("twinvae export")]
+    assert len(commands) == 3
+    for command in commands:
+        assert main(command) == 0
+    snippets = [text for kind, text in blocks if kind == "python"]
+    assert len(snippets) == 4
+    for snippet in snippets:
+        exec(compile(snippet, "docs/export.md", "exec"), {})

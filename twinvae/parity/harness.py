@@ -90,8 +90,9 @@ QUANTITY_KIND = {"mu": "forward", "logvar": "forward", "z": "forward", "logits":
                  "loss.total": "loss", "loss.reconstruction": "loss", "loss.kl": "loss", "grad": "grad",
                  "adam.loss": "adam_loss", "adam.params": "adam_params",
                  "adam.step1": "adam_step1", "sample": "sample", "decode": "sample",
-                 "checkpoint": "checkpoint",
-                 "export.mu": "forward", "export.logvar": "forward", "export.logits": "forward"}
+                 "checkpoint": "checkpoint"}
+# what compare_exports measures: an exported artifact's outputs
+EXPORT_QUANTITY_KIND = {"export.mu": "forward", "export.logvar": "forward", "export.logits": "forward"}
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ class Row:
     tolerance: float = field(init=False)
 
     def __post_init__(self):
-        self.tolerance = tolerance(self.dtype, QUANTITY_KIND[self.quantity], self.config)
+        kind = QUANTITY_KIND.get(self.quantity) or EXPORT_QUANTITY_KIND[self.quantity]
+        self.tolerance = tolerance(self.dtype, kind, self.config)
 
     @property
     def ok(self) -> bool:
@@ -523,7 +525,7 @@ def format_summary(rows: list[Row]) -> str:
         groups.setdefault((r.quantity, r.dtype, r.twin), []).append(r)
     lines = ["| quantity | dtype | twin vs float64 torch | largest max\\|a-b\\|/max\\|b\\| over cases "
              "| tolerance | ok | in case |", "|" + "---|" * 7]
-    order = list(QUANTITY_KIND)
+    order = [*QUANTITY_KIND, *EXPORT_QUANTITY_KIND]
     for (quantity, dtype, twin), group in sorted(
             groups.items(), key=lambda kv: (kv[0][1] == "float32", order.index(kv[0][0]), kv[0][2])):
         top = max(group, key=lambda r: r.error if np.isfinite(r.error) else np.inf)
