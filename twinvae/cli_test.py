@@ -36,12 +36,24 @@ def test_parity_hands_its_options_to_the_harness(capsys):
     (["--preset", "seed", "--case", "digits"], "--case picks standard cases"),
     (["--case", "no such case"], "no case matches"),
     (["--device", "tpu"], "invalid choice: 'tpu'"),
+    (["--export", "--dtype", "float64"], "--export checks artifacts, which compute in float32 or bfloat16"),
+    (["--export", "tflite"], "invalid choice: 'tflite'"),
 ])
 def test_parity_refuses_bad_options_with_a_message(args, words, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as info:
         main(["parity", *args])
     assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_parity_export_checks_the_users_model_in_the_formats_asked(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text('{"image_shape": [1, 8, 8], "conv_channels": [4], "latent_dim": 2, "num_classes": 3}')
+    assert main(["parity", "--config", str(path), "--export", "stablehlo", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "| export." in line]
+    assert len(rows) == 6 and all("stablehlo" in row and "| pass |" in row for row in rows)
+    assert "6 passed, 0 failed" in out
 
 
 def test_parity_reads_a_config_file(tmp_path):
