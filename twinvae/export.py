@@ -38,15 +38,15 @@ def export(checkpoint: str | Path, format: str, part: str, out: str | Path | Non
     lowered for it (from any machine), in the forms the JAX twin uses there."""
     format, part = spec.check_format(format), spec.check_part(part)
     dtype, batch = spec.check_dtype(format, dtype), spec.check_batch(batch)
-    if platform not in spec.PLATFORMS:
-        raise ValueError(f"platform must be one of {', '.join(spec.PLATFORMS)}, got {platform!r}")
+    platform = spec.check_platform(format, platform)
     out = Path(out) if out is not None else default_path(checkpoint, format, part)
     if out.exists() and out.resolve() == Path(checkpoint).resolve():
         raise ValueError(f"--out {out} is the checkpoint itself; name another file")
     _, _, metadata = read_checkpoint(checkpoint)  # a bad file fails here, before a framework is imported
     spec.require(format, "export")
     twin = load_twin(spec.FORMATS[format])
-    forms = twin.default_forms(platform if format == "stablehlo" else "cpu")
+    # the forms the twin computes in where the artifact runs (an ONNX file is one for every device: the CPU's)
+    forms = twin.default_forms("cpu" if format == "onnx" else platform)
     # float32 parameters whatever the checkpoint holds: artifacts take and give float32 (DTYPES)
     model, config, _ = twin.load_checkpoint(checkpoint, dtype="float32",
                                             compute_dtype=None if dtype == "float32" else dtype, **forms)

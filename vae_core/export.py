@@ -35,6 +35,9 @@ EXTRAS = {"torch": "torch", "onnx": "export", "onnxscript": "export", "onnxrunti
 DTYPES = ("float32", "bfloat16")
 FLOAT32_ONLY = ("onnx",)
 PLATFORMS = ("cpu", "cuda", "tpu")
+# where each format's artifacts run: onnxruntime and torch have no TPU backend here (torch_xla does not
+# match the pinned torch); StableHLO is lowered for any of them
+FORMAT_PLATFORMS = {"onnx": ("cpu", "cuda"), "torch.export": ("cpu", "cuda"), "stablehlo": PLATFORMS}
 BATCH = "batch"  # the name of a dynamic batch dimension, in the shapes below and in the artifacts
 SIDECAR_FORMAT = "twinvae-export"
 SIDECAR_VERSION = 1
@@ -76,6 +79,14 @@ def check_dtype(format: str, dtype: str) -> str:
         raise ValueError(f"{format} artifacts are float32 only (onnxruntime's CPU provider cannot load a "
                          f"{dtype} model); use --format torch.export or stablehlo for {dtype}")
     return dtype
+
+
+def check_platform(format: str, platform: str) -> str:
+    allowed = FORMAT_PLATFORMS[check_format(format)]
+    if platform not in allowed:
+        hint = " (for a TPU: --format stablehlo)" if platform == "tpu" else ""
+        raise ValueError(f"{format} artifacts run on {' or '.join(allowed)}, not {platform!r}{hint}")
+    return platform
 
 
 def check_batch(batch) -> int | None:

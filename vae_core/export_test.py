@@ -35,11 +35,13 @@ def test_signatures_follow_the_layout_the_batch_and_the_labels():
     (lambda: spec.check_dtype("onnx", "bfloat16"), "onnx artifacts are float32 only"),
     (lambda: spec.check_dtype("stablehlo", "float16"), "not 'float16'"),
     (lambda: spec.check_batch(0), "batch"),
+    (lambda: spec.check_platform("onnx", "tpu"), r"onnx artifacts run on cpu or cuda, not 'tpu' \(for a TPU"),
 ])
 def test_bad_choices_are_refused_by_name(call, words):
     with pytest.raises(ValueError, match=words):
         call()
     assert spec.check_dtype("stablehlo", "bfloat16") == "bfloat16" and spec.check_batch(None) is None
+    assert spec.check_platform("stablehlo", "tpu") == "tpu"
 
 
 def _check(config, layout, batch, *arrays):

@@ -49,9 +49,7 @@ def export_part(model: VAE, part: str, format: str, path, *, batch: int | None =
     if format not in FORMATS:
         raise ValueError(f"the JAX twin exports {', '.join(FORMATS)}, not {format!r}")
     spec.check_dtype(format, model.compute_dtype or "float32")
-    platform = platform or "cpu"
-    if platform not in spec.PLATFORMS:
-        raise ValueError(f"platform must be one of {', '.join(spec.PLATFORMS)}, got {platform!r}")
+    platform = spec.check_platform(format, platform or "cpu")
     batch = spec.check_batch(batch)
     inputs, _ = part_signature(model, part, batch)
     n = jax.export.symbolic_shape(spec.BATCH)[0] if batch is None else batch

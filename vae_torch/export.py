@@ -22,7 +22,6 @@ from vae_torch.model import LAYOUT, VAE
 FORMATS = ("onnx", "torch.export")
 LABEL_DTYPE = "int64"  # as_labels' dtype
 ONNX_OPSET = 20  # recorded in the sidecar; onnxruntime 1.17 and newer run it
-TORCH_PLATFORMS = ("cpu", "cuda")
 EXAMPLE_BATCH = 2  # traced with 2 images: torch.export specialises a batch of 1 to a constant
 
 
@@ -65,10 +64,7 @@ def export_part(model: VAE, part: str, format: str, path, *, batch: int | None =
     if format not in FORMATS:
         raise ValueError(f"the torch twin exports {', '.join(FORMATS)}, not {format!r}")
     spec.check_dtype(format, model.compute_dtype or "float32")
-    platform = platform or model.fc_mu.weight.device.type
-    if platform not in TORCH_PLATFORMS:
-        raise ValueError(f"the torch twin exports for {' or '.join(TORCH_PLATFORMS)}, not {platform!r} "
-                         "(for a TPU: --format stablehlo)")
+    platform = spec.check_platform(format, platform or model.fc_mu.weight.device.type)
     if format == "torch.export" and platform != model.fc_mu.weight.device.type:
         if platform == "cuda" and not torch.cuda.is_available():
             raise ValueError("a torch.export program for cuda is traced on a CUDA device; this machine has none")
