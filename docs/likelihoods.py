@@ -1,0 +1,85 @@
+"""`python docs/likelihoods.py`: the Fashion-MNIST results table of docs/training.md, one row per run in RUNS,
+gathered from the results files that `twinvae train` and `twinvae evaluate --markdown` wrote into
+docs/results/, into docs/results/likelihoods.md (which `python docs/refresh.py` then shows). It copies
+figures, never computes them; `--check` changes nothing and exits 1 if the table differs from its files
+(docs/likelihoods_test.py runs that in the test suite)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
+TABLE = RESULTS / "likelihoods.md"
+
+# (run name, the data and likelihood it was trained and scored on, the model); each run has its training
+# record RESULTS/NAME.md and its evaluation RESULTS/NAME-evaluation.md. The links are relative to
+# docs/training.md, which shows the table.
+RUNS = [
+    ("fmnist-binarized-torch-s0", "binarised (dynamic), Bernoulli", "seed"),
+    ("fmnist-binarized-jax-s0", "binarised (dynamic), Bernoulli", "seed"),
+    ("fmnist-resnet-binarized-torch-s0", "binarised (dynamic), Bernoulli", "resnet"),
+    ("fmnist-logistic-torch-s0", "8-bit, discretized logistic", "seed"),
+    ("fmnist-logistic-jax-s0", "8-bit, discretized logistic", "seed"),
+    ("fmnist-cb-torch-s0", "grey levels, continuous Bernoulli (a density)", "seed"),
+    ("fmnist-cb-jax-s0", "grey levels, continuous Bernoulli (a density)", "seed"),
+    ("fmnist-seed-torch-s0", "grey levels, BCE (not a likelihood)", "seed"),
+]
+HEADER = ["data, likelihood", "model", "twin", "epochs", "negative ELBO", "IWAE bound", "K", "bits/dim (IWAE)",
+          "results"]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of every row of the markdown tables in `text`, header and separator rows included."""
+    return [[cell.strip() for cell in line.strip()[1:-1].split("|")]
+            for line in text.splitlines() if line.startswith("|")]
+
+
+def evaluation(name: str) -> dict[str, str]:
+    """The figures of one `twinvae evaluate --markdown` file, by column (its second bits/dim column,
+    the IWAE bound's, as `bits/dim (IWAE)`)."""
+    header, _, cells = table_rows((RESULTS / f"{name}-evaluation.md").read_text())
+    if header[:8] != ["checkpoint", "backend", "test images", "K", "negative ELBO", "bits/dim",
+                      "IWAE -log p(x)", "bits/dim"]:
+        raise ValueError(f"{name}-evaluation.md is not a `twinvae evaluate --markdown` file: header {header}")
+    figures = dict(zip(header, cells))
+    figures["bits/dim (IWAE)"] = cells[7]
+    return figures
+
+
+def epochs(name: str) -> int:
+    """How many epochs the run's training record lists."""
+    rows = table_rows((RESULTS / f"{name}.md").read_text())
+    return sum(1 for row in rows if row[0].isdigit())
+
+
+def row(name: str, data: str, model: str) -> list[str]:
+    f = evaluation(name)
+    return [data, model, f["backend"], str(epochs(name)), f["negative ELBO"], f["IWAE -log p(x)"], f["K"],
+            f["bits/dim (IWAE)"], f"[{name}](results/{name}-evaluation.md)"]
+
+
+def table() -> str:
+    lines = [f"| {' | '.join(HEADER)} |", f"|{'---|' * len(HEADER)}"]
+    lines += [f"| {' | '.join(row(*run))} |" for run in RUNS]
+    return ("Command: `python docs/likelihoods.py`, from the runs' results files (each names its commands). "
+            "Fashion-MNIST test set, seed 0, nats per image; the continuous Bernoulli's are nats of a density on "
+            "[0, 1] and the grey-level BCE's bound no likelihood, so neither has bits/dim nor compares with the "
+            "others.\n\n" + "\n".join(lines) + "\n")
+
+
+def main(argv: list[str]) -> int:
+    new = table()
+    if argv == ["--check"]:
+        if not TABLE.is_file() or TABLE.read_text() != new:
+            print(f"{TABLE.relative_to(ROOT)} differs from its results files; run python docs/likelihoods.py")
+            return 1
+        return 0
+    TABLE.write_text(new)
+    print(f"wrote {TABLE.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
