@@ -52,8 +52,8 @@ def mean_image(logits, likelihood: str):
 def continuous_bernoulli_log_normaliser(logits):
     """log C(lambda) = log(l / tanh(l/2)) of each logit l, exact in float32 and float64 at every l (its
     series near 0; vae_core/likelihood.py)."""
-    near, safe = _near_zero(logits)
-    a, u = safe.abs(), logits * logits
+    near, small, large = _near_zero(logits)
+    a, u = large.abs(), small * small
     series = math.log(2.0) + u * polynomial(CB_LOG_NORMALISER_SERIES, u)
     closed = torch.log(a / -torch.expm1(-a)) + torch.log1p(torch.exp(-a))
     return torch.where(near, series, closed)
@@ -77,16 +77,18 @@ def discretized_logistic_log_mass(logits, x, levels: int | None):
 
 
 def _continuous_bernoulli_mean(logits):
-    near, safe = _near_zero(logits)
-    series = 0.5 + logits * polynomial(CB_MEAN_SERIES, logits * logits)
-    return torch.where(near, series, 1.0 / -torch.expm1(-safe) - 1.0 / safe)
+    near, small, large = _near_zero(logits)
+    series = 0.5 + small * polynomial(CB_MEAN_SERIES, small * small)
+    return torch.where(near, series, 1.0 / -torch.expm1(-large) - 1.0 / large)
 
 
 def _near_zero(logits):
-    """Where |l| is below the series' switch, and l with those places set to 1, so that the closed form
-    the `where` drops stays finite there (a NaN in the dropped branch would still reach the gradient)."""
+    """Where |l| is below the series' switch, and l made safe for each branch that the `where` drops: 0
+    far from zero for the series (whose powers of l^2 overflow float32 from |l| ~ 3e7) and 1 near it for
+    the closed form. A non-finite value in a dropped branch still makes the gradient NaN (0 * inf)."""
     near = logits.abs() < CB_SERIES_BELOW
-    return near, torch.where(near, torch.ones_like(logits), logits)
+    small = torch.where(near, logits, torch.zeros_like(logits))
+    return near, small, torch.where(near, torch.ones_like(logits), logits)
 
 
 def _unknown(likelihood: str) -> ValueError:
