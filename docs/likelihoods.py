@@ -22,6 +22,7 @@ RUNS = [
     ("fmnist-resnet-binarized-torch-s0", "binarised (dynamic), Bernoulli", "resnet"),
     ("fmnist-logistic-torch-s0", "8-bit, discretized logistic", "seed"),
     ("fmnist-logistic-jax-s0", "8-bit, discretized logistic", "seed"),
+    ("fmnist-resnet-logistic-torch-s0", "8-bit, discretized logistic", "resnet"),
     ("fmnist-cb-torch-s0", "grey levels, continuous Bernoulli (a density)", "seed"),
     ("fmnist-cb-jax-s0", "grey levels, continuous Bernoulli (a density)", "seed"),
     ("fmnist-seed-torch-s0", "grey levels, BCE (not a likelihood)", "seed"),
