@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 import numpy as np
 
-from benchmarks.points import Point, synthetic_batches
+from benchmarks.points import Point, compile_seconds, synthetic_batches
 from vae_core import export as export_spec
 
 MODES = {"onnxruntime": "onnx", "stablehlo": "stablehlo"}  # benchmark mode -> export format
@@ -34,12 +35,15 @@ def unavailable(mode: str, point: Point) -> str | None:
     return None
 
 
-def artifact_step(mode: str, point: Point, weights_path: str, platform: str, threads: int):
-    """(step, batches, forms): the point's `vae` part exported as the mode's artifact and loaded; step(x,
-    eps) runs it, unchecked (as the twins' rows run with check_inputs=False), and returns the logits;
-    batches: the point's synthetic (images in the artifact's layout, zero eps), on the host."""
+def artifact_setup(mode: str, point: Point, weights_path: str, platform: str, threads: int, score):
+    """(step, batches, setup): the point's `vae` part exported as the mode's artifact and loaded, and a
+    worker's setup record. step(x, eps) runs it, unchecked (as the twins' rows run with
+    check_inputs=False), and returns the logits; batches: the point's synthetic (images in the artifact's
+    layout, zero eps), on the host; setup: the gate, score(logits) of the first call (the worker's sum of
+    its twin's mean image), the seconds of the export and that call, and the artifact's forms."""
     from twinvae.export import export, load  # imports the twin that makes the format
 
+    start = time.perf_counter()
     folder = os.environ.get("TWINVAE_BENCH_CACHE") or tempfile.mkdtemp()
     path = os.path.join(folder, f"vae{export_spec.SUFFIXES[MODES[mode]]}")
     info = export(weights_path, MODES[mode], "vae", path, batch=point.batch_size, dtype=point.dtype,
@@ -48,4 +52,10 @@ def artifact_step(mode: str, point: Point, weights_path: str, platform: str, thr
     nhwc = info["layout"] == "NHWC"
     batches = [(x.transpose(0, 2, 3, 1).copy() if nhwc else x, np.zeros_like(eps))
                for x, eps in synthetic_batches(point)]
-    return (lambda x, eps: artifact.run(x, eps)[2]), batches, info["forms"]
+
+    def step(x, eps):
+        return artifact.run(x, eps)[2]
+
+    export_s = time.perf_counter() - start
+    compile_s, gate = compile_seconds(lambda i: score(step(*batches[i])))
+    return step, batches, {"gate": gate, "compile_s": export_s + compile_s, "forms": info["forms"]}

@@ -156,15 +156,12 @@ class Backend:
         return {"gate": gate, "compile_s": compile_s, "compiler_options": {}}  # nnx.jit takes none: XLA's defaults
 
     def _setup_artifact(self, point: Point, weights_path: str) -> dict:
-        start = time.perf_counter()
-        self.fn, self.batches, forms = artifacts.artifact_step(self.mode, point, weights_path, self.device_name,
-                                                               self.threads)
-        export_s = time.perf_counter() - start
-        self.kind, self.i = "artifact", 0
         likelihood = point.config.likelihood
-        compile_s, gate = compile_seconds(
-            lambda i: self._gate(vae_jax.mean_image(self._call(*self.batches[i]), likelihood)))
-        return {"gate": gate, "compile_s": export_s + compile_s, "forms": forms}
+        self.kind, self.i = "artifact", 0
+        self.fn, self.batches, setup = artifacts.artifact_setup(
+            self.mode, point, weights_path, self.device_name, self.threads,
+            lambda logits: self._gate(vae_jax.mean_image(logits, likelihood)))
+        return setup
 
     def _call(self, x, eps):
         if self.kind == "artifact":
