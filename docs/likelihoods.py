@@ -26,6 +26,7 @@ RUNS = [
     ("fmnist-cb-torch-s0", "grey levels, continuous Bernoulli (a density)", "seed"),
     ("fmnist-cb-jax-s0", "grey levels, continuous Bernoulli (a density)", "seed"),
     ("fmnist-seed-torch-s0", "grey levels, BCE (not a likelihood)", "seed"),
+    ("fmnist-resnet-torch-s0", "grey levels, BCE (not a likelihood)", "resnet"),
 ]
 HEADER = ["data, likelihood", "model", "twin", "epochs", "negative ELBO", "IWAE bound", "K", "bits/dim (IWAE)",
           "results"]
