@@ -25,6 +25,7 @@ RUNS = [
     ("fmnist-resnet-logistic-torch-s0", "8-bit, discretized logistic", "resnet"),
     ("fmnist-cb-torch-s0", "grey levels, continuous Bernoulli (a density)", "seed"),
     ("fmnist-cb-jax-s0", "grey levels, continuous Bernoulli (a density)", "seed"),
+    ("fmnist-resnet-cb-lr1e-3-torch-s0", "grey levels, continuous Bernoulli (a density)", "resnet, lr 1e-3"),
     ("fmnist-seed-torch-s0", "grey levels, BCE (not a likelihood)", "seed"),
     ("fmnist-resnet-torch-s0", "grey levels, BCE (not a likelihood)", "resnet"),
 ]
