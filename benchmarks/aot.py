@@ -125,8 +125,10 @@ def compile_point(point: AotPoint, config: VAEConfig, device) -> dict:
         return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_chip)
 
     dtype, compute_dtype = PRECISIONS[point.dtype]
+    # the output layer as the others: the JAX twin's col2im output layer is its sub-pixel form's sums
+    output = "col2im" if point.transposed_conv == "subpixel" else "native"
     model = vae_jax.init_model(config, dtype=dtype, compute_dtype=compute_dtype, strided_conv=point.strided_conv,
-                               transposed_conv=point.transposed_conv)
+                               transposed_conv=point.transposed_conv, output_transposed_conv=output)
     options = vae_jax.compiler_options(device.platform)  # the chip's, not those of the CPU the model is on
     c, h, w = config.image_shape
     x = jax.ShapeDtypeStruct((point.batch_size, h, w, c), jnp.dtype(dtype), sharding=on_chip)

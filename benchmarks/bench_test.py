@@ -168,3 +168,17 @@ def test_profile_refuses_a_mode_the_backend_lacks():
     run = subprocess.run([sys.executable, "-m", "benchmarks.profile", "--backend", "jax", "--mode", "eager"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "jax has no mode 'eager'" in run.stderr
+
+
+def test_iwae_speed_table_names_every_form_and_cut(tmp_path):
+    from benchmarks import iwae
+
+    out = tmp_path / "iwae.md"
+    assert iwae.main(["--backend", "torch", "--images", "2", "--k", "3", "--repeats", "1", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| torch |")]
+    assert [row.split(" | ")[1:3] for row in rows] == [
+        ["default (col2im)", "2,000"], ["default (col2im)", "20,000"],
+        ["native (native)", "2,000"], ["native (native)", "20,000"]]
+    assert all(float(row.split(" | ")[3].replace(",", "")) > 0 for row in rows)
+    with pytest.raises(SystemExit, match="at least 1"):
+        iwae.main(["--k", "0"])

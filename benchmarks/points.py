@@ -20,11 +20,11 @@ from vae_core.layout import NATIVE_FORMS
 # format for the model and the batch). "onnxruntime" and "stablehlo" run the twin's exported artifact in its
 # runtime (benchmarks/artifacts.py), inference only.
 MODES = {
-    "torch": ("eager", "eager-channels-last", "eager-subpixel", "compile-default", "compile-default-channels-last",
-              "compile-max-autotune", "compile-reduce-overhead", "onnxruntime"),
+    "torch": ("eager", "eager-channels-last", "eager-channels-last-native", "eager-subpixel", "compile-default",
+              "compile-default-channels-last", "compile-max-autotune", "compile-reduce-overhead", "onnxruntime"),
     "jax": ("jit", "jit-native", "nnx-jit", "stablehlo"),
 }
-VARIANTS = ("-channels-last", "-subpixel", "-native")
+VARIANTS = ("-native", "-subpixel", "-channels-last")  # stripped in this order: "eager-channels-last-native"
 
 
 def split_mode(mode: str) -> tuple[str, dict]:

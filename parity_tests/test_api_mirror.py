@@ -19,6 +19,8 @@ ALLOWED = {
     ("compile_train_step", "compiler_options"): "XLA's options, for an ahead-of-time compile elsewhere",
     ("conv_transpose_subpixel", "weight"): "each twin takes its own layer's parameter: torch's weight ...",
     ("conv_transpose_subpixel", "kernel"): "... and Flax's kernel, in their own layouts",
+    ("conv_transpose_col2im", "weight"): "the same for the output layer's form: torch's weight ...",
+    ("conv_transpose_col2im", "kernel"): "... and Flax's kernel",
     ("conv_space_to_depth", "weight"): "the same for the encoder's convs: torch's weight ...",
     ("conv_space_to_depth", "kernel"): "... and Flax's kernel",
     ("initialize", "backend"): "torch chooses its collective library (gloo, NCCL); XLA has its own",
@@ -92,6 +94,8 @@ def test_allowed_differences_are_real():
                "compile_train_step": (vae_torch.compile_train_step, vae_jax.compile_train_step),
                "conv_transpose_subpixel": (vae_torch.model.conv_transpose_subpixel,
                                            vae_jax.model.conv_transpose_subpixel),
+               "conv_transpose_col2im": (vae_torch.model.conv_transpose_col2im,
+                                         vae_jax.model.conv_transpose_col2im),
                "conv_space_to_depth": (vae_torch.model.conv_space_to_depth, vae_jax.model.conv_space_to_depth),
                "initialize": (vae_torch.distributed.initialize, vae_jax.distributed.initialize)}
     for name, param in ALLOWED:

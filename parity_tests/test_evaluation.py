@@ -1,6 +1,7 @@
 """`twinvae evaluate`: the IWAE weights against a numpy reference and across twins, the Gaussian in nats,
 and the whole report on a small trained model, from either backend."""
 
+import dataclasses
 import json
 import math
 
@@ -10,9 +11,11 @@ import pytest
 
 import vae_jax
 import vae_torch
+from twinvae import evaluation
 from twinvae.cli import main as cli_main
-from twinvae.evaluation import evaluate_checkpoint, log_mean_exp, measure
+from twinvae.evaluation import evaluate_checkpoint, iwae_nll, log_mean_exp, measure
 from twinvae.trainer import TrainOptions, train
+from twinvae.twin import load_twin
 from vae_core.checkpoint import write_checkpoint
 from vae_core.config import VAEConfig
 from vae_core.layout import init_weights
@@ -69,6 +72,30 @@ def test_importance_weights_match_numpy_and_each_other(likelihood, num_classes):
     assert torch_w.shape == (5, 3)
     np.testing.assert_allclose(torch_w, reference, rtol=1e-10)
     np.testing.assert_allclose(jax_w, reference, rtol=1e-10)
+
+
+@pytest.mark.parametrize("k", [3, 7])
+def test_the_iwae_figures_do_not_depend_on_how_the_decoder_calls_are_cut(monkeypatch, k):
+    # eps is drawn per SAMPLES_PER_CHUNK, then decoded LATENTS_PER_CALL at a time (one image's K if more):
+    # the cut is for speed and must not move a figure
+    config = dataclasses.replace(CONFIG, num_classes=3)
+    twin = load_twin("torch")
+    model = vae_torch.import_weights(vae_torch.VAE(config, dtype="float64"), init_weights(config, 0, np.float64))
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((11, 1, 8, 8)), rng.integers(0, 3, 11)
+    monkeypatch.setattr(evaluation, "SAMPLES_PER_CHUNK", 5 * k)
+    monkeypatch.setattr(evaluation, "LATENTS_PER_CALL", 10**6)
+    whole = iwae_nll(twin, model, images, k, seed=0, dtype="float64", labels=labels)
+    monkeypatch.setattr(evaluation, "LATENTS_PER_CALL", 2 * k + 1)  # 2 images a call: 5 = 2 + 2 + 1
+    cut = iwae_nll(twin, model, images, k, seed=0, dtype="float64", labels=labels)
+    monkeypatch.setattr(evaluation, "LATENTS_PER_CALL", 1)  # below K: one image a call
+    one_by_one = iwae_nll(twin, model, images, k, seed=0, dtype="float64", labels=labels)
+    assert whole.shape == (11,)
+    np.testing.assert_allclose(cut, whole, rtol=1e-13)
+    np.testing.assert_allclose(one_by_one, whole, rtol=1e-13)
+    # and the draws are the chunk's: a different chunk size draws different eps
+    monkeypatch.setattr(evaluation, "SAMPLES_PER_CHUNK", 2 * k)
+    assert not np.allclose(iwae_nll(twin, model, images, k, seed=0, dtype="float64", labels=labels), whole)
 
 
 def test_bits_per_dim_only_for_a_mass_on_the_datas_own_values():

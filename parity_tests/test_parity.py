@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import vae_jax
+import vae_torch
 from twinvae.parity import harness
 
 
@@ -27,14 +28,17 @@ def test_twins_agree(case, dtype):
 
 
 def test_every_form_is_compared():
-    """Each conv case puts every form of both resampling convs (native, space-to-depth encoder, sub-pixel
-    decoder) of both twins against the float64 torch reference, in every combination a device of the JAX
-    twin's table runs by default (CPU, GPU, TPU); the mlp cases have none."""
+    """Each conv case puts every form of the resampling convs (native, space-to-depth encoder, sub-pixel
+    decoder, col2im output layer) of both twins against the float64 torch reference, in every combination
+    a device of either twin's table runs by default (CPU, GPU, TPU); the mlp cases have none."""
     rows = harness.compare(harness.CASES[3], "float64", steps=0)  # conv 1x8x8 (digits)
     assert {r.twin for r in rows if r.quantity == "logits"} == {
-        "jax", "jax/space_to_depth+subpixel", "jax/subpixel", "torch/space_to_depth+subpixel"}
+        "jax", "jax/space_to_depth+subpixel+col2im", "jax/subpixel+col2im", "torch/space_to_depth+subpixel+col2im",
+        "torch/col2im"}
     defaults = {tuple(vae_jax.default_forms(device).values()) for device in ("cpu", "gpu", "tpu")}
-    assert defaults == {("space_to_depth", "subpixel"), ("native", "subpixel"), ("native", "native")}
+    assert defaults == {("space_to_depth", "subpixel", "col2im"), ("native", "subpixel", "col2im"),
+                        ("native", "native", "native")}
+    assert tuple(vae_torch.default_forms("cpu").values()) == ("native", "native", "col2im")
 
 
 FORMAT_1 = Path(__file__).parents[1] / "vae_core" / "testdata" / "format1-conv"
@@ -65,8 +69,13 @@ def test_unknown_form_is_an_error(twin):
         module.init_model(harness.CASES[3].config, transposed_conv="fft")
     with pytest.raises(ValueError, match=r"strided_conv must be one of \('native', 'space_to_depth'\), got 'fft'"):
         module.init_model(harness.CASES[3].config, strided_conv="fft")
-    model = module.init_model(harness.CASES[3].config, strided_conv="space_to_depth", transposed_conv="native")
-    assert model.forms == {"strided_conv": "space_to_depth", "transposed_conv": "native"}
+    with pytest.raises(ValueError,
+                       match=r"output_transposed_conv must be one of \('native', 'col2im'\), got 'subpixel'"):
+        module.init_model(harness.CASES[3].config, output_transposed_conv="subpixel")
+    model = module.init_model(harness.CASES[3].config, strided_conv="space_to_depth", transposed_conv="native",
+                              output_transposed_conv="col2im")
+    assert model.forms == {"strided_conv": "space_to_depth", "transposed_conv": "native",
+                           "output_transposed_conv": "col2im"}
 
 
 MIXED_PRECISION_CASES = [c for c in harness.CASES if c.name in ("conv 1x16x16 residual blocks",

@@ -350,23 +350,24 @@ def test_a_log_file_gets_one_line_per_epoch_and_the_summary(tmp_path):
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
 def test_the_trainers_fastest_forms_train_as_the_plain_ones(tmp_path, backend, monkeypatch):
-    """The trainer runs each twin's defaults on the device (torch: channels_last; JAX on the CPU: the
-    space-to-depth encoder and sub-pixel decoder, compiled without YNNPACK) and records them; the plain
+    """The trainer runs each twin's defaults on the device (torch: channels_last and the col2im output
+    layer; JAX on the CPU: the space-to-depth encoder and sub-pixel decoder, its output layer col2im,
+    compiled without YNNPACK) and records them; the plain
     forms (contiguous NCHW; every layer native, XLA's default options) give the same losses to float32
     rounding."""
     fast, _ = _run(tmp_path / "fast", backend, "float32")
     forms = json.loads(Path(tmp_path / "fast", f"{backend}-float32", "run.json").read_text())["forms"]
     twin = {"torch": vae_torch, "jax": vae_jax}[backend]
     if backend == "torch":
-        assert forms == {"strided_conv": "native", "transposed_conv": "native", "memory_format": "channels_last",
-                         "compiler_options": {}}
+        assert forms == {"strided_conv": "native", "transposed_conv": "native", "output_transposed_conv": "col2im",
+                         "memory_format": "channels_last", "compiler_options": {}}
         monkeypatch.setattr(twin.model, "DEFAULT_MEMORY_FORMAT", "contiguous")
     else:
         assert forms == {"strided_conv": "space_to_depth", "transposed_conv": "subpixel",
-                         "memory_format": "channels_last",
+                         "output_transposed_conv": "col2im", "memory_format": "channels_last",
                          "compiler_options": twin.model.COMPILER_OPTIONS["cpu"]}
-        monkeypatch.setitem(twin.model.DEFAULT_FORMS, "cpu", dict(NATIVE_FORMS))
         monkeypatch.setattr(twin.model, "COMPILER_OPTIONS", {})
+    monkeypatch.setitem(twin.model.DEFAULT_FORMS, "cpu", dict(NATIVE_FORMS))
     plain, _ = _run(tmp_path / "plain", backend, "float32")
     assert json.loads(Path(tmp_path / "plain", f"{backend}-float32", "run.json").read_text())["forms"] != forms
     for a, b in zip(fast, plain):

@@ -24,7 +24,11 @@ from vae_core import checks, seeds
 from vae_core.config import VAEConfig
 
 ACTIVE_UNIT_THRESHOLD = 0.01
-SAMPLES_PER_CHUNK = 20_000  # images x K per decoder call: bounds memory at about 60 MB for 28x28
+SAMPLES_PER_CHUNK = 20_000  # images x K per draw of eps (the draws, and so the figures, depend on it)
+# images x K per decoder call (one image's K where K is larger): a tenth of the decoder's intermediates at
+# 20,000 (the seed model's ~1 GB, the resnet preset's ~4 GB), and 1.0-1.15x its speed
+# (benchmarks/results/iwae-cpu.md)
+LATENTS_PER_CALL = 2_000
 EVAL_BATCH = 500
 
 
@@ -101,17 +105,27 @@ def iwae_nll(twin: Twin, model: Model, images: np.ndarray, k: int, seed: int, dt
     """Per-image IWAE estimate of -log p(x) in nats (of -log p(x | label) for a conditional model), K
     importance samples each."""
     per_chunk = max(1, SAMPLES_PER_CHUNK // k)
+    per_call = max(1, LATENTS_PER_CALL // k)
     nll = []
     for chunk, start in enumerate(range(0, len(images), per_chunk)):
         x = images[start:start + per_chunk].astype(dtype)
-        y = model_labels(twin, model, None if labels is None else labels[start:start + per_chunk])
+        y = None if labels is None else labels[start:start + per_chunk]
         eps = seeds.standard_normal(seed, "eval", 1_000_000 + chunk, (k, len(x), model.config.latent_dim), dtype)
-        log_w = twin.importance_log_weights(model, twin.as_input(x, model), twin.as_input(eps, model), y)
-        log_w = twin.to_numpy(log_w)
+        log_w = np.concatenate([importance_log_weights(twin, model, x[i:i + per_call], eps[:, i:i + per_call],
+                                                       None if y is None else y[i:i + per_call])
+                                for i in range(0, len(x), per_call)], axis=1)
         nll.append(-log_mean_exp(log_w.astype(np.float64)))
         if progress:
             progress.advance(len(x))
     return np.concatenate(nll)
+
+
+def importance_log_weights(twin: Twin, model: Model, x: np.ndarray, eps: np.ndarray,
+                           labels: np.ndarray | None) -> np.ndarray:
+    """The twin's importance log-weights (K, N) of canonical numpy images, eps and labels, as numpy."""
+    log_w = twin.importance_log_weights(model, twin.as_input(x, model), twin.as_input(eps, model),
+                                        model_labels(twin, model, labels))
+    return twin.to_numpy(log_w)
 
 
 def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | None = None, data_dir=None,

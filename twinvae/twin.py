@@ -68,10 +68,11 @@ class Twin(Protocol):
     distributed: Distributed
 
     def init_model(self, config: VAEConfig, seed: int = 0, dtype=..., strided_conv: str | None = None,
-                   transposed_conv: str | None = None, compute_dtype=None) -> Model: ...
+                   transposed_conv: str | None = None, output_transposed_conv: str | None = None,
+                   compute_dtype=None) -> Model: ...
 
     def load_checkpoint(self, path, dtype=None, strided_conv: str | None = None,
-                        transposed_conv: str | None = None,
+                        transposed_conv: str | None = None, output_transposed_conv: str | None = None,
                         compute_dtype=None) -> tuple[Model, VAEConfig, dict]: ...
 
     def default_forms(self, device: str | None = None) -> dict[str, str]: ...

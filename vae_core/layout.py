@@ -39,8 +39,9 @@ class WeightsError(ValueError):
 # are permuted, and the label's follow them unchanged (weight[:, C*H*W:].T are the kernel's last rows).
 #
 # How a twin computes a transposed conv is its own choice; the weight stays the canonical W either way.
-# TRANSPOSED_CONVS: "native" (ConvTranspose2d / lax's lhs-dilated conv, which multiplies the inserted
-# zeros too) or "subpixel": for k=4, s=2, p=1, output pixel (2i+a, 2j+b) (phase a, b in {0, 1}) reads the
+# TRANSPOSED_CONVS, for every transposed conv but the decoder's last (OUTPUT_TRANSPOSED_CONVS, below):
+# "native" (ConvTranspose2d / lax's lhs-dilated conv, which multiplies the inserted zeros too) or
+# "subpixel": for k=4, s=2, p=1, output pixel (2i+a, 2j+b) (phase a, b in {0, 1}) reads the
 # 2x2 input window rows i-1+a+r, columns j-1+b+s (r, s in {0, 1}) through kernel tap
 # (SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s]). So one stride-1 2x2 conv over the input padded by 1, with
 # weight K[(a, b, c_out), c_in, r, s] = W[c_in, c_out, SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s]], gives
@@ -57,13 +58,21 @@ class WeightsError(ValueError):
 # stride-1 2x2 conv over the folded grid, kernel tap (2r+p, 2s+q) for window (r, s), folded channel
 # (p, q, c): one matmul per window, no strided gathers.
 #
+# The decoder's last transposed conv, into the image's few channels (the logits'), is a kind of its own:
+# there a convolution library's kernels are at their worst (oneDNN's 32 -> 1 ConvTranspose2d ran at
+# ~4.5 GFLOP/s) while a matmul is not. OUTPUT_TRANSPOSED_CONVS: "native" (as for the hidden ones) or
+# "col2im": one matmul of every input pixel with all 16 taps, W as (c_in, (c_out, kh, kw)), then col2im,
+# each output pixel summing the four taps that reach it (the second order above; torch: F.fold).
+#
 # FORMS names every layer kind a twin may compute in more than one way, with its forms ("native" first).
 # Which form a twin uses on which device is that twin's table (its model.DEFAULT_FORMS), not the model's.
 # ---------------------------------------------------------------------------------------------------------
 
 TRANSPOSED_CONVS = ("native", "subpixel")
+OUTPUT_TRANSPOSED_CONVS = ("native", "col2im")
 STRIDED_CONVS = ("native", "space_to_depth")
-FORMS = {"strided_conv": STRIDED_CONVS, "transposed_conv": TRANSPOSED_CONVS}
+FORMS = {"strided_conv": STRIDED_CONVS, "transposed_conv": TRANSPOSED_CONVS,
+         "output_transposed_conv": OUTPUT_TRANSPOSED_CONVS}
 NATIVE_FORMS = dict.fromkeys(FORMS, "native")  # read-only: take dict(NATIVE_FORMS) to change one
 SUBPIXEL_TAPS = np.array([[3, 1], [2, 0]])  # kernel row (or column) of phase a, window row r: 3 - a - 2r
 

@@ -23,9 +23,9 @@ LAYOUT = "NHWC"  # images' axes in this twin (canonical arrays, checkpoints and 
 # from compile-only analysis (docs/devices/tpu.md): the matmul forms move more bytes there than XLA's
 # own convolutions. A platform not listed gets the native forms.
 DEFAULT_FORMS = {
-    "cpu": {"strided_conv": "space_to_depth", "transposed_conv": "subpixel"},
-    "gpu": {"strided_conv": "native", "transposed_conv": "subpixel"},
-    "tpu": {"strided_conv": "native", "transposed_conv": "native"},
+    "cpu": {"strided_conv": "space_to_depth", "transposed_conv": "subpixel", "output_transposed_conv": "col2im"},
+    "gpu": {"strided_conv": "native", "transposed_conv": "subpixel", "output_transposed_conv": "col2im"},
+    "tpu": {"strided_conv": "native", "transposed_conv": "native", "output_transposed_conv": "native"},
 }
 
 
@@ -150,6 +150,13 @@ def conv_space_to_depth(x, kernel, bias):
 
 
 def conv_transpose_subpixel(x, kernel, bias):
+    """The sub-pixel form of Flax ConvTranspose(k=4, s=2, p=1, transpose_kernel=True)(x), in the order of
+    its sums that XLA runs fastest, col2im's (vae_core/layout.py; XLA's CPU convolutions are slow, its dots
+    are not)."""
+    return conv_transpose_col2im(x, kernel, bias)
+
+
+def conv_transpose_col2im(x, kernel, bias):
     """Flax ConvTranspose(k=4, s=2, p=1, transpose_kernel=True)(x) for NHWC x and its kernel (4, 4, C_out,
     C_in), phase by phase: one matmul gives every input pixel times all 16 kernel taps, and output phase
     (a, b) sums, for each of its pixels, the four taps that reach it from the 2x2 neighbouring input pixels.
@@ -179,10 +186,14 @@ def conv_transpose_subpixel(x, kernel, bias):
 class ConvDecoder(nnx.Module):
     """fc (+ ReLU where decoder_fc_relu) -> reshape to the encoder's last feature map -> stride-2
     transposed convs (ReLU between), each preceded by `res_blocks` residual blocks. `transposed_conv` says
-    how they are computed: "native" or "subpixel" (the same function of the same weights)."""
+    how all but the last are computed: "native" or "subpixel", `output_transposed_conv` the last, into the
+    image's channels: "native" or "col2im" (each the same function of the same weights)."""
 
-    def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs, transposed_conv: str):
+    def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs, transposed_conv: str,
+                 output_transposed_conv: str):
         self.transposed_conv = checks.check_form("transposed_conv", transposed_conv, "native")
+        self.output_transposed_conv = checks.check_form("output_transposed_conv", output_transposed_conv,
+                                                        "native")
         c, h, w = config.bottleneck_shape
         self.bottleneck_shape = (h, w, c)
         self.fc_relu = config.decoder_fc_relu
@@ -202,13 +213,20 @@ class ConvDecoder(nnx.Module):
     def __call__(self, z):
         h = self.fc(z)
         h = (nnx.relu(h) if self.fc_relu else h).reshape(-1, *self.bottleneck_shape)
-        for i, (blocks, deconv) in enumerate(zip(self.blocks, self.deconvs)):
-            h = _run_blocks(blocks, h)
-            h = deconv(h) if self.transposed_conv == "native" else \
-                conv_transpose_subpixel(h.astype(deconv.dtype), deconv.kernel[...], deconv.bias[...])
-            if i < len(self.deconvs) - 1:
-                h = nnx.relu(h)
-        return h  # logits
+        *hidden, (blocks, deconv) = zip(self.blocks, self.deconvs)
+        for hidden_blocks, hidden_deconv in hidden:
+            h = nnx.relu(self._transposed_conv(_run_blocks(hidden_blocks, h), hidden_deconv))
+        return self._output_transposed_conv(_run_blocks(blocks, h), deconv)  # logits
+
+    def _transposed_conv(self, h, deconv):
+        if self.transposed_conv == "native":
+            return deconv(h)
+        return conv_transpose_subpixel(h.astype(deconv.dtype), deconv.kernel[...], deconv.bias[...])
+
+    def _output_transposed_conv(self, h, deconv):
+        if self.output_transposed_conv == "native":
+            return deconv(h)
+        return conv_transpose_col2im(h.astype(deconv.dtype), deconv.kernel[...], deconv.bias[...])
 
 
 class MLPEncoder(nnx.Module):
@@ -259,15 +277,17 @@ def reparameterize(mu, logvar, eps):
 
 class VAE(nnx.Module):
     """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NHWC images in [0, 1].
-    dtype: the parameters'. strided_conv ("native" or "space_to_depth") and transposed_conv ("native" or
-    "subpixel"): how the conv architecture computes its encoder's and decoder's resampling convs
-    (vae_core/layout.py; None: default_forms() of the platform it is built on). compute_dtype: None, or
+    dtype: the parameters'. strided_conv ("native" or "space_to_depth"), transposed_conv ("native" or
+    "subpixel") and output_transposed_conv ("native" or "col2im"): how the conv architecture computes its
+    encoder's and decoder's resampling convs (vae_core/layout.py; None: default_forms() of the platform it
+    is built on). compute_dtype: None, or
     "bfloat16" for mixed precision: every layer computes in bf16 (Flax's dtype) with float32 parameters
     (param_dtype), and mu, logvar and the logits come back in float32, so reparameterize, the losses and
     Adam stay float32."""
 
     def __init__(self, config: VAEConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, strided_conv: str | None = None,
-                 transposed_conv: str | None = None, compute_dtype=None):
+                 transposed_conv: str | None = None, output_transposed_conv: str | None = None,
+                 compute_dtype=None):
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
         dtype = float_dtype(dtype)
@@ -281,14 +301,16 @@ class VAE(nnx.Module):
         layers = {"dtype": compute, "param_dtype": dtype, "rngs": rngs}
         defaults = default_forms()
         forms = {kind: checks.check_form(kind, value, defaults[kind])  # checked for any arch
-                 for kind, value in (("strided_conv", strided_conv), ("transposed_conv", transposed_conv))}
+                 for kind, value in (("strided_conv", strided_conv), ("transposed_conv", transposed_conv),
+                                     ("output_transposed_conv", output_transposed_conv))}
         conv = config.arch == "conv"
         self.encoder = ConvEncoder(config, strided_conv=forms["strided_conv"], **layers) if conv \
             else MLPEncoder(config, **layers)
         features = config.bottleneck_size + config.num_classes  # a conditional model's one-hot label last
         self.fc_mu = _linear(features, config.latent_dim, compute, dtype, rngs)
         self.fc_logvar = _linear(features, config.latent_dim, compute, dtype, rngs)
-        self.decoder = ConvDecoder(config, transposed_conv=forms["transposed_conv"], **layers) if conv \
+        self.decoder = ConvDecoder(config, transposed_conv=forms["transposed_conv"],
+                                   output_transposed_conv=forms["output_transposed_conv"], **layers) if conv \
             else MLPDecoder(config, **layers)
 
     @property
@@ -300,7 +322,8 @@ class VAE(nnx.Module):
         """How this model computes each layer kind of vae_core.layout.FORMS (an MLP has only native ones)."""
         if self.config.arch != "conv":
             return dict(NATIVE_FORMS)
-        return {"strided_conv": self.encoder.strided_conv, "transposed_conv": self.decoder.transposed_conv}
+        return {"strided_conv": self.encoder.strided_conv, "transposed_conv": self.decoder.transposed_conv,
+                "output_transposed_conv": self.decoder.output_transposed_conv}
 
     @property
     def memory_format(self) -> str:

@@ -52,9 +52,11 @@ def import_weights(model: VAE, weights: dict) -> VAE:
 
 
 def init_model(config: VAEConfig, seed: int = 0, dtype=jnp.float32, strided_conv: str | None = None,
-               transposed_conv: str | None = None, compute_dtype=None) -> VAE:
+               transposed_conv: str | None = None,
+               output_transposed_conv: str | None = None, compute_dtype=None) -> VAE:
     """A VAE with vae_core's canonical initialisation: the same seed gives the same weights in vae_torch."""
-    model = _new_model(config, dtype, compute_dtype, strided_conv=strided_conv, transposed_conv=transposed_conv)
+    model = _new_model(config, dtype, compute_dtype, strided_conv=strided_conv, transposed_conv=transposed_conv,
+                       output_transposed_conv=output_transposed_conv)
     return import_weights(model, layout.init_weights(config, seed))
 
 
@@ -73,7 +75,7 @@ def save_checkpoint(path, model: VAE, config: VAEConfig, metadata: dict | None =
 
 
 def load_checkpoint(path, dtype=None, strided_conv: str | None = None, transposed_conv: str | None = None,
-                    compute_dtype=None) -> tuple[VAE, VAEConfig, dict]:
+                    output_transposed_conv: str | None = None, compute_dtype=None) -> tuple[VAE, VAEConfig, dict]:
     """(model, config, metadata) from a checkpoint written by either twin; dtype defaults to the stored one."""
     weights, config, metadata = read_checkpoint(path)
     stored = next(iter(weights.values())).dtype
@@ -81,5 +83,5 @@ def load_checkpoint(path, dtype=None, strided_conv: str | None = None, transpose
         raise ValueError(f"checkpoint {path} holds float64 weights but 64-bit JAX is off: enable it "
                          "(jax.config.update('jax_enable_x64', True)) or pass dtype=jnp.float32")
     model = _new_model(config, stored if dtype is None else dtype, compute_dtype, strided_conv=strided_conv,
-                       transposed_conv=transposed_conv)
+                       transposed_conv=transposed_conv, output_transposed_conv=output_transposed_conv)
     return import_weights(model, weights), config, metadata

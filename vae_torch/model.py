@@ -20,9 +20,10 @@ LAYOUT = "NCHW"  # images' axes in this twin (canonical arrays, checkpoints and 
 
 # How this twin computes each layer kind of vae_core.layout.FORMS on each device unless told: the forms
 # each device's figures chose (docs/devices/). cuDNN's and oneDNN's own convolutions measured fastest on
-# both (the sub-pixel decoder: docs/benchmarks.md); the space-to-depth encoder is JAX's CPU choice,
-# mirrored here so both twins offer every form. A device not listed gets the native forms.
-DEFAULT_FORMS = {"cpu": dict(NATIVE_FORMS), "cuda": dict(NATIVE_FORMS)}
+# both (the sub-pixel decoder: docs/benchmarks.md), but for oneDNN's output layer into 1 channel, which
+# a matmul and F.fold beat 3x (docs/perf-log.md, 2026-12-06); the space-to-depth encoder is JAX's CPU
+# choice, mirrored here so both twins offer every form. A device not listed gets the native forms.
+DEFAULT_FORMS = {"cpu": {**NATIVE_FORMS, "output_transposed_conv": "col2im"}, "cuda": dict(NATIVE_FORMS)}
 # The memory layout a conv model's 4-D weights and images take where it is built (the CPU): channels_last
 # trained 1.31x / 1.20x faster than contiguous NCHW eagerly at batch 128 / 512 (benchmarks/results/cpu-epyc).
 # The values are the same either way; only the strides differ (checkpoints hold C-order arrays).
@@ -105,14 +106,29 @@ def conv_transpose_subpixel(x, weight, bias):
     return torch.stack(rows, dim=-3).reshape(n, c_out, 2 * h, 2 * w) + bias.to(y.dtype).view(1, -1, 1, 1)
 
 
+def conv_transpose_col2im(x, weight, bias):
+    """ConvTranspose2d(k=4, s=2, p=1)(x) with the canonical weight (C_in, C_out, 4, 4), as one matmul of every
+    input pixel with all 16 taps, then col2im (F.fold) summing the four taps that reach each output pixel.
+    The decoder's output layer: 3x oneDNN's 32 -> 1 ConvTranspose2d (docs/perf-log.md), but F.fold is slow
+    over many channels, so the hidden layers keep their form."""
+    n, c_in, h, w = x.shape
+    columns = x.permute(0, 2, 3, 1).reshape(n * h * w, c_in) @ weight.reshape(c_in, -1)
+    columns = columns.view(n, h * w, -1).transpose(1, 2)  # (N, (c_out, kh, kw), pixels): fold's layout
+    y = F.fold(columns, (STRIDE * h, STRIDE * w), KERNEL, padding=PADDING, stride=STRIDE)
+    return y + bias.to(y.dtype).view(1, -1, 1, 1)  # in y's dtype, as ConvTranspose2d under autocast
+
+
 class ConvDecoder(nn.Module):
     """fc (+ ReLU where decoder_fc_relu) -> reshape to the encoder's last feature map -> stride-2
     transposed convs (ReLU between), each preceded by `res_blocks` residual blocks. `transposed_conv` says
-    how they are computed: "native" or "subpixel" (the same function of the same weights)."""
+    how all but the last are computed: "native" or "subpixel", `output_transposed_conv` the last, into the
+    image's channels: "native" or "col2im" (each the same function of the same weights)."""
 
-    def __init__(self, config: VAEConfig, transposed_conv: str):
+    def __init__(self, config: VAEConfig, transposed_conv: str, output_transposed_conv: str):
         super().__init__()
         self.transposed_conv = checks.check_form("transposed_conv", transposed_conv, "native")
+        self.output_transposed_conv = checks.check_form("output_transposed_conv", output_transposed_conv,
+                                                        "native")
         self.bottleneck_shape = config.bottleneck_shape
         self.fc_relu = config.decoder_fc_relu
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
@@ -125,13 +141,20 @@ class ConvDecoder(nn.Module):
     def forward(self, z):
         h = self.fc(z)
         h = (F.relu(h) if self.fc_relu else h).view(-1, *self.bottleneck_shape)
-        for i, (blocks, deconv) in enumerate(zip(self.blocks, self.deconvs)):
-            h = blocks(h)
-            h = deconv(h) if self.transposed_conv == "native" else \
-                conv_transpose_subpixel(h, deconv.weight, deconv.bias)
-            if i < len(self.deconvs) - 1:
-                h = F.relu(h)
-        return h  # logits
+        *hidden, (blocks, deconv) = zip(self.blocks, self.deconvs)
+        for hidden_blocks, hidden_deconv in hidden:
+            h = F.relu(self._transposed_conv(hidden_blocks(h), hidden_deconv))
+        return self._output_transposed_conv(blocks(h), deconv)  # logits
+
+    def _transposed_conv(self, h, deconv):
+        if self.transposed_conv == "native":
+            return deconv(h)
+        return conv_transpose_subpixel(h, deconv.weight, deconv.bias)
+
+    def _output_transposed_conv(self, h, deconv):
+        if self.output_transposed_conv == "native":
+            return deconv(h)
+        return conv_transpose_col2im(h, deconv.weight, deconv.bias)
 
 
 class MLPEncoder(nn.Module):
@@ -183,27 +206,31 @@ def reparameterize(mu, logvar, eps):
 
 class VAE(nn.Module):
     """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NCHW images in [0, 1].
-    dtype: the parameters'. strided_conv ("native" or "space_to_depth") and transposed_conv ("native" or
-    "subpixel"): how the conv architecture computes its encoder's and decoder's resampling convs
-    (vae_core/layout.py; None: default_forms("cpu")). compute_dtype: None, or "bfloat16" for mixed
-    precision: the encoder and decoder run under torch.autocast with float32 parameters, and mu, logvar
-    and the logits come back in float32, so reparameterize, the losses and Adam stay float32."""
+    dtype: the parameters'. strided_conv ("native" or "space_to_depth"), transposed_conv ("native" or
+    "subpixel") and output_transposed_conv ("native" or "col2im"): how the conv architecture computes its
+    encoder's and decoder's resampling convs (vae_core/layout.py; None: default_forms("cpu")).
+    compute_dtype: None, or "bfloat16" for mixed precision: the encoder and decoder run under torch.autocast
+    with float32 parameters, and mu, logvar and the logits come back in float32, so reparameterize, the
+    losses and Adam stay float32."""
 
     def __init__(self, config: VAEConfig, *, dtype=torch.float32, strided_conv: str | None = None,
-                 transposed_conv: str | None = None, compute_dtype=None):
+                 transposed_conv: str | None = None, output_transposed_conv: str | None = None,
+                 compute_dtype=None):
         super().__init__()
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
         self.config = config
         defaults = default_forms()
         forms = {kind: checks.check_form(kind, value, defaults[kind])  # checked for any arch
-                 for kind, value in (("strided_conv", strided_conv), ("transposed_conv", transposed_conv))}
+                 for kind, value in (("strided_conv", strided_conv), ("transposed_conv", transposed_conv),
+                                     ("output_transposed_conv", output_transposed_conv))}
         conv = config.arch == "conv"
         self.encoder = ConvEncoder(config, forms["strided_conv"]) if conv else MLPEncoder(config)
         features = config.bottleneck_size + config.num_classes  # a conditional model's one-hot label last
         self.fc_mu = nn.Linear(features, config.latent_dim)
         self.fc_logvar = nn.Linear(features, config.latent_dim)
-        self.decoder = ConvDecoder(config, forms["transposed_conv"]) if conv else MLPDecoder(config)
+        self.decoder = ConvDecoder(config, forms["transposed_conv"], forms["output_transposed_conv"]) if conv \
+            else MLPDecoder(config)
         self.to(float_dtype(dtype), memory_format=MEMORY_FORMATS[DEFAULT_MEMORY_FORMAT if conv else "contiguous"])
         self.compute_dtype = checks.check_compute_dtype(
             None if compute_dtype is None else _dtype_name(float_dtype(compute_dtype)), _dtype_name(self.dtype))
@@ -217,7 +244,8 @@ class VAE(nn.Module):
         """How this model computes each layer kind of vae_core.layout.FORMS (an MLP has only native ones)."""
         if self.config.arch != "conv":
             return dict(NATIVE_FORMS)
-        return {"strided_conv": self.encoder.strided_conv, "transposed_conv": self.decoder.transposed_conv}
+        return {"strided_conv": self.encoder.strided_conv, "transposed_conv": self.decoder.transposed_conv,
+                "output_transposed_conv": self.decoder.output_transposed_conv}
 
     @property
     def memory_format(self) -> str:

@@ -36,9 +36,11 @@ def import_weights(model: VAE, weights: dict) -> VAE:
 
 
 def init_model(config: VAEConfig, seed: int = 0, dtype=torch.float32, strided_conv: str | None = None,
-               transposed_conv: str | None = None, compute_dtype=None) -> VAE:
+               transposed_conv: str | None = None,
+               output_transposed_conv: str | None = None, compute_dtype=None) -> VAE:
     """A VAE with vae_core's canonical initialisation: the same seed gives the same weights in vae_jax."""
-    model = _new_model(config, dtype, compute_dtype, strided_conv=strided_conv, transposed_conv=transposed_conv)
+    model = _new_model(config, dtype, compute_dtype, strided_conv=strided_conv, transposed_conv=transposed_conv,
+                       output_transposed_conv=output_transposed_conv)
     return import_weights(model, layout.init_weights(config, seed))
 
 
@@ -55,12 +57,12 @@ def save_checkpoint(path, model: VAE, config: VAEConfig, metadata: dict | None =
 
 
 def load_checkpoint(path, dtype=None, strided_conv: str | None = None, transposed_conv: str | None = None,
-                    compute_dtype=None) -> tuple[VAE, VAEConfig, dict]:
+                    output_transposed_conv: str | None = None, compute_dtype=None) -> tuple[VAE, VAEConfig, dict]:
     """(model, config, metadata) from a checkpoint written by either twin; dtype defaults to the stored one."""
     weights, config, metadata = read_checkpoint(path)
     stored = _DTYPES[next(iter(weights.values())).dtype]
     model = _new_model(config, stored if dtype is None else dtype, compute_dtype, strided_conv=strided_conv,
-                       transposed_conv=transposed_conv)
+                       transposed_conv=transposed_conv, output_transposed_conv=output_transposed_conv)
     return import_weights(model, weights), config, metadata
 
 
