@@ -1,6 +1,6 @@
 """How fast the IWAE bound of `twinvae evaluate` runs, in latents decoded per second:
 
-    python -m benchmarks.iwae --backend torch --images 40 --k 1000 --out benchmarks/results/iwae-cpu.md
+    python -m benchmarks.iwae --repeats 3 --out benchmarks/results/cpu-iwae.md
 
 `twinvae.evaluation.iwae_nll` itself, on random binary images and the canonical initial weights of the
 seed model (the speed does not depend on the weights), for each backend in its default forms and in the
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     command = "python -m benchmarks.iwae " + " ".join(sys.argv[1:] if argv is None else argv)
     where = ", ".join([datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                        f"commit {git_commit(short=True) or 'unknown'}", cpu_name(),
-                       f"{len(os.sched_getaffinity(0))} cores usable",
+                       f"usable cores: {len(os.sched_getaffinity(0))}",
                        *(f"{name} {version}" for name, version in versions().items())])
     text = (f"Command: `{command}`; {where}; seed model, {args.images} images, K = {args.k}.\n\n"
             + "\n".join(table) + "\n")
