@@ -19,6 +19,7 @@ TABLE = RESULTS / "likelihoods.md"
 RUNS = [
     ("fmnist-binarized-torch-s0", "binarised (dynamic), Bernoulli", "seed"),
     ("fmnist-binarized-jax-s0", "binarised (dynamic), Bernoulli", "seed"),
+    ("fmnist-binarized-torch-s0-e50", "binarised (dynamic), Bernoulli", "seed"),
     ("fmnist-resnet-binarized-torch-s0", "binarised (dynamic), Bernoulli", "resnet"),
     ("fmnist-logistic-torch-s0", "8-bit, discretized logistic", "seed"),
     ("fmnist-logistic-jax-s0", "8-bit, discretized logistic", "seed"),
