@@ -22,6 +22,7 @@ from vae_core import checks
 from vae_core import export as spec
 from vae_core.checkpoint import read_checkpoint
 from vae_core.config import VAEConfig
+from vae_core.layout import NATIVE_FORMS
 
 
 def default_path(checkpoint: str | Path, format: str, part: str) -> Path:
@@ -45,8 +46,10 @@ def export(checkpoint: str | Path, format: str, part: str, out: str | Path | Non
     _, _, metadata = read_checkpoint(checkpoint)  # a bad file fails here, before a framework is imported
     spec.require(format, "export")
     twin = load_twin(spec.FORMATS[format])
-    # the forms the twin computes in where the artifact runs (an ONNX file is one for every device: the CPU's)
-    forms = twin.default_forms("cpu" if format == "onnx" else platform)
+    # the forms the twin computes in where the artifact runs; an ONNX file is one for every runtime and
+    # device: the native forms (ConvTranspose, not the col2im output layer's Col2Im, which not every
+    # execution provider has)
+    forms = dict(NATIVE_FORMS) if format == "onnx" else twin.default_forms(platform)
     # float32 parameters whatever the checkpoint holds: artifacts take and give float32 (DTYPES)
     model, config, _ = twin.load_checkpoint(checkpoint, dtype="float32",
                                             compute_dtype=None if dtype == "float32" else dtype, **forms)

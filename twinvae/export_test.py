@@ -17,6 +17,7 @@ from twinvae.cli import main
 from twinvae.export import default_path, export, load
 from vae_core import export as spec
 from vae_core.config import VAEConfig
+from vae_core.layout import NATIVE_FORMS
 
 CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(4, 8), latent_dim=3, num_classes=2)
 
@@ -44,8 +45,13 @@ def test_the_cli_writes_an_onnx_artifact_its_sidecar_and_the_metadata_copy(check
     assert (info["opset"], info["layout"], info["batch"], info["written_by"]) == (20, "NCHW", "dynamic", "jax")
     assert info["checkpoint_sha256"] == spec.file_sha256(checkpoint) and info["sha256"] == spec.file_sha256(path)
     assert [s["name"] for s in info["inputs"]] == ["images", "eps", "labels"]
-    copy = json.loads({p.key: p.value for p in onnx.load(path).metadata_props}["twinvae"])
+    graph = onnx.load(path)
+    copy = json.loads({p.key: p.value for p in graph.metadata_props}["twinvae"])
     assert copy == {k: v for k, v in info.items() if k not in ("artifact", "sha256")}
+    # one file for every runtime: the native forms, whatever the torch twin runs on this CPU
+    assert info["forms"] == dict(NATIVE_FORMS) != vae_torch.default_forms("cpu")
+    ops = {node.op_type for node in graph.graph.node} | {node.op_type for f in graph.functions for node in f.node}
+    assert "ConvTranspose" in ops and "Col2Im" not in ops
     model, _, _ = vae_torch.load_checkpoint(checkpoint)
     artifact = load(path)
     for n in (1, 5):  # the batch dimension is dynamic
