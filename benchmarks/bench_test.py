@@ -173,7 +173,7 @@ def test_profile_refuses_a_mode_the_backend_lacks():
 def test_iwae_speed_table_names_every_form_and_cut(tmp_path):
     from benchmarks import iwae
 
-    out = tmp_path / "iwae.md"
+    out = tmp_path / "new folder" / "iwae.md"  # made by the run
     assert iwae.main(["--backend", "torch", "--images", "2", "--k", "3", "--repeats", "1", "--out", str(out)]) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| torch |")]
     assert [row.split(" | ")[1:3] for row in rows] == [

@@ -23,6 +23,7 @@ import numpy as np
 from twinvae import evaluation
 from twinvae.environment import cpu_name, git_commit, versions
 from twinvae.twin import load_twin
+from vae_core.checkpoint import atomic_write_bytes
 from vae_core.config import VAEConfig
 from vae_core.layout import NATIVE_FORMS
 
@@ -66,6 +67,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if min(args.images, args.k, args.repeats) < 1:
         raise SystemExit("python -m benchmarks.iwae: error: --images, --k and --repeats must be at least 1")
+    if args.out:  # its folder made first, as the benchmark's --out: a bad path fails before the timing
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     images = (np.random.default_rng(0).random((args.images, *VAEConfig().image_shape)) > 0.5).astype(np.float32)
     table = ["| backend | forms | latents a decoder call | latents/s | K = 1000 on 10,000 images |",
              "|---|---|---|---|---|"]
@@ -81,8 +84,7 @@ def main(argv=None) -> int:
             + "\n".join(table) + "\n")
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+        atomic_write_bytes(args.out, text.encode())
     return 0
 
 
