@@ -27,8 +27,7 @@ ACTIVE_UNIT_THRESHOLD = 0.01
 SAMPLES_PER_CHUNK = 20_000  # images x K per draw of eps (the draws, and so the figures, depend on it)
 # images x K per decoder call (one image's K where K is larger): a tenth of the decoder's intermediates at
 # 20,000 (counted from their shapes: the seed model's ~1 GB, the resnet preset's ~4 GB), and 1.0-1.15x
-# its speed
-# (benchmarks/results/cpu-iwae.md)
+# its speed (benchmarks/results/cpu-iwae.md)
 LATENTS_PER_CALL = 2_000
 EVAL_BATCH = 500
 
