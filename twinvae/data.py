@@ -4,7 +4,9 @@
 - fashion-mnist, mnist: IDX files, gzipped or not, from --data-dir, $TWINVAE_DATA, the Debian package's
   folder, or downloaded (checksum-verified, written atomically) where the network allows.
 - cifar10: the python batches, read with an unpickler that accepts only numpy arrays, lists and strings.
-- folder: any directory of images, resized to image_size.
+- folder: any directory of images (the first frame of each file), read by their true range into [0, 1]
+  (read_images): 8-bit images over 255, 16-bit grey over 65535, float images when every value lies in
+  [0, 1]; transparent pixels are composited on white; a mode that cannot be read exactly is refused.
 Every missing, truncated or corrupt file is an error that says what was expected and where it looked.
 
 Binarised data, the standard protocol for Bernoulli likelihoods (binarize): "dynamic" draws each training
@@ -40,6 +42,12 @@ DIGITS_TEST_FRACTION = 0.2
 FOLDER_TEST_FRACTION = 0.1
 NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# PIL modes read by their true range (read_images); every other mode is refused
+EIGHT_BIT_MODES = ("1", "L", "P", "RGB", "CMYK")  # opaque: PIL's own 8-bit convert and resize
+ALPHA_MODES = ("LA", "PA", "RGBA")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+READ_MODES = EIGHT_BIT_MODES + ALPHA_MODES + SIXTEEN_BIT_MODES + ("I", "F")
+LUMA = np.array([299, 587, 114]) / 1000  # ITU-R 601-2, the weights of PIL's convert("L")
 
 
 class DataError(ValueError):
@@ -295,6 +303,8 @@ def load_folder(folder, image_size: int, channels: int = 1, seed: int = 0) -> Da
         raise DataError(f"folder dataset: {folder} is not a directory")
     if channels not in (1, 3):
         raise DataError(f"folder dataset: channels must be 1 or 3, got {channels}")
+    if not isinstance(image_size, (int, np.integer)) or image_size < 1:
+        raise DataError(f"folder dataset: --image-size must be a positive number of pixels, got {image_size!r}")
     paths = image_paths(folder)
     if len(paths) < 2:
         raise DataError(f"folder dataset: {folder} holds {len(paths)} image file(s) ({', '.join(IMAGE_SUFFIXES)})"
@@ -313,26 +323,141 @@ def image_paths(folder: Path) -> list[Path]:
 
 
 def read_images(paths, image_shape: tuple[int, int, int]) -> np.ndarray:
-    """Image files as one (N, C, H, W) float32 batch in [0, 1]: converted to grey (C=1) or RGB (C=3) and
-    resized to H x W."""
+    """Image files (the first frame of each) as one (N, C, H, W) float32 batch in [0, 1], each by its true
+    range, grey (C=1) or RGB (C=3), resized to H x W (bicubic, PIL's default):
+    - 8-bit ("1", "L", "P", "RGB", "CMYK") over 255, by PIL's own convert and resize, as always (colour to grey
+      by PIL's ITU-R 601-2 luma, CMYK by PIL's exact 8-bit CMYK to RGB);
+    - 16-bit grey ("I;16", "I;16B", "I;16L", "I;16N") over 65535. Mode "I" (32-bit integers) is read so only
+      from a PNG, which holds at most 16 bits (older Pillows open 16-bit grey PNGs as "I"), with every value
+      in 0..65535; any other "I" image (a 32-bit or signed 16-bit TIFF) has no known range and is refused.
+      PIL itself reads 16-bit colour and grey-with-alpha PNGs at 8 bits (their high byte);
+    - float ("F", a float TIFF) as it is, when every value is finite and lies in [0, 1]; refused otherwise;
+    - transparency (alpha in "LA", "PA", "RGBA"; a palette's or a PNG's transparent colour, which PIL turns
+      into alpha exactly) composited on white, in float: x * alpha + (1 - alpha).
+    Images that are not 8-bit and opaque are converted and resized in float (colour to grey by the same luma
+    weights, grey to RGB by replicating the channel; each channel resized as a PIL "F" image with the
+    bicubic filter, its overshoot clipped to [0, 1] as PIL's 8-bit resize clips it to 0..255). Any other mode
+    is refused. Refused too, before anything is allocated: a batch that cannot fit in memory
+    (check_image_memory)."""
     from PIL import Image, UnidentifiedImageError
 
     c, h, w = image_shape
     if c not in (1, 3):
         raise DataError(f"image files are read as grey (1 channel) or RGB (3), not {c} channels")
-    images = []
-    for path in paths:
+    check_image_memory(len(paths), image_shape)
+    images = np.empty((len(paths), c, h, w), np.float32)
+    for i, path in enumerate(paths):
         try:
             with Image.open(path) as image:
-                image = image.convert("L" if c == 1 else "RGB").resize((w, h))
-                images.append(np.asarray(image, np.uint8).reshape(h, w, c))
+                images[i] = _image_array(image, path, image_shape)
         except Image.DecompressionBombError:
             raise DataError(f"{path} is larger than images are read here (more than "
                             f"{2 * Image.MAX_IMAGE_PIXELS} pixels, PIL's guard against decompression bombs): "
                             "shrink it first") from None
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"cannot read {path} as an image ({err})") from None
-    return _to_float(np.stack(images).transpose(0, 3, 1, 2))
+    return images
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes, or None where the system does not say (os.sysconf)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_image_memory(count: int, image_shape: tuple[int, int, int]) -> None:
+    """Refuse images that cannot plausibly fit, before anything is allocated: the float32 batch and one copy
+    of it (the train/test split, the noisy inputs of denoising) against the machine's physical memory (no
+    check where the system does not say)."""
+    c, h, w = image_shape
+    needed = 2 * count * c * h * w * np.dtype(np.float32).itemsize
+    memory = physical_memory()
+    if memory is not None and needed > memory:
+        raise DataError(f"{count} image(s) of {c}x{h}x{w} need {needed:,} bytes as float32 (the batch and a "
+                        f"copy), more than this machine's {memory:,} bytes of memory: choose a smaller "
+                        "--image-size")
+
+
+def _image_array(image, path, image_shape: tuple[int, int, int]) -> np.ndarray:
+    """One open image as (C, H, W) float32 in [0, 1] (read_images): an opaque 8-bit image by PIL's 8-bit
+    convert and resize, as before; any other in float."""
+    c, h, w = image_shape
+    if image.mode not in READ_MODES:
+        raise DataError(f"{path}: PIL opens it in mode {image.mode!r}, which is not read here (modes read: "
+                        f"{', '.join(READ_MODES)}): save it in one of them")
+    if image.mode == "PA" or (image.mode in ("L", "P", "RGB") and _transparent(image)):
+        image = image.convert("RGBA")  # a palette's or a transparent colour's alpha, exactly
+    if image.mode in EIGHT_BIT_MODES or (image.mode in ALPHA_MODES and _opaque(image)):
+        image = image.convert("L" if c == 1 else "RGB").resize((w, h))
+        return np.asarray(image, np.float32).reshape(h, w, c).transpose(2, 0, 1) / np.float32(255)
+    return _resize_float(_as_channels(_on_white(*_samples(image, path)), c), (h, w))
+
+
+def _transparent(image) -> bool:
+    """Whether an image without alpha carries transparency: a transparent colour or palette entry (PNG's tRNS,
+    GIF's), or a palette with alpha (Image.has_transparency_data, which Pillow 10.0 lacks)."""
+    return "transparency" in image.info or (image.mode == "P" and image.palette.mode == "RGBA")
+
+
+def _opaque(image) -> bool:
+    return image.getchannel("A").getextrema() == (255, 255)
+
+
+def _samples(image, path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image's colour or grey as float64 (H, W, bands) in [0, 1] by its true range, and its alpha
+    (H, W, 1) in [0, 1] or None: 8-bit with alpha, 16-bit grey (with a PNG's transparent level), float."""
+    raw = np.asarray(image)
+    values = raw.reshape(*raw.shape[:2], -1).astype(np.float64)
+    if image.mode in ALPHA_MODES:
+        return values[..., :-1] / 255, values[..., -1:] / 255
+    alpha = None
+    if "transparency" in image.info:  # a 16-bit PNG's transparent grey level (tRNS)
+        alpha = (values != image.info["transparency"]).astype(np.float64)
+    return values / _white(image, raw, path), alpha
+
+
+def _white(image, raw: np.ndarray, path) -> int:
+    """The value of white in a 16-bit or float image (read_images), refusing one whose range is unknown or
+    that lies outside [0, 1]."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        return 65535
+    found = f"values in [{raw.min()}, {raw.max()}]"
+    if image.mode == "I":
+        if image.format == "PNG" and raw.min() >= 0 and raw.max() <= 65535:
+            return 65535
+        raise DataError(f"{path}: a 32-bit integer image (PIL mode 'I', {image.format}) with {found}: its range "
+                        "is not known (mode 'I' is read only from 16-bit PNGs); save it as 16-bit grey, or as "
+                        "float in [0, 1]")
+    if not (np.isfinite(raw).all() and raw.min() >= 0 and raw.max() <= 1):
+        raise DataError(f"{path}: a float image (PIL mode 'F') with {found}: float images are read when every "
+                        "value is finite and lies in [0, 1]")
+    return 1
+
+
+def _on_white(values: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    return values if alpha is None else values * alpha + (1 - alpha)
+
+
+def _as_channels(values: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, bands) as (H, W, channels): colour to grey by the ITU-R 601-2 luma, grey to RGB replicated."""
+    if values.shape[-1] == channels:
+        return values
+    return (values @ LUMA)[..., None] if channels == 1 else np.repeat(values, channels, axis=-1)
+
+
+def _resize_float(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) in [0, 1] as (C, h, w) float32: each channel resized as a PIL float image with the bicubic
+    filter (PIL's default resize, the 8-bit path's too), its overshoot clipped to [0, 1]; as it is at its size."""
+    from PIL import Image
+
+    h, w = size
+    planes = values.astype(np.float32).transpose(2, 0, 1)
+    if planes.shape[1:] == (h, w):
+        return planes
+    resized = [np.asarray(Image.fromarray(plane).resize((w, h), Image.Resampling.BICUBIC)) for plane in planes]
+    return np.clip(np.stack(resized), 0, 1)
 
 
 def load_dataset(name: str, data_dir=None, *, download_missing: bool = True, image_size: int | None = None,
@@ -345,7 +470,7 @@ def load_dataset(name: str, data_dir=None, *, download_missing: bool = True, ima
     if name == "cifar10":
         return load_cifar10(data_dir, download_missing)
     if name == "folder":
-        if not data_dir or not image_size:
+        if not data_dir or image_size is None:
             raise DataError("the folder dataset needs --data-dir (the image folder) and --image-size")
         return load_folder(data_dir, image_size, channels, seed)
     raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
