@@ -92,10 +92,26 @@ def check_count(name: str, n) -> int:
     return int(n)
 
 
+# The dtypes of a 0-d array (numpy, torch without its "torch." prefix, JAX) that stands for a real number.
+REAL_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64",
+                         "uint8", "uint16", "uint32", "uint64"})
+
+
+def _as_real(value) -> float | None:
+    """value as a float if it is a real number: a Python or numpy int or float (not a bool), or a 0-d array
+    or tensor of a REAL_DTYPES dtype (duck-typed: vae_core imports no framework; the compiled steps pass
+    beta as one); None for anything else (a str, bool, None, list, array of more dimensions)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    dtype = str(getattr(value, "dtype", "")).removeprefix("torch.")
+    return float(value) if getattr(value, "shape", None) == () and dtype in REAL_DTYPES else None
+
+
 def _finite_non_negative(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
+    number = _as_real(value)
+    if number is None or not 0 <= number < float("inf"):
         raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return number
 
 
 def check_noise(value) -> float:
@@ -109,17 +125,27 @@ def check_learning_rate(value) -> float:
 
 
 def check_beta(value) -> float:
-    """A step's KL weight: a finite number >= 0 (a warm-up starts near 0); a 0-d array is taken too."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"beta must be a finite number >= 0, got {value!r}") from None
-    return _finite_non_negative(number, "beta")
+    """A step's KL weight: a finite number >= 0 (a warm-up starts near 0)."""
+    return _finite_non_negative(value, "beta")
 
 
 def check_free_bits(value) -> float:
     """Free bits: nats per latent dimension, a finite number >= 0."""
     return _finite_non_negative(value, "free_bits")
+
+
+def check_adam(learning_rate, betas, eps) -> tuple[float, tuple[float, float], float]:
+    """Adam's hyperparameters, checked alike in both twins (torch.optim.Adam checks its own, optax none and
+    trains to NaN): learning rate and eps finite numbers >= 0, betas a pair of numbers in [0, 1).
+    Returns them as floats."""
+    rate = check_learning_rate(learning_rate)
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair of numbers in [0, 1), got {betas!r}")
+    for i, beta in enumerate(betas):
+        number = _as_real(beta)
+        if number is None or not 0 <= number < 1:
+            raise ValueError(f"betas[{i}] must be a number in [0, 1), got {beta!r}")
+    return rate, (float(betas[0]), float(betas[1])), _finite_non_negative(eps, "eps")
 
 
 def check_form(kind: str, value, default: str) -> str:

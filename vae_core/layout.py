@@ -3,6 +3,8 @@ them, the canonical initialisation and the weights' validation. The file format 
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +89,9 @@ class LayerSpec:
     # linear_from_image: in_features is C*H*W of `image`, plus a conditional model's label columns
     kernel: int = KERNEL  # convs: the resampling convs are 4x4 stride 2, the residual blocks' 3x3 stride 1
     stride: int = STRIDE
+    # the config fields that set (in_features, out_features), e.g. ("conv_channels[1]", "latent_dim"): the
+    # ones to lower when the layer is too big (of a sum or product of fields, the largest term's)
+    fields: tuple[str, str] = ("", "")
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -104,46 +109,61 @@ class LayerSpec:
         return shape[1] * (self.kernel * self.kernel if len(shape) == 4 else 1)
 
 
-def _res_blocks(prefix: str, channels: int, count: int) -> list[LayerSpec]:
-    return [LayerSpec(f"{prefix}.{j}.{conv}", "conv", channels, channels, kernel=RES_KERNEL, stride=1)
+def _res_blocks(prefix: str, channels: int, count: int, field: str) -> list[LayerSpec]:
+    return [LayerSpec(f"{prefix}.{j}.{conv}", "conv", channels, channels, kernel=RES_KERNEL, stride=1,
+                      fields=(field, field))
             for j in range(count) for conv in ("conv1", "conv2")]
+
+
+def _largest(*terms: tuple[str, int]) -> str:
+    """The field of the largest (field, size) term: the one to lower to shrink their sum or product."""
+    return max(terms, key=lambda term: term[1])[0]
 
 
 def layer_specs(config: VAEConfig) -> list[LayerSpec]:
     """Every parameterised layer, in the order the model runs them (encoder, fc_mu, fc_logvar, decoder)."""
     c, _, _ = config.image_shape
+    classes = ("num_classes", config.num_classes)
+    latent = _largest(("latent_dim", config.latent_dim), classes)  # what sets the decoder's fc's inputs
     layers = []
     if config.arch == "conv":
         channels = (c, *config.conv_channels)
+        fields = ("image_shape", *(f"conv_channels[{i}]" for i in range(len(config.conv_channels))))
         for i, (cin, cout) in enumerate(zip(channels[:-1], channels[1:])):
-            layers.append(LayerSpec(f"encoder.convs.{i}", "conv", cin, cout))
-            layers += _res_blocks(f"encoder.blocks.{i}", cout, config.res_blocks)
+            layers.append(LayerSpec(f"encoder.convs.{i}", "conv", cin, cout, fields=fields[i:i + 2]))
+            layers += _res_blocks(f"encoder.blocks.{i}", cout, config.res_blocks, fields[i + 1])
         bottleneck = config.bottleneck_shape
+        features = _largest((fields[-1], bottleneck[0]), ("image_shape", bottleneck[1] * bottleneck[2]), classes)
         for head in ("fc_mu", "fc_logvar"):
             layers.append(LayerSpec(head, "linear_from_image", config.bottleneck_size + config.num_classes,
-                                    config.latent_dim, bottleneck))
+                                    config.latent_dim, bottleneck, fields=(features, "latent_dim")))
         layers.append(LayerSpec("decoder.fc", "linear_to_image", config.latent_dim + config.num_classes,
-                                config.bottleneck_size, bottleneck))
-        reverse = channels[::-1]
+                                config.bottleneck_size, bottleneck, fields=(latent, features)))
+        reverse, reverse_fields = channels[::-1], fields[::-1]
         for i, (cin, cout) in enumerate(zip(reverse[:-1], reverse[1:])):
-            layers += _res_blocks(f"decoder.blocks.{i}", cin, config.res_blocks)
+            layers += _res_blocks(f"decoder.blocks.{i}", cin, config.res_blocks, reverse_fields[i])
             out = config.output_shape[0] if i == len(reverse) - 2 else cout
-            layers.append(LayerSpec(f"decoder.deconvs.{i}", "conv_transpose", cin, out))
+            layers.append(LayerSpec(f"decoder.deconvs.{i}", "conv_transpose", cin, out,
+                                    fields=reverse_fields[i:i + 2]))
     else:
         widths = (config.num_pixels, *config.mlp_widths)
+        fields = ("image_shape", *(f"mlp_widths[{i}]" for i in range(len(config.mlp_widths))))
         for i, (fin, fout) in enumerate(zip(widths[:-1], widths[1:])):
             kind = "linear_from_image" if i == 0 else "linear"
             layers.append(LayerSpec(f"encoder.linears.{i}", kind, fin, fout,
-                                    config.image_shape if i == 0 else None))
+                                    config.image_shape if i == 0 else None, fields=fields[i:i + 2]))
+        features = _largest((fields[-1], widths[-1]), classes)
         for head in ("fc_mu", "fc_logvar"):
-            layers.append(LayerSpec(head, "linear", widths[-1] + config.num_classes, config.latent_dim))
-        layers.append(LayerSpec("decoder.fc", "linear", config.latent_dim + config.num_classes, widths[-1]))
-        reverse = widths[::-1]
+            layers.append(LayerSpec(head, "linear", widths[-1] + config.num_classes, config.latent_dim,
+                                    fields=(features, "latent_dim")))
+        layers.append(LayerSpec("decoder.fc", "linear", config.latent_dim + config.num_classes, widths[-1],
+                                fields=(latent, fields[-1])))
+        reverse, reverse_fields = widths[::-1], fields[::-1]
         last = len(reverse) - 2
         for i, (fin, fout) in enumerate(zip(reverse[:-1], reverse[1:])):
             kind = "linear_to_image" if i == last else "linear"
             layers.append(LayerSpec(f"decoder.linears.{i}", kind, fin, config.output_size if i == last else fout,
-                                    config.output_shape if i == last else None))
+                                    config.output_shape if i == last else None, fields=reverse_fields[i:i + 2]))
     return layers
 
 
@@ -157,7 +177,50 @@ def canonical_shapes(config: VAEConfig) -> dict[str, tuple[int, ...]]:
 
 
 def num_parameters(config: VAEConfig) -> int:
-    return sum(int(np.prod(shape)) for shape in canonical_shapes(config).values())
+    return sum(math.prod(shape) for shape in canonical_shapes(config).values())  # ints: exact, none allocated
+
+
+TRAINING_COPIES = 4  # a model in training holds its parameters, their gradients and Adam's two moments
+
+
+def check_fits_in_memory(config: VAEConfig, dtype: str, itemsize: int, training: bool = False) -> None:
+    """Refuse, before anything is allocated, a config whose parameters (TRAINING_COPIES of them in
+    training) need more bytes than this machine's physical memory, where the allocator's own error would
+    name no field: name the largest weight and the config field that sets its size. Sizes are the spec's,
+    multiplied as ints."""
+    memory = physical_memory()
+    copies = TRAINING_COPIES if training else 1
+    need = copies * itemsize * num_parameters(config)
+    if memory is None or need <= memory:
+        return
+    layer = max(layer_specs(config), key=lambda layer: math.prod(layer.weight_shape))
+    size, field = max(zip((layer.in_features, layer.out_features), layer.fields))
+    dims = " × ".join(map(str, layer.weight_shape))
+    largest = _size(copies * itemsize * math.prod(layer.weight_shape))
+    what = "training needs" if training else "the model's parameters need"
+    held = " (the parameters, their gradients and Adam's two moments)" if training else ""
+    raise ValueError(f"{what} {_size(need)} in {dtype}{held}, more than this machine's {_size(memory)} of "
+                     f"memory: {layer.name}.weight ({dims}, {size} set by {field}) alone needs {largest}; "
+                     f"lower {field}")
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes; None where the system does not say."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no os.sysconf (Windows), or not these names
+        return None
+    return memory if memory > 0 else None
+
+
+def _size(nbytes: int) -> str:
+    """Bytes in binary units, e.g. "24.0 GiB"."""
+    size = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} EiB"
 
 
 # --- torch <-> JAX layout rules (numpy, so the JAX twin and tests share one implementation) -------------

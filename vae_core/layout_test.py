@@ -110,3 +110,63 @@ def test_init_is_seeded_and_torch_like():
     assert not np.array_equal(a["fc_mu.weight"], core.init_weights(config, 1)["fc_mu.weight"])
     assert np.abs(a["fc_mu.weight"]).max() <= 1 / np.sqrt(3136)
     assert np.abs(a["decoder.deconvs.0.weight"]).max() <= 1 / np.sqrt(32 * 16)  # torch: fan_in from dim 1
+
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize("config", [
+    VAEConfig(res_blocks=1, num_classes=3), VAEConfig(arch="mlp", mlp_widths=(400, 200), num_classes=3),
+    VAEConfig(likelihood="discretized_logistic"),
+], ids=["conv", "mlp", "discretized-logistic"])
+def test_every_layer_names_the_config_fields_of_its_sizes(config):
+    fields = {f"conv_channels[{i}]" for i in range(len(config.conv_channels))} | {
+        f"mlp_widths[{i}]" for i in range(len(config.mlp_widths))} | {"image_shape", "latent_dim", "num_classes"}
+    for layer in core.layer_specs(config):
+        assert set(layer.fields) <= fields, layer
+
+
+@pytest.mark.parametrize("config, training, message", [
+    (VAEConfig(latent_dim=10**9), False,
+     "the model's parameters need 34.2 TiB in float32, more than this machine's 24.0 GiB of memory: "
+     "fc_mu.weight (1000000000 × 3136, 1000000000 set by latent_dim) alone needs 11.4 TiB; lower latent_dim"),
+    (VAEConfig(arch="mlp", mlp_widths=(10**8,)), False,
+     "the model's parameters need 607.2 GiB in float32, more than this machine's 24.0 GiB of memory: "
+     "encoder.linears.0.weight (100000000 × 784, 100000000 set by mlp_widths[0]) alone needs 292.1 GiB; "
+     "lower mlp_widths[0]"),
+    (VAEConfig(conv_channels=(32, 10**6)), True,  # fits, but not with its gradients and Adam's moments
+     "training needs 59.8 GiB in float32 (the parameters, their gradients and Adam's two moments), more than "
+     "this machine's 24.0 GiB of memory: fc_mu.weight (20 × 49000000, 49000000 set by conv_channels[1]) alone "
+     "needs 14.6 GiB; lower conv_channels[1]"),
+    (VAEConfig(num_classes=10**9), False,
+     "the model's parameters need 11.6 TiB in float32, more than this machine's 24.0 GiB of memory: "
+     "decoder.fc.weight (3136 × 1000000020, 1000000020 set by num_classes) alone needs 11.4 TiB; "
+     "lower num_classes"),
+])
+def test_a_model_larger_than_memory_is_refused_naming_its_largest_weight_and_field(
+        monkeypatch, config, training, message):
+    monkeypatch.setattr(core, "physical_memory", lambda: 24 * GIB)
+    with pytest.raises(ValueError) as info:
+        core.check_fits_in_memory(config, "float32", 4, training)
+    assert str(info.value) == message
+
+
+def test_the_memory_check_counts_copies_and_bytes(monkeypatch):
+    config = VAEConfig()
+    need = 4 * core.num_parameters(config)  # float32
+    monkeypatch.setattr(core, "physical_memory", lambda: need)
+    core.check_fits_in_memory(config, "float32", 4)
+    with pytest.raises(ValueError, match="parameters need 2.0 MiB in float64"):
+        core.check_fits_in_memory(config, "float64", 8)
+    with pytest.raises(ValueError, match="training needs 3.9 MiB in float32"):
+        core.check_fits_in_memory(config, "float32", 4, training=True)
+    monkeypatch.setattr(core, "physical_memory", lambda: None)  # a system that does not say: no check
+    core.check_fits_in_memory(VAEConfig(latent_dim=10**9), "float32", 4, training=True)
+
+
+def test_this_machine_reports_its_memory_and_refuses_a_model_larger_than_any():
+    if core.physical_memory() is None:
+        pytest.skip("this system does not report its physical memory")
+    assert core.physical_memory() > GIB
+    with pytest.raises(ValueError, match="lower latent_dim$"):
+        core.check_fits_in_memory(VAEConfig(latent_dim=10**12), "float32", 4)

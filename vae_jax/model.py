@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vae_core import checks, seeds
+from vae_core import checks, layout, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.layout import NATIVE_FORMS, SUBPIXEL_TAPS
 from vae_core.outputs import VAEOutput
@@ -34,6 +34,11 @@ DEFAULT_FORMS = {
 # by default: its convolutions' weight gradients ran at a fifth of XLA's own kernels' speed, and the resnet
 # preset's training step took 1.9x as long with them.
 COMPILER_OPTIONS = {"cpu": {"xla_cpu_experimental_ynn_fusion_type": ""}}
+
+# How a float64 model or checkpoint gets the 64-bit JAX it needs, for the errors that ask for it.
+ENABLE_X64 = ("JAX_ENABLE_X64=1 in the environment, or in code jax.config.update('jax_enable_x64', True) or "
+              "`with jax.enable_x64(True):`")
+X64_CLI = "with the twinvae command, --backend torch"
 
 
 def default_forms(device: str | None = None) -> dict[str, str]:
@@ -292,8 +297,9 @@ class VAE(nnx.Module):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
         dtype = float_dtype(dtype)
         if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-            raise ValueError("a float64 model needs 64-bit JAX: set jax.config.update('jax_enable_x64', True) "
-                             "or JAX_ENABLE_X64=1, or build inside `with jax.enable_x64(True):`")
+            raise ValueError(f"a float64 model needs 64-bit JAX: enable it ({ENABLE_X64}) or build it with "
+                             f"dtype=jnp.float32; {X64_CLI}")
+        layout.check_fits_in_memory(config, str(dtype), dtype.itemsize)  # before any allocation
         self.config = config
         self.compute_dtype = checks.check_compute_dtype(
             None if compute_dtype is None else str(float_dtype(compute_dtype)), str(dtype))

@@ -43,13 +43,15 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     holds a copy of the model's parameters, so the compiled step can donate them and `model` stays usable;
     the trained model is `state.model` (in vae_torch it is the same object, trained in place). free_bits
     >= 0 nats per latent dimension for the training objective."""
+    learning_rate, betas, eps = checks.check_adam(learning_rate, betas, eps)
+    free_bits = checks.check_free_bits(free_bits)
+    layout.check_fits_in_memory(model.config, str(model.dtype), model.dtype.itemsize, training=True)
     tx = optax.scale_by_adam(b1=betas[0], b2=betas[1], eps=eps)
     graphdef, params = nnx.split(model, nnx.Param)
     params = jax.tree.map(jnp.copy, params)
     return _where_params_are(TrainState(
         params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
-        learning_rate=jnp.asarray(learning_rate, model.dtype), graphdef=graphdef, tx=tx,
-        free_bits=checks.check_free_bits(free_bits)))
+        learning_rate=jnp.asarray(learning_rate, model.dtype), graphdef=graphdef, tx=tx, free_bits=free_bits))
 
 
 def _where_params_are(state: TrainState) -> TrainState:
@@ -98,7 +100,7 @@ def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None
     if check_inputs:
         x, eps, target, labels = model._check_batch(x, eps, target, labels)
         if learning_rate is not None:  # concrete values here: under jit check_inputs is off
-            checks.check_learning_rate(float(learning_rate))
+            checks.check_learning_rate(learning_rate)
         if beta is not None:
             checks.check_beta(beta)
     beta = model.config.beta if beta is None else beta
@@ -134,7 +136,7 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler
         x, eps, target, labels = model._check_batch(x, eps, target, labels)
         beta = jnp.asarray(model.config.beta if beta is None else checks.check_beta(beta), model.dtype)
         if learning_rate is not None:
-            learning_rate = jnp.asarray(checks.check_learning_rate(float(learning_rate)), model.dtype)
+            learning_rate = jnp.asarray(checks.check_learning_rate(learning_rate), model.dtype)
         return compiled(state, x, eps, beta, labels=labels, target=target, learning_rate=learning_rate)
 
     return step

@@ -11,7 +11,7 @@ from flax import nnx
 from vae_core import layout
 from vae_core.checkpoint import read_checkpoint, write_checkpoint
 from vae_core.config import VAEConfig
-from vae_jax.model import VAE
+from vae_jax.model import ENABLE_X64, VAE, X64_CLI
 
 
 def _nnx_path(layer_name: str) -> tuple:
@@ -81,7 +81,7 @@ def load_checkpoint(path, dtype=None, strided_conv: str | None = None, transpose
     stored = next(iter(weights.values())).dtype
     if dtype is None and stored == np.float64 and not jax.config.jax_enable_x64:
         raise ValueError(f"checkpoint {path} holds float64 weights but 64-bit JAX is off: enable it "
-                         "(jax.config.update('jax_enable_x64', True)) or pass dtype=jnp.float32")
+                         f"({ENABLE_X64}) or pass dtype=jnp.float32; {X64_CLI}")
     model = _new_model(config, stored if dtype is None else dtype, compute_dtype, strided_conv=strided_conv,
                        transposed_conv=transposed_conv, output_transposed_conv=output_transposed_conv)
     return import_weights(model, weights), config, metadata

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vae_core import checks, seeds
+from vae_core import checks, layout, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.layout import NATIVE_FORMS, SUBPIXEL_TAPS
 from vae_core.outputs import VAEOutput
@@ -219,6 +219,8 @@ class VAE(nn.Module):
         super().__init__()
         if not isinstance(config, VAEConfig):
             raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
+        dtype = float_dtype(dtype)
+        layout.check_fits_in_memory(config, _dtype_name(dtype), dtype.itemsize)  # before any allocation
         self.config = config
         defaults = default_forms()
         forms = {kind: checks.check_form(kind, value, defaults[kind])  # checked for any arch
@@ -231,7 +233,7 @@ class VAE(nn.Module):
         self.fc_logvar = nn.Linear(features, config.latent_dim)
         self.decoder = ConvDecoder(config, forms["transposed_conv"], forms["output_transposed_conv"]) if conv \
             else MLPDecoder(config)
-        self.to(float_dtype(dtype), memory_format=MEMORY_FORMATS[DEFAULT_MEMORY_FORMAT if conv else "contiguous"])
+        self.to(dtype, memory_format=MEMORY_FORMATS[DEFAULT_MEMORY_FORMAT if conv else "contiguous"])
         self.compute_dtype = checks.check_compute_dtype(
             None if compute_dtype is None else _dtype_name(float_dtype(compute_dtype)), _dtype_name(self.dtype))
 

@@ -12,7 +12,7 @@ import torch
 from vae_core import checks, layout
 from vae_core.outputs import VAELoss
 from vae_torch.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
-from vae_torch.model import VAE
+from vae_torch.model import VAE, _dtype_name
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -33,12 +33,15 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     free_bits >= 0 nats per latent dimension for the training objective. The learning rate is a tensor
     (in the model's dtype), so a schedule changes it in place and a compiled step does not recompile.
     Create the state after moving the model to its device: Adam's state lives beside the parameters."""
+    learning_rate, betas, eps = checks.check_adam(learning_rate, betas, eps)
+    free_bits = checks.check_free_bits(free_bits)
+    layout.check_fits_in_memory(model.config, _dtype_name(model.dtype), model.dtype.itemsize, training=True)
     device = next(model.parameters()).device
-    rate = torch.tensor(checks.check_learning_rate(learning_rate), dtype=model.dtype, device=device)
+    rate = torch.tensor(learning_rate, dtype=model.dtype, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=rate, betas=betas, eps=eps, fused=True)
     for p in model.parameters():
         optimizer.state[p] = _adam_slot(p, 0, torch.zeros_like(p), torch.zeros_like(p))
-    return TrainState(model, optimizer, free_bits=checks.check_free_bits(free_bits))
+    return TrainState(model, optimizer, free_bits=free_bits)
 
 
 def _move_train_state(state: TrainState, device: torch.device) -> TrainState:
@@ -113,9 +116,12 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
 
     def step(state: TrainState, x, eps, beta=None, *, labels=None, target=None, learning_rate=None,
              ) -> tuple[TrainState, VAELoss]:
-        beta = state.model.config.beta if beta is None else beta
-        beta = torch.as_tensor(beta, dtype=state.model.dtype, device=x.device)
-        return _run(compiled, state, x, eps, beta, labels, target, learning_rate, check_inputs)
+        model = state.model
+        if check_inputs:  # here, before beta becomes a tensor (a str would fail in torch.as_tensor)
+            model._check_batch(x, eps, target, labels)
+            beta = None if beta is None else checks.check_beta(beta)
+        beta = torch.as_tensor(model.config.beta if beta is None else beta, dtype=model.dtype, device=x.device)
+        return _run(compiled, state, x, eps, beta, labels, target, learning_rate, check_inputs=False)
 
     return step
 
@@ -151,9 +157,9 @@ def _run(body, state: TrainState, x, eps, beta, labels, target, learning_rate, c
     if check_inputs:
         model._check_batch(x, eps, target, labels)
         if beta is not None:
-            checks.check_beta(beta)  # a float, or the compiled step's 0-d tensor (kept: no recompile)
+            checks.check_beta(beta)
     if learning_rate is not None:  # in place: the compiled step reads the same tensor
-        rate = checks.check_learning_rate(float(learning_rate))
+        rate = checks.check_learning_rate(learning_rate)
         for group in state.optimizer.param_groups:
             group["lr"].fill_(rate)
     model.train()
