@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_core import seeds
+from vae_core import layout, seeds
 from vae_core.checkpoint import atomic_write_bytes
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "folder")
@@ -359,21 +359,13 @@ def read_images(paths, image_shape: tuple[int, int, int]) -> np.ndarray:
     return images
 
 
-def physical_memory() -> int | None:
-    """This machine's physical memory in bytes, or None where the system does not say (os.sysconf)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 def check_image_memory(count: int, image_shape: tuple[int, int, int]) -> None:
     """Refuse images that cannot plausibly fit, before anything is allocated: the float32 batch and one copy
     of it (the train/test split, the noisy inputs of denoising) against the machine's physical memory (no
     check where the system does not say)."""
     c, h, w = image_shape
     needed = 2 * count * c * h * w * np.dtype(np.float32).itemsize
-    memory = physical_memory()
+    memory = layout.physical_memory()
     if memory is not None and needed > memory:
         raise DataError(f"{count} image(s) of {c}x{h}x{w} need {needed:,} bytes as float32 (the batch and a "
                         f"copy), more than this machine's {memory:,} bytes of memory: choose a smaller "

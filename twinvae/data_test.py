@@ -474,14 +474,14 @@ def _two_images(folder):
 
 def test_an_image_size_too_large_for_memory_is_refused_before_allocating(tmp_path, monkeypatch):
     _two_images(tmp_path)
-    monkeypatch.setattr(data, "physical_memory", lambda: 10_000)
+    monkeypatch.setattr(data.layout, "physical_memory", lambda: 10_000)
     assert data.load_dataset("folder", tmp_path, image_size=16).image_shape == (1, 16, 16)  # 4,096 bytes fit
     with pytest.raises(DataError, match=r"folder dataset: 2 image\(s\) of 3x64x64 need 196,608 bytes as float32 "
                                         r"\(the batch and a copy\), more than this machine's 10,000 bytes of "
                                         "memory: choose a smaller --image-size"):
         data.load_dataset("folder", tmp_path, image_size=64, channels=3)
     monkeypatch.undo()
-    if data.physical_memory() is not None:  # 16 TB: no machine has it, and nothing is allocated
+    if data.layout.physical_memory() is not None:  # 16 TB: no machine has it, and nothing is allocated
         with pytest.raises(DataError, match="need 16,000,000,000,000 bytes .* choose a smaller --image-size"):
             data.load_dataset("folder", tmp_path, image_size=1_000_000)
 
