@@ -20,7 +20,14 @@ from twinvae.trainer import TrainOptions
 from twinvae.twin import BACKENDS, DEFAULT_BACKEND, check_conditional
 from vae_core import checks
 from vae_core import export as export_spec
-from vae_core.checkpoint import atomic_write_bytes, atomic_write_json, read_checkpoint
+from vae_core.checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    inputs_kept,
+    read_checkpoint,
+    refuse_input,
+    refuse_symlink,
+)
 from vae_core.config import ARCHS, LIKELIHOODS
 
 HANDED_OVER = {"bench": "the benchmark harness: `twinvae bench --help` (same as python -m benchmarks)",
@@ -40,11 +47,50 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command line, for the results files that name it
     try:
-        return args.run(args)
+        with inputs_kept(_command_inputs(args)):  # no output of the command replaces one of its inputs
+            return args.run(args)
     # bad input, missing data or package, divergence: a message, no traceback
     except (ValueError, OSError, RuntimeError, ModuleNotFoundError) as err:
         print(f"twinvae {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before training's own handler is in place (imports, data, compile)
+        print(f"twinvae {args.command}: interrupted (Ctrl-C) {_interrupted_where(args)}", file=sys.stderr)
+        return 130
+
+
+def _command_inputs(args) -> list[str]:
+    """The files a command reads: its checkpoint, --config, the files under --data-dir (a resumed run's, as
+    its record names it) and the images it denoises."""
+    from pathlib import Path
+
+    inputs = [getattr(args, name, None) for name in ("checkpoint", "config")] + list(getattr(args, "paths", []))
+    data_dir = getattr(args, "data_dir", None) or _resumed_data_dir(args)
+    if data_dir and Path(data_dir).is_dir():
+        inputs += [str(p) for p in Path(data_dir).rglob("*") if p.is_file()]
+    return [path for path in inputs if path]
+
+
+def _resumed_data_dir(args) -> str | None:
+    if not getattr(args, "resume", None):
+        return None
+    try:
+        from pathlib import Path
+
+        return json.loads((Path(args.resume) / "run.json").read_text())["options"]["data_dir"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # resume names what is wrong with the record
+
+
+def _interrupted_where(args) -> str:
+    """What an interruption before the work left, and how to go on."""
+    if args.command != "train":
+        return "before it finished; nothing it would write was left half-written"
+    from pathlib import Path
+
+    out = args.resume or getattr(args, "out", None)
+    if out and (Path(out) / "run.json").is_file():
+        return f"before training started; the run folder is whole: continue with twinvae train --resume {out}"
+    return "before training started; nothing was saved: run the command again"
 
 
 def _default(function, parameter: str):
@@ -184,8 +230,10 @@ def _train_config(args, base=None):
     where neither is given), with the flags' overrides."""
     dataset = args.dataset or TrainOptions.dataset
     if dataset == "folder":
-        if not args.image_size:
-            raise ValueError("the folder dataset needs --image-size")
+        if args.image_size is None:
+            raise ValueError("the folder dataset needs --image-size (the square size its images are read at)")
+        if args.image_size < 1:
+            raise ValueError(f"--image-size must be a positive number of pixels, got {args.image_size}")
         shape = (args.channels or TrainOptions.channels, args.image_size, args.image_size)
     else:
         for flag, value in (("--image-size", args.image_size), ("--channels", args.channels)):
@@ -277,6 +325,8 @@ def _evaluate(args) -> int:
     from twinvae.evaluation import format_report, report_markdown
 
     read_checkpoint(args.checkpoint)  # a bad file fails here, before a framework is imported
+    if args.json and args.markdown and _same_file(args.json, args.markdown):
+        raise ValueError(f"--json {args.json} and --markdown {args.markdown} are one file: name two")
     for path in (args.json, args.markdown):
         if path:
             _check_writable(path)  # before the evaluation's minutes, not after
@@ -300,6 +350,8 @@ def _check_writable(path: str) -> None:
     folder = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
         raise ValueError(f"cannot write {path}: it is a folder")
+    refuse_symlink(target)
+    refuse_input(target)  # the checkpoint, a data file: refused now, not after the work
     if not folder.is_dir():
         raise ValueError(f"cannot write {path}: folder {folder} does not exist")
     try:
@@ -307,6 +359,12 @@ def _check_writable(path: str) -> None:
             pass
     except OSError as err:
         raise ValueError(f"cannot write {path}: {err.strerror} in {folder}") from None
+
+
+def _same_file(a: str, b: str) -> bool:
+    from pathlib import Path
+
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def _dataset_options(p) -> None:
@@ -365,13 +423,17 @@ def _denoise_parser(commands) -> None:
 def _application(args, run) -> int:
     from pathlib import Path
 
-    from twinvae.twin import load_twin
+    from twinvae.twin import twin_for_checkpoint
 
-    read_checkpoint(args.checkpoint)  # a bad file fails here, before a framework is imported
-    twin = load_twin(args.backend)
-    model, config, metadata = twin.load_checkpoint(args.checkpoint)
     out = Path(args.out or Path(args.checkpoint).parent)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; it names the folder the PNGs go to: name a folder")
+    twin = twin_for_checkpoint(args.backend, args.checkpoint)  # a bad file fails first, before a framework
+    model, config, metadata = twin.load_checkpoint(args.checkpoint)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create the folder --out {out}: {err.strerror}") from None
     written = run(args, twin, model, metadata, out)
     print("wrote " + ", ".join(map(str, written)))
     return 0
@@ -463,7 +525,8 @@ def _export(args) -> int:
     from twinvae.export import default_path, export
 
     out = args.out or str(default_path(args.checkpoint, args.format, args.part))
-    _check_writable(out)
+    for path in (out, export_spec.sidecar_path(out)):
+        _check_writable(path)
     info = export(args.checkpoint, args.format, args.part, out, batch=args.batch, dtype=args.dtype,
                   platform=args.platform)
     print(f"wrote {out} ({info['artifact_format']}, {info['part']}, {info['dtype']}, {info['platform']}, "

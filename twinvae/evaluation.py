@@ -19,7 +19,7 @@ from twinvae.apps import encode_all, mean_images
 from twinvae.data import DataError, Dataset, binarized, load_dataset
 from twinvae.denoising import denoising_figures, training_noise
 from twinvae.progress import Progress
-from twinvae.twin import DEFAULT_BACKEND, Model, Twin, dtype_name, load_twin, model_labels
+from twinvae.twin import DEFAULT_BACKEND, Model, Twin, dtype_name, model_labels, twin_for_checkpoint
 from vae_core import checks, seeds
 from vae_core.config import VAEConfig
 
@@ -139,7 +139,7 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
         raise ValueError(f"k must be at least 1, got {k}")
     if noise is not None:
         checks.check_noise(noise)
-    twin = load_twin(backend)
+    twin = twin_for_checkpoint(backend, path)
     model, config, metadata = twin.load_checkpoint(path)
     name = dataset or metadata.get("dataset")
     if not name:

@@ -11,6 +11,9 @@ The unit is one file, written atomically, so at every instant the folder holds a
 one (once the first save is done). The log's position is the unit's: on resume, records of epochs the
 unit has not finished are dropped. model.safetensors follows the unit, and is rewritten from it wherever
 a crash left it behind.
+
+A run touches only its own files: these names, and the temp files of their atomic writes. None of them may
+be a symbolic link (refused, naming it), and --overwrite deletes only those its run record lists.
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ import numpy as np
 
 from vae_core import layout
 from vae_core.checkpoint import (
+    HEADER_CHECKSUM,
     TRAIN_STATE_FORMAT,
     CheckpointError,
     atomic_write_bytes,
     read_safetensors,
+    refuse_symlink,
     remove_temp_files,
+    temp_files,
+    write_error,
     write_safetensors,
 )
 from vae_core.config import VAEConfig
@@ -41,7 +48,13 @@ TRAIN_STATE_VERSION = 2  # 2: the unit holds the model's weights too; 1: it pair
 MODEL_PREFIX = "model."  # the weights' keys in the unit; Adam's are exp_avg.<key>, exp_avg_sq.<key>, step
 PICTURES = ("loss.png", "reconstructions.png", "samples.png", "interpolation-linear.png",
             "interpolation-spherical.png", "denoising.png")
-RUN_FILES = (RECORD, LOG, CHECKPOINT, TRAIN_STATE, PREVIOUS_STATE, RESULTS, *PICTURES)
+RUN_FILES = (RECORD, LOG, CHECKPOINT, TRAIN_STATE, PREVIOUS_STATE, RESULTS, *PICTURES)  # run.json lists them
+OWN_NAMES = (*RUN_FILES, LOCK)
+
+
+class RunFolderError(ValueError):
+    """A run folder that holds what a run may not touch: a symbolic link among its names, files of its names
+    that no run record claims, or others where --overwrite would have to delete."""
 
 
 class RunInUse(RuntimeError):
@@ -79,7 +92,15 @@ class RunLock:
     def __enter__(self):
         import fcntl
 
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: the PID would be written into the file it names
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            refuse_symlink(self.path)
+            raise write_error(self.path, err) from None
+        if not _holds_a_pid(self.fd):
+            os.close(self.fd)
+            raise RunFolderError(f"{self.path} is not a twinvae run lock (it holds something else than a PID): "
+                                 "it is not this run's to overwrite; move it, or choose another --out")
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -95,15 +116,74 @@ class RunLock:
         os.close(self.fd)  # releases the lock; the file stays (unlinking it would race a new holder)
 
 
+def _holds_a_pid(fd: int) -> bool:
+    """Whether the open file is empty or holds what RunLock writes: a PID and a newline."""
+    text = os.pread(fd, 64, 0)
+    return len(text) < 64 and text.strip().isdigit() or not text.strip()
+
+
 def has_unit(out: Path) -> bool:
     return (out / TRAIN_STATE).is_file() or (out / PREVIOUS_STATE).is_file()
 
 
-def clear(out: Path) -> None:
-    """--overwrite: remove every file a run writes (nothing else in the folder), and leftover temp files."""
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    remove_temp_files(out)
+def check_no_links(out: Path) -> None:
+    """Refuse a run folder where one of a run's names (or a temp file of one) is a symbolic link: reads and
+    writes through it would reach a file outside the run."""
+    links = [out / name for name in OWN_NAMES if (out / name).is_symlink()]
+    links += [p for p in out.iterdir() if p.is_symlink() and p.name.startswith(".") and p.name.endswith(".tmp")
+              and p not in links and any(p.name.startswith(f".{name}.") for name in RUN_FILES)]
+    if links:
+        raise RunFolderError(f"{out} holds symbolic links where the run keeps its files: "
+                             f"{', '.join(f'{p.name} -> {os.readlink(p)}' for p in links)}; twinvae does not "
+                             "follow links in a run folder: remove them, or choose another --out")
+
+
+def foreign_files(out: Path) -> list[str]:
+    """The names in `out` that a run would write but that no run record there claims (no run.json)."""
+    if (out / RECORD).exists():
+        return []
+    return [name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
+
+
+def remove_leftovers(out: Path, say) -> None:
+    """Delete the temp files that interrupted writes of the run's files left, naming each."""
+    for leftover in remove_temp_files(out, RUN_FILES):
+        say(f"removed {leftover}, left by an interrupted write")
+
+
+def clear(out: Path, say) -> None:
+    """--overwrite: delete the files the run record lists as its own (RUN_FILES in a record that predates the
+    list), and the temp files of their writes, naming them. Without a run record, refuses unless the
+    folder holds nothing but a run's names (a run whose record was lost), listing what else it found."""
+    check_no_links(out)
+    record = out / RECORD
+    if record.exists():
+        names = _listed_files(record)
+    else:
+        others = sorted(p.name for p in out.iterdir() if p.name not in OWN_NAMES
+                        and p not in temp_files(out, RUN_FILES))
+        if others:
+            raise RunFolderError(f"--overwrite {out}: the folder holds no run record (run.json), and files that "
+                                 f"are not a run's: {', '.join(others)}; it deletes only a run's own files: "
+                                 "choose another --out, or empty the folder yourself")
+        names = RUN_FILES
+    removed = [out / name for name in names if (out / name).is_file()]
+    for path in removed:
+        path.unlink()
+    remove_leftovers(out, say)
+    if removed:
+        say(f"--overwrite: deleted {', '.join(p.name for p in removed)} in {out}")
+
+
+def _listed_files(record: Path) -> tuple[str, ...]:
+    """The files a run record lists as its run's (only run names: a record cannot make --overwrite delete
+    another file)."""
+    try:
+        listed = json.loads(record.read_text()).get("files", RUN_FILES)
+    except (OSError, ValueError, AttributeError) as err:
+        raise RunFolderError(f"--overwrite: {record} is not a readable run record ({err}); it lists the files "
+                             "to delete: restore it, or empty the folder yourself") from None
+    return tuple(name for name in RUN_FILES if name in listed)
 
 
 # --- the checkpoint unit ------------------------------------------------------------------------------------
@@ -122,9 +202,20 @@ def save_unit(out: Path, weights: dict, optimizer: dict, position: Position, con
     write_safetensors(out / TRAIN_STATE, arrays, header, previous=out / PREVIOUS_STATE)
 
 
-def read_train_state(path: Path, config: VAEConfig | None = None) -> Unit:
-    """One unit file, checked whole: format, checksums, position, finite values and (given a config) the
-    shapes of every tensor; ValueError names the file and what is wrong."""
+@dataclasses.dataclass(frozen=True)
+class RunSize:
+    """What a run record says of a unit's possible positions: its epochs (the most it was asked for) and the
+    steps of each epoch (None in a record that predates it: then only what a position says of itself is
+    checked)."""
+    epochs: int
+    steps_per_epoch: int | None = None
+
+
+def read_train_state(path: Path, config: VAEConfig | None = None, size: RunSize | None = None, say=None) -> Unit:
+    """One unit file, checked whole: format, checksums (every tensor and the header), position (in range and
+    consistent with Adam's step count and, given them, the run's sizes), finite values and (given a config)
+    the shapes of every tensor; ValueError names the file and what is wrong. A unit without a header
+    checksum (written before twinvae kept one) is range-checked, with a warning through `say`."""
     try:
         arrays, header = read_safetensors(path, "training state")
         if header.get("format") != TRAIN_STATE_FORMAT:
@@ -139,6 +230,10 @@ def read_train_state(path: Path, config: VAEConfig | None = None) -> Unit:
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(err if isinstance(err, CheckpointError) else
                               f"training state {path}: unreadable ({err})") from None
+    if HEADER_CHECKSUM not in header and say is not None:
+        say(f"warning: training state {path} has no header checksum (written before twinvae kept one): its "
+            "position is range-checked only")
+    _check_position(path, position, arrays.get("step"), size)
     bad = _non_finite(arrays)
     if bad:
         raise CheckpointError(f"training state {path}: {_describe(bad[0])} holds NaN or inf (the run had "
@@ -148,6 +243,32 @@ def read_train_state(path: Path, config: VAEConfig | None = None) -> Unit:
     if config is not None:
         _check_unit_shapes(path, config, weights, optimizer, header)
     return Unit(weights, optimizer, position, Path(path))
+
+
+def _check_position(path, position: Position, adam_step, size: RunSize | None) -> None:
+    """A unit's position: counts that are ints >= 0, three finite loss sums, the step Adam counted, and
+    within the run's sizes (epoch at most its epochs, batch at most an epoch's steps, step = epoch x steps
+    per epoch + batch)."""
+    p = position
+    counts = (p.epoch, p.batch, p.step)
+    problem = None
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
+        problem = "its counts are not ints >= 0"
+    elif not (isinstance(p.sums, list) and len(p.sums) == 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p.sums)):
+        problem = "its loss sums are not three finite numbers"
+    elif p.batch > p.step:
+        problem = "its batch is past its step"
+    elif adam_step is not None and int(np.asarray(adam_step).reshape(-1)[0]) != p.step:
+        problem = f"Adam's state counts {int(np.asarray(adam_step).reshape(-1)[0])} steps"
+    elif size is not None and (p.epoch > size.epochs or p.epoch == size.epochs and p.batch > 0):
+        problem = f"the run has {size.epochs} epochs"
+    elif size is not None and size.steps_per_epoch is not None and (
+            p.batch > size.steps_per_epoch or p.step != p.epoch * size.steps_per_epoch + p.batch):
+        problem = f"the run's epochs have {size.steps_per_epoch} steps each"
+    if problem:
+        raise CheckpointError(f"training state {path}: its position (epoch {p.epoch}, batch {p.batch}, step "
+                              f"{p.step}) cannot be this run's: {problem} (a corrupt or edited header)")
 
 
 def _check_unit_shapes(path, config: VAEConfig, weights, optimizer: dict, header: dict) -> None:
@@ -177,13 +298,13 @@ def _describe(key: str) -> str:
     return f"Adam's state {key!r}"
 
 
-def read_unit(out: Path, config: VAEConfig, say) -> Unit | None:
+def read_unit(out: Path, config: VAEConfig, say, size: RunSize | None = None) -> Unit | None:
     """The newest readable unit of a run folder: TRAIN_STATE, else (saying why) PREVIOUS_STATE; None when
     the folder holds neither. Both present and unreadable: ValueError naming both."""
     errors = []
     for name in (TRAIN_STATE, PREVIOUS_STATE):
         try:
-            unit = read_train_state(out / name, config)
+            unit = read_train_state(out / name, config, size, say)
         except FileNotFoundError:
             continue
         except CheckpointError as err:
@@ -206,7 +327,7 @@ def read_log(out: Path, say=None) -> list[dict]:
     path = out / LOG
     if not path.is_file():
         return []
-    lines = path.read_text(errors="replace").splitlines()
+    lines = _read_own(path).splitlines()
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -226,7 +347,7 @@ def trim_log(out: Path, epochs: int, say) -> list[dict]:
     (a crash between the log write and the save) and a torn line; rewrites the file atomically where
     anything changed."""
     path = out / LOG
-    text = path.read_text(errors="replace") if path.is_file() else ""
+    text = _read_own(path) if path.is_file() else ""
     kept = [r for r in read_log(out, say) if r.get("epoch", math.inf) <= epochs]
     fresh = "".join(json.dumps(r) + "\n" for r in kept)
     if fresh != text and path.exists():
@@ -235,8 +356,20 @@ def trim_log(out: Path, epochs: int, say) -> list[dict]:
 
 
 def append_log(out: Path, record: dict) -> None:
-    """One record, flushed to the disk before the unit that follows it is saved."""
-    with open(out / LOG, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """One record, flushed to the disk before the unit that follows it is saved (never through a link)."""
+    path = out / LOG
+    refuse_symlink(path)
+    try:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666), "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        raise write_error(path, err) from None
+
+
+def _read_own(path: Path) -> str:
+    """A run file's text, opened without following a link (refused, naming it)."""
+    refuse_symlink(path)
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), errors="replace") as f:
+        return f.read()

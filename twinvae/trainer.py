@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import math
@@ -35,15 +36,15 @@ from twinvae.denoising import add_noise, denoising_figures, write_denoising
 from twinvae.environment import cpu_name, git_commit, versions
 from twinvae.evaluation import negative_elbo
 from twinvae.progress import Progress
-from twinvae.run_folder import CHECKPOINT, LOG, RECORD, RESULTS, Position, RunLock, Unit
+from twinvae.run_folder import CHECKPOINT, LOG, RECORD, RESULTS, RUN_FILES, Position, RunLock, Unit
 from twinvae.stopping import StopRequests, signal_name
 from twinvae.twin import BACKENDS, DEFAULT_BACKEND, Twin, load_twin
 from vae_core import checks, parallel, seeds
 from vae_core.checkpoint import (
+    WriteError,
     atomic_write_bytes,
     atomic_write_json,
     read_safetensors_header,
-    remove_temp_files,
     write_checkpoint,
 )
 from vae_core.config import VAEConfig
@@ -90,6 +91,7 @@ class TrainOptions:
     nproc: int = 1  # torch: data-parallel over this many DistributedDataParallel processes on this machine
 
     def __post_init__(self):
+        _check_field_types(self)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         for name in ("epochs", "batch_size"):
@@ -138,6 +140,19 @@ class TrainOptions:
         return checks.PRECISIONS[self.dtype][1]
 
 
+FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+
+
+def _check_field_types(options: TrainOptions) -> None:
+    """Each option of the type its annotation names (a run.json edited by hand, a wrong JSON type): a
+    TypeError naming the option, before any comparison fails on it."""
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        allowed = tuple(t for name in field.type.split(" | ") for t in FIELD_TYPES[name])
+        if not isinstance(value, allowed) or isinstance(value, bool) and bool not in allowed:
+            raise TypeError(f"option {field.name} must be {field.type.replace(' | ', ' or ')}, got {value!r}")
+
+
 def beta_at(step: int, beta: float, warmup: int) -> float:
     """KL weight of training step `step` (0-based): linear warm-up over `warmup` steps, then beta."""
     return beta if warmup <= 0 else beta * min(1.0, (step + 1) / warmup)
@@ -161,14 +176,14 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=N
     with options.devices (JAX) or options.nproc / torchrun (torch): only rank 0 evaluates and writes.
     `log` takes each epoch's line (default: stdout, above the progress bar). A folder that holds a run is
     refused unless `overwrite`, which deletes that run's files first."""
-    out = Path(options.out)
+    out, say = Path(options.out), log or print
     if not overwrite:
         _refuse_existing_run(out)  # before any work; checked again under the lock
     if _launches(options):
         with _writer_lock(out, rank=0):
-            _start_folder(out, overwrite)
+            _start_folder(out, overwrite, say)
             return _launch(options, train, (config, options, progress))
-    twin = load_twin(options.backend)
+    twin = load_twin(options.backend, float64=options.param_dtype == "float64")
     with _workers(twin, options) as (rank, world):
         return _train_here(twin, config, options, rank, world, progress, log, overwrite)
 
@@ -183,8 +198,9 @@ def _train_here(twin: Twin, config: VAEConfig, options: TrainOptions, rank: int,
     with _writer_lock(out, rank):
         model = twin.init_model(config, options.seed, options.param_dtype, compute_dtype=options.compute_dtype)
         if rank == 0:
-            _start_folder(out, overwrite)
-            atomic_write_json(out / RECORD, run_record(config, options, model))
+            _start_folder(out, overwrite, log or print)
+            atomic_write_json(out / RECORD, {**run_record(config, options, model), "files": list(RUN_FILES),
+                                             "steps_per_epoch": n_batches})
         state = twin.create_train_state(model, learning_rate=options.lr, free_bits=options.free_bits)
         run = Run(twin, config, options, dataset, n_batches, rank, world)
         return _fit(run, state, Position(), progress, log)
@@ -210,7 +226,7 @@ def resume(run_dir, backend: str | None = None, epochs: int | None = None, progr
             _check_resumable(out, config, options, say)
             return _launch(options, resume, (str(out), options.backend, options.epochs, progress, None,
                                              options.devices, options.nproc))
-    twin = load_twin(options.backend)
+    twin = load_twin(options.backend, float64=options.param_dtype == "float64")
     with _workers(twin, options) as (rank, world):
         return _resume_here(twin, config, options, rank, world, progress, log)
 
@@ -233,20 +249,33 @@ def _resume_here(twin: Twin, config: VAEConfig, options: TrainOptions, rank: int
 
 def _check_resumable(out: Path, config: VAEConfig, options: TrainOptions, say,
                      writer: bool = True) -> Unit | None:
-    """The unit to resume from (None: from the start); refuses a run that is done. The writer (rank 0)
-    tidies the folder first: temp files removed, the log trimmed to the unit."""
+    """The unit to resume from (None: from the start); refuses a run that is done, or a folder with links
+    where the run keeps its files. The writer (rank 0) tidies the folder first: temp files removed, the log
+    trimmed to the unit (a log that is gone is said to be)."""
     say = say if writer else lambda *args: None
-    unit = run_folder.read_unit(out, config, say)
+    run_folder.check_no_links(out)
+    unit = run_folder.read_unit(out, config, say, _run_size(out, options))
     position = unit.position if unit else Position()
     if position.epoch > options.epochs:
         raise ValueError(f"{out} has trained {position.epoch} epochs, more than --epochs {options.epochs}")
     if position.epoch == options.epochs and _finished_at(out) == position.step:
         raise ValueError(f"{out} already finished {position.epoch} epochs; pass a larger --epochs to go on")
     if writer:
-        for leftover in remove_temp_files(out):
-            say(f"removed {leftover}, left by an interrupted write")
+        run_folder.remove_leftovers(out, say)
+        if position.epoch and not (out / LOG).exists():
+            say(f"warning: {out / LOG} is missing: the records of epochs 1 to {position.epoch} are lost, and the "
+                f"log will hold the epochs from {position.epoch + 1} on only")
         run_folder.trim_log(out, position.epoch, say)
     return unit
+
+
+def _run_size(out: Path, options: TrainOptions) -> run_folder.RunSize:
+    """The positions the run record allows: the most epochs it was given (or this resume gives), and the
+    steps of an epoch where it records them (read_run_record checked the record)."""
+    record = json.loads((out / RECORD).read_text())
+    steps = record.get("steps_per_epoch")
+    return run_folder.RunSize(max(options.epochs, record["options"]["epochs"]),
+                              steps if isinstance(steps, int) and not isinstance(steps, bool) else None)
 
 
 def _restore(run: Run, unit: Unit | None):
@@ -282,15 +311,21 @@ def _checkpoint_step(path: Path) -> int | None:
 
 
 def read_run_record(out: Path) -> tuple[VAEConfig, TrainOptions]:
-    """The config and options a run folder's run.json records."""
+    """The config and options a run folder's run.json records; ValueError names the folder and what is wrong
+    (a file given for the folder, no record, a field of the wrong type)."""
+    if out.is_file():
+        raise ValueError(f"--resume takes a run folder; {out} is a file" + (
+            f" (the run folder it is in is {out.parent})" if (out.parent / RECORD).is_file() else ""))
+    if not out.is_dir():
+        raise ValueError(f"{out} is not a folder")
+    run_folder.check_no_links(out)
     try:
         record = json.loads((out / RECORD).read_text())
         return VAEConfig.from_dict(record["config"], complete=True), TrainOptions(**record["options"])
     except FileNotFoundError:
-        kind = ("is not a folder" if not out.is_dir() else "holds no run to resume (no run.json): start one "
-                f"there with twinvae train --out {out}")
-        raise ValueError(f"{out} {kind}") from None
-    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{out} holds no run to resume (no run.json): start one there with twinvae train "
+                         f"--out {out}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{out}/run.json is not a twinvae run record: {err}") from None
 
 
@@ -315,6 +350,18 @@ def _finished_at(out: Path) -> int | None:
 
 
 def _refuse_existing_run(out: Path) -> None:
+    """A new run's folder holds no run, and none of a run's files that no run record claims (they would be
+    overwritten); both refusals say what is there and what to do."""
+    if not out.is_dir():
+        if out.exists():
+            raise ValueError(f"--out {out} is a file; a run writes a folder: name another path")
+        return
+    run_folder.check_no_links(out)
+    foreign = run_folder.foreign_files(out)
+    if foreign:
+        raise ValueError(f"{out} holds {', '.join(foreign)} but no run record (run.json): files a run would "
+                         "overwrite, not a run's; choose another --out, or --overwrite to delete them (if the "
+                         "folder holds nothing else)")
     if run_folder.has_unit(out) or (out / CHECKPOINT).exists() or (out / LOG).exists():
         raise ValueError(f"{out} already holds a run; choose another --out, continue it with --resume {out}, "
                          "or start it again with --overwrite (which deletes it)")
@@ -323,12 +370,13 @@ def _refuse_existing_run(out: Path) -> None:
                          f"beginning with --resume {out}, or start it again with --overwrite")
 
 
-def _start_folder(out: Path, overwrite: bool) -> None:
-    """Under the lock: the folder emptied of a run (overwrite) or checked to hold none."""
+def _start_folder(out: Path, overwrite: bool, say) -> None:
+    """Under the lock: the folder emptied of a run (overwrite: only the files its record lists) or checked to
+    hold none; the temp files of interrupted writes of the run's files removed, each named."""
     if overwrite:
-        run_folder.clear(out)
+        run_folder.clear(out, say)
     _refuse_existing_run(out)
-    remove_temp_files(out)
+    run_folder.remove_leftovers(out, say)
 
 
 @contextlib.contextmanager
@@ -487,7 +535,7 @@ def _fit(run: Run, state, position: Position, progress: bool, log) -> dict | Non
     bar = Progress(run.total_steps, enabled=progress and run.writer)
     bar.advance(position.epoch * run.n_batches + position.batch)
     say = log or bar.write
-    with StopRequests() as stop:
+    with StopRequests() as stop, _writes_of(run):
         try:
             for epoch in range(position.epoch, options.epochs):
                 start = time.perf_counter()
@@ -499,6 +547,25 @@ def _fit(run: Run, state, position: Position, progress: bool, log) -> dict | Non
             bar.close()
     if not run.writer:
         return None
+    with _writes_of(run):
+        return _finish(run, state, position, say)
+
+
+@contextlib.contextmanager
+def _writes_of(run: Run):
+    """A write of the run folder that failed (a full disk, a lost mount): an error naming the file (the
+    writes' WriteError), saying that the last saved state is intact and how to go on from it."""
+    try:
+        yield
+    except WriteError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        hint = f" Free some space, then continue with twinvae train --resume {run.out}" if full else ""
+        raise WriteError(err.errno, f"{err}. {_last_good(run)}{hint}") from None
+
+
+def _finish(run: Run, state, position: Position, say) -> dict:
+    """The end-of-run files: pictures, results.md, and the finished mark in run.json."""
+    options = run.options
     records = run_folder.read_log(run.out, say)
     write_run_pictures(run.twin, state.model, run.dataset, run.out, records, options.seed, options.denoise)
     # this process's record: a resumed run's command, backend and epochs, not the first process's

@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from vae_core.checkpoint import read_checkpoint
 from vae_core.config import VAEConfig
 from vae_core.outputs import VAELoss
 
@@ -118,11 +119,17 @@ class Twin(Protocol):
     def to_numpy(self, array) -> np.ndarray: ...
 
 
-def load_twin(backend: str) -> Twin:
+def load_twin(backend: str, *, float64: bool = False) -> Twin:
     """The twin module of a backend ("jax": vae_jax, "torch": vae_torch), with its distributed engine;
-    imports that framework, and only that one."""
+    imports that framework, and only that one. float64: this process computes in float64 too (a float64
+    run or checkpoint), which JAX does only with its 64-bit switch, turned on here: a command-line user
+    cannot set it."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if float64 and backend == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
     twin = importlib.import_module(f"vae_{backend}")
     importlib.import_module(f"vae_{backend}.distributed")  # sets twin.distributed
     if not isinstance(twin, Twin):
@@ -130,6 +137,13 @@ def load_twin(backend: str) -> Twin:
         missing = [name for name in names if not hasattr(twin, name)]
         raise TypeError(f"vae_{backend} does not implement twinvae.twin.Twin: missing {missing}")
     return twin
+
+
+def twin_for_checkpoint(backend: str, path) -> Twin:
+    """load_twin for the checkpoint at path (read and checked here, before a framework is imported): float64
+    weights turn JAX's 64-bit switch on."""
+    weights, _, _ = read_checkpoint(path)
+    return load_twin(backend, float64=any(np.asarray(v).dtype == np.float64 for v in weights.values()))
 
 
 def dtype_name(model: Model) -> str:

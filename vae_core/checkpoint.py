@@ -6,9 +6,12 @@ verifies each tensor against its checksum."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import struct
 import tempfile
 import warnings
@@ -21,9 +24,43 @@ from vae_core.layout import WeightsError, check_weights
 
 FORMAT_NAME = "twinvae"
 FORMAT_VERSION = 2  # 2: the config may hold fields format 1 lacks (LATER_FIELDS), which 1 reads as before
-TEMP_SUFFIX = ".tmp"  # atomic_write_bytes' temp files: .<name>.<random>.tmp beside the target
+TEMP_SUFFIX = ".twinvae.tmp"  # atomic_write_bytes' temp files: .<name>.<random>.twinvae.tmp beside the target
+# a temp file of NAME, as this version writes it and as earlier ones did (.NAME.<8 of mkstemp's characters>.tmp
+# and .NAME.link.tmp); remove_temp_files removes only these, and only for the names it is given
+TEMP_NAMES = (re.compile(r"\.(?P<name>.+)\.(?:[a-z0-9_]{8}|link)\.twinvae\.tmp"),
+              re.compile(r"\.(?P<name>.+)\.(?:[a-z0-9_]{8}|link)\.tmp"))
 TRAIN_STATE_FORMAT = "twinvae-train-state"  # a run's optimizer state and position (twinvae.run_folder)
 CHECKSUMS = "sha256"  # the header field: JSON {tensor name: SHA-256 of its bytes}
+HEADER_CHECKSUM = "header_sha256"  # the header field: SHA-256 of the other fields and each tensor's dtype, shape
+
+
+_KEPT: dict[tuple[int, int], str] = {}  # (device, inode) -> path: the inputs of the command under way
+
+
+@contextlib.contextmanager
+def inputs_kept(paths):
+    """While the block runs, atomic_write_bytes refuses to replace any of these files (a command's inputs:
+    its checkpoint, config, data, images), naming it, whatever path (a link, another spelling) reaches it."""
+    added = {_identity(p): str(p) for p in paths if os.path.isfile(p)}
+    added = {key: path for key, path in added.items() if key not in _KEPT}
+    _KEPT.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            _KEPT.pop(key, None)
+
+
+def _identity(path) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def refuse_input(path) -> None:
+    """An output at `path` that is one of the kept inputs (inputs_kept) is refused, naming both."""
+    if _KEPT and os.path.isfile(path) and _identity(path) in _KEPT:
+        raise ValueError(f"{path} is {_KEPT[_identity(path)]}, an input of this command: it is not overwritten; "
+                         "name another output")
 
 
 class CheckpointError(ValueError):
@@ -33,12 +70,20 @@ class CheckpointError(ValueError):
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, previous: str | os.PathLike | None = None) -> None:
     """Write to a temp file in the target's folder, fsync, rename over the target: a crash at any point
     leaves either the old file or the new one, never a truncated one. With `previous`, the old file is
-    kept there (hard-linked first, so that `path` exists at every instant)."""
+    kept there (hard-linked first, so that `path` exists at every instant). A target that is a symbolic
+    link is refused (the write would replace the link, not the file it names); an OSError (a full disk)
+    names the file and leaves the old one."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    for target in (path, *([] if previous is None else [Path(previous)])):
+        refuse_symlink(target)
+        refuse_input(target)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    except OSError as err:
+        raise write_error(path, err) from None
     try:
         os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; give the file the mode a plain open() would
         with os.fdopen(fd, "wb") as f:
@@ -48,9 +93,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, previous: str | os.
         if previous is not None and path.is_file():
             _keep_as(path, Path(previous))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, WriteError)):
+            raise write_error(path, err) from None
         raise
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
@@ -59,18 +106,48 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, previous: str | os.
         os.close(dir_fd)
 
 
+class WriteError(OSError):
+    """A write that failed (a full disk, no permission), naming the file; errno kept for callers."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def write_error(path, err: OSError) -> WriteError:
+    """An OSError of a write, as one that names the file (and a full disk as such)."""
+    reason = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else err.strerror or str(err)
+    return WriteError(err.errno, f"cannot write {path}: {reason}")
+
+
+def refuse_symlink(path: str | os.PathLike) -> None:
+    """twinvae never writes through a symbolic link: one at `path` is refused (ValueError), naming it and the
+    file it names."""
+    if os.path.islink(path):
+        raise ValueError(f"{path} is a symbolic link (to {os.readlink(path)}); twinvae does not read or write "
+                         "through links there: remove it, or name another file")
+
+
 def _keep_as(path: Path, previous: Path) -> None:
     """Make `previous` a second name of `path`'s current file, atomically (a hard link renamed into place)."""
     link = previous.with_name(f".{previous.name}.link{TEMP_SUFFIX}")
-    if link.exists():
+    if link.exists() or link.is_symlink():
         link.unlink()
-    os.link(path, link)
+    os.link(path, link, follow_symlinks=False)
     os.replace(link, previous)
 
 
-def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete what interrupted atomic writes left in `folder` (their hidden temp files); returns them."""
-    leftovers = sorted(Path(folder).glob(f".*{TEMP_SUFFIX}"))
+def temp_files(folder: str | os.PathLike, names) -> list[Path]:
+    """The temp files that interrupted atomic writes of the files `names` left in `folder` (TEMP_NAMES: this
+    version's and earlier versions' exact names); nobody else's, however they are named."""
+    names = set(names)
+    return sorted(entry for entry in Path(folder).iterdir()
+                  if any((m := pattern.fullmatch(entry.name)) and m["name"] in names for pattern in TEMP_NAMES)
+                  and not entry.is_symlink() and entry.is_file())
+
+
+def remove_temp_files(folder: str | os.PathLike, names) -> list[Path]:
+    """Delete temp_files(folder, names); returns them, for the caller to name."""
+    leftovers = temp_files(folder, names)
     for leftover in leftovers:
         leftover.unlink(missing_ok=True)
     return leftovers
@@ -107,21 +184,32 @@ def tensor_checksums(arrays: dict[str, np.ndarray]) -> dict[str, str]:
             for key, value in sorted(arrays.items())}
 
 
+def header_checksum(metadata: dict[str, str], arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of a safetensors file's metadata (less this checksum) and of each tensor's dtype and shape: with
+    the tensors' own checksums, every byte of the file that says what it holds is covered."""
+    described = {"metadata": {k: v for k, v in metadata.items() if k != HEADER_CHECKSUM},
+                 "tensors": {k: [str(v.dtype), list(v.shape)] for k, v in arrays.items()}}
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
 def write_safetensors(path, arrays: dict[str, np.ndarray], header: dict[str, str], previous=None) -> None:
-    """arrays as one safetensors file, atomically, with `header` and the checksum of every array in its
-    metadata (see atomic_write_bytes for `previous`)."""
+    """arrays as one safetensors file, atomically, with `header`, the checksum of every array and that of
+    the header in its metadata (see atomic_write_bytes for `previous`)."""
     from safetensors.numpy import save
 
     arrays = {key: np.ascontiguousarray(value) for key, value in arrays.items()}
     metadata = {**header, CHECKSUMS: json.dumps(tensor_checksums(arrays))}
+    metadata[HEADER_CHECKSUM] = header_checksum(metadata, arrays)
     atomic_write_bytes(path, save(arrays, metadata=metadata), previous)
 
 
 def read_safetensors(path, what: str = "checkpoint", check_header=None) -> tuple[dict[str, np.ndarray], dict]:
     """(arrays, header metadata) of a safetensors file, each array verified against the checksum in the
-    header; CheckpointError names `what`, the path and, on a mismatch, the tensor. A file without
-    checksums (written before twinvae recorded them) loads with a warning. check_header(metadata), if
-    given, vets the header (its format) before any tensor is read."""
+    header, and the header against its own (HEADER_CHECKSUM); CheckpointError names `what`, the path and,
+    on a mismatch, the tensor or the header. A file without tensor checksums (written before twinvae
+    recorded them) loads with a warning; one without a header checksum (the same) loads, and the caller
+    sees that HEADER_CHECKSUM is absent. check_header(metadata), if given, vets the header (its format)
+    before any tensor is read."""
     from safetensors.numpy import load
 
     path = Path(path)
@@ -141,6 +229,10 @@ def read_safetensors(path, what: str = "checkpoint", check_header=None) -> tuple
     except Exception as err:  # safetensors raises its own error types for corrupt payloads
         raise CheckpointError(f"{what} {path}: corrupt tensor data ({err})") from None
     _verify_checksums(path, what, arrays, info.get(CHECKSUMS))
+    if HEADER_CHECKSUM in info and info[HEADER_CHECKSUM] != header_checksum(info, arrays):
+        raise CheckpointError(f"{what} {path}: its header (the metadata, or a tensor's dtype or shape) does not "
+                              "match its SHA-256 checksum: the file is corrupt (a flipped bit, a bad disk or "
+                              "copy, an edit); use another copy")
     return arrays, info
 
 

@@ -76,11 +76,18 @@ def test_foreign_and_garbage_files(tmp_path):
         core.read_checkpoint(garbage)
 
 
-def _rewrite_header(path, change):
+def _rewrite_header(path, change, reseal: bool = True):
+    """Edit a safetensors file's header in place; reseal: recompute its header checksum, as a writer that
+    made the edit would (so that the checks behind the checksum are what the test reaches)."""
+    from safetensors.numpy import load
+
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8:8 + n])
     change(header)
+    metadata = header.get("__metadata__") or {}
+    if reseal and core.HEADER_CHECKSUM in metadata:
+        metadata[core.HEADER_CHECKSUM] = core.header_checksum(metadata, load(data))
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (n - len(text)) if len(text) <= n else b""
     assert len(text) == n, "test rewrite must keep the header length"
@@ -166,6 +173,30 @@ def test_the_previous_file_is_kept_and_leftover_temp_files_removed(tmp_path):
     assert path.read_bytes() == b"one" and not previous.exists()
     core.atomic_write_bytes(path, b"two", previous=previous)
     assert (path.read_bytes(), previous.read_bytes()) == (b"two", b"one")
-    (tmp_path / ".state.abc.tmp").write_bytes(b"half")
-    assert core.remove_temp_files(tmp_path) == [tmp_path / ".state.abc.tmp"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state", "state.previous"]
+    ours = [tmp_path / ".state.k3x_9qaz.twinvae.tmp", tmp_path / ".state.previous.link.twinvae.tmp",
+            tmp_path / ".state.ab12cd34.tmp"]  # the last as earlier versions named them
+    theirs = [tmp_path / ".state.abc.tmp", tmp_path / ".notes.ab12cd34.tmp", tmp_path / ".state.my.tmp"]
+    for path in ours + theirs:
+        path.write_bytes(b"half")
+    assert core.remove_temp_files(tmp_path, ["state", "state.previous"]) == sorted(ours)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["state", "state.previous", *(p.name for p in theirs)])
+
+
+def test_every_header_byte_is_covered_by_a_checksum(tmp_path):
+    """The metadata (config, format, caller's metadata) and each tensor's dtype and shape: an edit of any is
+    found; a file written before the header checksum (none) still loads."""
+    path = tmp_path / "m.safetensors"
+    _write(path)
+    edits = [lambda h: h["__metadata__"].update(metadata=h["__metadata__"]["metadata"].replace("3", "4")),
+             lambda h: h["__metadata__"].update(config=h["__metadata__"]["config"].replace('"beta": 1.0',
+                                                                                           '"beta": 3.0')),
+             lambda h: h["fc_mu.weight"].update(shape=h["fc_mu.weight"]["shape"][::-1])]
+    for edit in edits:
+        _write(path)
+        _rewrite_header(path, edit, reseal=False)
+        with pytest.raises(core.CheckpointError, match=f"checkpoint {path}: its header .* does not match its "
+                                                       "SHA-256 checksum"):
+            core.read_checkpoint(path)
+    _, config = _write(path)
+    _rewrite_header(path, lambda h: h["__metadata__"].pop(core.HEADER_CHECKSUM))
+    assert core.read_checkpoint(path)[1] == config
