@@ -152,27 +152,33 @@ def remove_leftovers(out: Path, say) -> None:
 
 
 def clear(out: Path, say) -> None:
-    """--overwrite: delete the files the run record lists as its own (RUN_FILES in a record that predates the
-    list), and the temp files of their writes, naming them. Without a run record, refuses unless the
-    folder holds nothing but a run's names (a run whose record was lost), listing what else it found."""
-    check_no_links(out)
-    record = out / RECORD
-    if record.exists():
-        names = _listed_files(record)
-    else:
-        others = sorted(p.name for p in out.iterdir() if p.name not in OWN_NAMES
-                        and p not in temp_files(out, RUN_FILES))
-        if others:
-            raise RunFolderError(f"--overwrite {out}: the folder holds no run record (run.json), and files that "
-                                 f"are not a run's: {', '.join(others)}; it deletes only a run's own files: "
-                                 "choose another --out, or empty the folder yourself")
-        names = RUN_FILES
-    removed = [out / name for name in names if (out / name).is_file()]
+    """--overwrite: delete the files the run record lists as its own (clearable), and the temp files of their
+    writes, naming them."""
+    removed = [out / name for name in clearable(out) if (out / name).is_file()]
     for path in removed:
         path.unlink()
     remove_leftovers(out, say)
     if removed:
         say(f"--overwrite: deleted {', '.join(p.name for p in removed)} in {out}")
+
+
+def clearable(out: Path) -> tuple[str, ...]:
+    """The names --overwrite may delete in `out`: those its run record lists (RUN_FILES in a record that
+    predates the list). Without a run record it refuses unless the folder holds nothing but a run's names
+    (a run whose record was lost), listing what else it found; a link among them is refused too."""
+    if not out.is_dir():
+        return ()
+    check_no_links(out)
+    record = out / RECORD
+    if record.exists():
+        return _listed_files(record)
+    leftovers = temp_files(out, RUN_FILES)
+    others = sorted(p.name for p in out.iterdir() if p.name not in OWN_NAMES and p not in leftovers)
+    if others:
+        raise RunFolderError(f"--overwrite {out}: the folder holds no run record (run.json), and files that "
+                             f"are not a run's: {', '.join(others)}; it deletes only a run's own files: "
+                             "choose another --out, or empty the folder yourself")
+    return RUN_FILES
 
 
 def _listed_files(record: Path) -> tuple[str, ...]:

@@ -177,8 +177,8 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=N
     `log` takes each epoch's line (default: stdout, above the progress bar). A folder that holds a run is
     refused unless `overwrite`, which deletes that run's files first."""
     out, say = Path(options.out), log or print
-    if not overwrite:
-        _refuse_existing_run(out)  # before any work; checked again under the lock
+    # before any work, and before the lock file is made; checked again under the lock
+    run_folder.clearable(out) if overwrite else _refuse_existing_run(out)
     if _launches(options):
         with _writer_lock(out, rank=0):
             _start_folder(out, overwrite, say)

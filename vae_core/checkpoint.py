@@ -102,6 +102,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, previous: str | os.
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
+    except OSError as err:
+        raise write_error(path, err) from None
     finally:
         os.close(dir_fd)
 

@@ -179,7 +179,8 @@ def test_the_previous_file_is_kept_and_leftover_temp_files_removed(tmp_path):
     for path in ours + theirs:
         path.write_bytes(b"half")
     assert core.remove_temp_files(tmp_path, ["state", "state.previous"]) == sorted(ours)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["state", "state.previous", *(p.name for p in theirs)])
+    kept = sorted(["state", "state.previous", *(p.name for p in theirs)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
 
 
 def test_every_header_byte_is_covered_by_a_checksum(tmp_path):
