@@ -62,7 +62,7 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray | None
     classes: tuple[str, ...] | None = None
-    levels: int = 256  # the grey levels the values take, k / (levels - 1): 256 for 8-bit images
+    levels: int = 256  # the grey levels the values take, k / (levels - 1): 256 for 8-bit images; 0: off any grid
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -314,7 +314,17 @@ def load_folder(folder, image_size: int, channels: int = 1, seed: int = 0) -> Da
     except DataError as err:
         raise DataError(f"folder dataset: {err}") from None
     train, test = _split(len(images), FOLDER_TEST_FRACTION, seed, step=0)
-    return Dataset(f"folder:{folder}", images[train], None, images[test], None, None)
+    return Dataset(f"folder:{folder}", images[train], None, images[test], None, None, grid_levels(images))
+
+
+def grid_levels(images: np.ndarray) -> int:
+    """The grey levels a batch's values lie on: 256 (8-bit, k / 255), 65536 (16-bit, k / 65535), or 0 where
+    they lie on neither (float images, or resized ones that left a grid), which no discrete likelihood fits."""
+    for levels in (256, 65536):
+        scaled = images.astype(np.float64) * (levels - 1)
+        if np.all(np.abs(scaled - np.round(scaled)) < 1e-2):  # float32's rounding of k / 65535: 4e-3
+            return levels
+    return 0
 
 
 def image_paths(folder: Path) -> list[Path]:

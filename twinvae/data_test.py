@@ -492,3 +492,19 @@ def test_an_image_size_below_1_is_refused(tmp_path, size):
     with pytest.raises(DataError, match=rf"folder dataset: --image-size must be a positive number of pixels, "
                                         rf"got {size}"):
         data.load_dataset("folder", tmp_path, image_size=size)
+
+
+def test_a_folders_levels_are_the_grid_its_values_lie_on(tmp_path):
+    """8-bit images take 256 levels, 16-bit ones 65536, float ones none (0): a discretized logistic, a mass
+    on the data's levels, is then refused by the trainer."""
+    from PIL import Image
+
+    from twinvae.data import grid_levels, load_folder
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    assert load_folder(tmp_path, 4).levels == 256
+    deep = rng.integers(0, 65536, (2, 1, 4, 4)).astype(np.float32) / np.float32(65535)
+    assert grid_levels(deep) == 65536 and grid_levels(deep + np.float32(0.3 / 65535)) == 0
+    assert grid_levels(rng.random((2, 1, 4, 4), dtype=np.float32)) == 0

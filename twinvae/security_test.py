@@ -330,3 +330,22 @@ def test_a_float64_checkpoint_runs_on_the_default_jax_backend(finished, tmp_path
                           text=True, cwd=Path(cli.__file__).parent.parent, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "samples.png").is_file()
+
+
+def test_float_images_are_trained_on_by_their_values_and_no_discrete_likelihood_claims_them(tmp_path, capsys):
+    """A float TIFF in [0, 1] was read as all zeros and trained on (exit 0); now by its values, and a
+    discretized logistic, a mass on grey levels that float images do not take, is refused."""
+    from PIL import Image
+
+    from twinvae.data import load_folder
+
+    folder = tmp_path / "floats"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.random((8, 8), dtype=np.float32)).save(folder / f"{i}.tif")
+    data = load_folder(folder, 8)
+    assert data.train_x.max() > 0.9 and data.levels == 0
+    code, said = _cli(capsys, "train", *TRAIN, "--data-dir", folder, "--likelihood", "discretized_logistic",
+                      "--out", tmp_path / "run")
+    assert code == 2 and "lie on no grid of levels" in said and not (tmp_path / "run" / "run.json").exists()

@@ -194,6 +194,10 @@ def _train_here(twin: Twin, config: VAEConfig, options: TrainOptions, rank: int,
     out = Path(options.out)
     dataset, n_batches = _data(config, options)
     if config.likelihood == "discretized_logistic":  # its bins are the data's levels
+        if dataset.levels < 2:
+            raise ValueError(f"the discretized logistic is a mass on the data's grey levels, and the "
+                             f"{options.dataset} images lie on no grid of levels (float or 16-bit images resized "
+                             "off it): choose another --likelihood")
         config = dataclasses.replace(config, levels=dataset.levels)
     with _writer_lock(out, rank):
         model = twin.init_model(config, options.seed, options.param_dtype, compute_dtype=options.compute_dtype)
