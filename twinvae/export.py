@@ -95,32 +95,58 @@ class Artifact:
         return [np.asarray(given[name]) for name in names]
 
 
-def load(path: str | Path, *, threads: int | None = None) -> Artifact:
-    """The artifact at path, with its sidecar PATH.json checked (present, this artifact's), loaded in its
-    runtime: onnxruntime for ONNX (neither twin's framework needed), torch.export.load, or
-    jax.export.deserialize. threads: onnxruntime's intra-op threads (None: its default, one per core); the
-    other runtimes take theirs from the process (torch.set_num_threads, XLA's flags)."""
+def load(path: str | Path, *, sha256: str | None = None, threads: int | None = None) -> Artifact:
+    """The artifact at path, with its sidecar PATH.json checked (present, this artifact's, well formed),
+    loaded in its runtime: onnxruntime for ONNX (neither twin's framework needed), torch.export.load (once
+    its archive's pickles pass the torch twin's allowlist), or jax.export.deserialize; then the sidecar is
+    checked against the signature the artifact itself declares. Any failure is an ExportError naming the
+    file. sha256: the SHA-256 of the artifact you trust, from elsewhere than its sidecar; it must match.
+    threads: onnxruntime's intra-op threads (None: its default, one per core); the other runtimes take
+    theirs from the process (torch.set_num_threads, XLA's flags)."""
     path = Path(path)
-    info = spec.read_sidecar(path)
-    format = spec.check_format(info.get("artifact_format"))
+    if threads is not None:
+        checks.check_count("threads", threads)
+    info = spec.read_sidecar(path, sha256)
+    format = info["artifact_format"]
     spec.require(format, "run")
-    if format == "onnx":
-        run = _onnx_runner(path, threads)
-    else:
-        run = load_twin(spec.FORMATS[format]).load_part(path, format)
-    return Artifact(path, info, VAEConfig.from_dict(info["config"]),
-                    tuple(spec.TensorSpec.from_dict(s) for s in info["inputs"]),
-                    tuple(spec.TensorSpec.from_dict(s) for s in info["outputs"]), run)
+    loaded = _load_in_runtime(path, format, threads)
+    spec.check_signature(path, info, loaded)
+    return Artifact(path, info, *spec.sidecar_specs(info), loaded.run)
 
 
-def _onnx_runner(path: Path, threads: int | None):
+def _load_in_runtime(path: Path, format: str, threads: int | None) -> spec.Loaded:
+    """The artifact loaded by its runtime, whose errors on a file that is not what its sidecar says
+    (struct.error, BadZipFile, InvalidProtobuf, RuntimeError, ...) become one ExportError naming it."""
+    try:
+        if format == "onnx":
+            return _onnx_runner(path, threads)
+        return load_twin(spec.FORMATS[format]).load_part(path, format)
+    except spec.ExportError:
+        raise
+    except Exception as err:  # whatever a runtime raises on a damaged or mislabelled file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else "no message"
+        raise spec.ExportError(f"{path} does not load as {format} ({type(err).__name__}: {reason}): it is "
+                               f"damaged, or not the {format} file its sidecar says") from None
+
+
+def _onnx_runner(path: Path, threads: int | None) -> spec.Loaded:
     import onnxruntime
 
     available = onnxruntime.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     options = onnxruntime.SessionOptions()
     if threads is not None:
-        options.intra_op_num_threads = checks.check_count("threads", threads)
+        options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(path), options, providers=providers)
-    names = [i.name for i in session.get_inputs()]
-    return lambda *arrays: tuple(session.run(None, dict(zip(names, arrays))))
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    names = [i.name for i in inputs]
+    return spec.Loaded(lambda *arrays: tuple(session.run(None, dict(zip(names, arrays)))),
+                       tuple(map(_onnx_tensor, inputs)), tuple(map(_onnx_tensor, outputs)))
+
+
+def _onnx_tensor(arg) -> spec.TensorSpec:
+    """A graph input or output as onnxruntime reads it: 'tensor(float)' -> float32, a dynamic size by its
+    dim_param ("?" where it has none)."""
+    element = arg.type.removeprefix("tensor(").removesuffix(")")
+    return spec.TensorSpec(arg.name, tuple("?" if d is None else d for d in arg.shape),
+                           {"float": "float32", "double": "float64"}.get(element, element))

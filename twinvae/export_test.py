@@ -1,10 +1,17 @@
 """`twinvae export` and `twinvae.export.load`: artifacts and their sidecars from checkpoints of either twin,
 a dynamic or fixed batch, named and positional inputs, and the refusals (bad choices, a missing extra, a
-corrupt checkpoint, inputs that do not fit, an artifact for another platform). Parity of the artifacts'
-outputs: parity_tests/test_export.py."""
+corrupt checkpoint, inputs that do not fit, an artifact for another platform, a sidecar that disagrees with
+its artifact, a damaged or mislabelled artifact, a pinned SHA-256 it lacks, a .pt2 whose pickles would run
+code). Parity of the artifacts' outputs: parity_tests/test_export.py."""
 
+import io
+import itertools
 import json
+import os
+import pickle
 import re
+import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +20,7 @@ import pytest
 
 import vae_jax
 import vae_torch
+import vae_torch.export
 from twinvae.cli import main
 from twinvae.export import default_path, export, load
 from vae_core import export as spec
@@ -28,6 +36,28 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "model.safetensors"
     vae_jax.save_checkpoint(path, vae_jax.init_model(CONFIG, seed=1), CONFIG, {"backend": "jax"})
     return path
+
+
+@pytest.fixture(scope="module")
+def decoders(checkpoint):
+    """The checkpoint's decoder in each format (dynamic batch), for tests to copy before they spoil one."""
+    paths = {format: checkpoint.with_name(f"decoder{suffix}") for format, suffix in spec.SUFFIXES.items()}
+    for format, path in paths.items():
+        export(checkpoint, format, "decoder", path)
+    return paths
+
+
+def _copy(path, folder):
+    """The artifact and its sidecar, copied into folder."""
+    shutil.copy(spec.sidecar_path(path), folder)
+    return Path(shutil.copy(path, folder))
+
+
+def _rewrite(path, content: bytes):
+    """The artifact rewritten, and its sidecar's SHA-256 with it, as whoever can write one can write both."""
+    path.write_bytes(content)
+    sidecar = spec.sidecar_path(path)
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "sha256": spec.file_sha256(path)}))
 
 
 def _inputs(n, layout="NCHW"):
@@ -104,7 +134,7 @@ def test_a_stablehlo_artifact_for_a_tpu_is_lowered_here_and_refused_here(checkpo
 @pytest.mark.parametrize("args, words", [
     (["--format", "onnx", "--part", "vae", "--dtype", "bfloat16"], "onnx artifacts are float32 only"),
     (["--format", "torch.export", "--part", "decoder", "--platform", "tpu"], "for a TPU: --format stablehlo"),
-    (["--format", "stablehlo", "--part", "decoder", "--out", "{checkpoint}"], "is the checkpoint itself"),
+    (["--format", "stablehlo", "--part", "decoder", "--out", "{checkpoint}"], "an input of this command"),
 ])
 def test_the_cli_refuses_what_it_cannot_export(checkpoint, args, words, capsys):
     args = [a.format(checkpoint=checkpoint) for a in args]
@@ -171,3 +201,168 @@ def test_the_docs_examples_run(tmp_path, monkeypatch):
     assert len(snippets) == 4
     for snippet in snippets:
         exec(compile(snippet, "docs/export.md", "exec"), {})
+
+
+def _edit_sidecar(path, **changes):
+    sidecar = spec.sidecar_path(path)
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **changes}))
+
+
+def _wrong_inputs(path):
+    info = json.loads(spec.sidecar_path(path).read_text())
+    _edit_sidecar(path, inputs=[{**info["inputs"][0], "shape": [4, 3]}, info["inputs"][1]])
+
+
+@pytest.mark.parametrize("format, spoil, words", [
+    ("onnx", _wrong_inputs, r"its inputs are z \(4, 3\) float32, labels \(batch\) int64; the artifact's are "
+                            r"z \(batch, 3\) float32, labels \(batch\) int64"),
+    ("torch.export", _wrong_inputs, r"its inputs are z \(4, 3\) float32, .*; the artifact's are \(s\d+, 3\)"),
+    ("stablehlo", _wrong_inputs, r"its inputs are z \(4, 3\) float32, labels \(batch\) int32; the artifact's "
+                                 r"are \(batch, 3\) float32, \(batch\) int32"),
+    ("torch.export", lambda p: _edit_sidecar(p, outputs=[{"name": "logits", "shape": ["batch", 1, 8, 8],
+                                                          "dtype": "float64"}]),
+     r"its outputs are logits \(batch, 1, 8, 8\) float64; the artifact's are \(s\d+, 1, 8, 8\) float32"),
+    ("stablehlo", lambda p: _edit_sidecar(p, platform="cuda"), "its platform is cuda; the artifact's is cpu"),
+])
+def test_a_sidecar_that_disagrees_with_its_artifact_is_refused_naming_both(decoders, tmp_path, format, spoil,
+                                                                            words):
+    path = _copy(decoders[format], tmp_path)
+    spoil(path)
+    with pytest.raises(spec.ExportError, match=f"sidecar .*{path.name}.json does not match .*{words}"):
+        load(path)
+
+
+@pytest.mark.parametrize("format", list(spec.FORMATS))
+@pytest.mark.parametrize("spoil", ["truncated", "garbage", "another format's file"])
+def test_a_damaged_or_mislabelled_artifact_is_an_export_error_naming_it(decoders, tmp_path, format, spoil):
+    path = _copy(decoders[format], tmp_path)
+    other = decoders[{"onnx": "stablehlo", "stablehlo": "torch.export", "torch.export": "onnx"}[format]]
+    content = {"truncated": path.read_bytes()[:len(path.read_bytes()) // 2], "garbage": b"\x07garbage\x00" * 99,
+               "another format's file": other.read_bytes()}[spoil]
+    _rewrite(path, content)
+    with pytest.raises(spec.ExportError, match=re.escape(str(path))):
+        load(path)
+
+
+def test_a_pinned_sha256_loads_its_artifact_and_refuses_another(decoders, tmp_path):
+    path = decoders["stablehlo"]
+    trusted = spec.file_sha256(path)
+    assert load(path, sha256=trusted).info["sha256"] == trusted
+    copy = _copy(path, tmp_path)
+    _rewrite(copy, decoders["stablehlo"].read_bytes() + b"\0")  # a sidecar rewritten with it: its hash cannot tell
+    with pytest.raises(spec.ExportError, match=f"has SHA-256 {spec.file_sha256(copy)}, not the {trusted} it was"):
+        load(copy, sha256=trusted)
+
+
+class _RunsCode:
+    """Unpickled, it runs a shell command that leaves a marker file: what a hostile pickle could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def _with_records(data: bytes, records: dict) -> bytes:
+    """The zip archive in data with records replaced or added (name -> bytes; None drops it)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(buffer, "w") as target:
+        for name in source.namelist():
+            if name not in records:
+                target.writestr(name, source.read(name))
+        for name, content in records.items():
+            if content is not None:
+                target.writestr(name, content)
+    return buffer.getvalue()
+
+
+SAMPLE_INPUTS = "archive/data/sample_inputs/model.pt"
+
+
+def _hostile_sample_inputs(data: bytes, marker: Path, way: str) -> bytes:
+    """The .pt2 in data with its sample inputs made to run code: replaced by a bare pickle, or with the
+    pickle of their torch.save archive replaced (protocol 2: GLOBAL; protocol 4: STACK_GLOBAL)."""
+    if way == "bare pickle":
+        return _with_records(data, {SAMPLE_INPUTS: pickle.dumps(_RunsCode(marker), protocol=2)})
+    inner = zipfile.ZipFile(io.BytesIO(data)).read(SAMPLE_INPUTS)
+    pickled = pickle.dumps(((_RunsCode(marker),), {}), protocol=int(way[-1]))
+    return _with_records(data, {SAMPLE_INPUTS: _with_records(inner, {"archive/data.pkl": pickled})})
+
+
+@pytest.mark.parametrize("way, words", [
+    ("bare pickle", f"member {SAMPLE_INPUTS}: it is not a torch.save archive"),
+    ("data.pkl, protocol 2", f"member {SAMPLE_INPUTS} \\(its archive/data.pkl\\) imports (posix|nt|os).system"),
+    ("data.pkl, protocol 4", f"member {SAMPLE_INPUTS} \\(its archive/data.pkl\\) imports (posix|nt|os).system"),
+])
+def test_a_pt2_whose_pickle_would_run_code_is_refused_before_torch_reads_it(decoders, tmp_path, way, words):
+    path, marker = _copy(decoders["torch.export"], tmp_path), tmp_path / "ran"
+    _rewrite(path, _hostile_sample_inputs(path.read_bytes(), marker, way))
+    with pytest.raises(spec.ExportError, match=f"refused {re.escape(str(path))}.*{words}"):
+        load(path)
+    assert not marker.exists()
+
+
+WEIGHTS_CONFIG = "archive/data/weights/model_weights_config.json"
+CONSTANTS_CONFIG = "archive/data/constants/model_constants_config.json"
+
+
+def _use_pickle(data: bytes) -> bytes:
+    """The .pt2 in data with its first weight marked for torch.load(weights_only=False)."""
+    config = json.loads(zipfile.ZipFile(io.BytesIO(data)).read(WEIGHTS_CONFIG))
+    next(iter(config["config"].values()))["use_pickle"] = True
+    return _with_records(data, {WEIGHTS_CONFIG: json.dumps(config).encode()})
+
+
+def _opaque_constant(data: bytes) -> bytes:
+    """The .pt2 in data with a constant that torch would pickle.loads, by the prefix of its record's name."""
+    config = {"config": {"c": {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": False,
+                               "tensor_meta": None}}}
+    return _with_records(data, {CONSTANTS_CONFIG: json.dumps(config).encode()})
+
+
+@pytest.mark.parametrize("spoil, words", [
+    (_use_pickle, r"model_weights_config.json has .* unpickled or read from 'weight_\d+', not raw tensor bytes"),
+    (_opaque_constant, r"model_constants_config.json has c unpickled or read from 'opaque_obj_0'"),
+    (lambda data: _with_records(data, {"archive/data/aotinductor/model/model.so": b"\x7fELF"}),
+     r"not a torch.export archive of this twin's: it holds 'archive/data/aotinductor/model/model.so'"),
+    (lambda data: _with_records(data, {"serialized_state_dict.pt": b"\x80\x02."}),
+     r"it holds 'serialized_state_dict.pt'"),  # the legacy layout torch.export.load falls back to
+])
+def test_a_pt2_holding_what_torch_would_unpickle_or_run_is_refused(decoders, tmp_path, spoil, words):
+    path = _copy(decoders["torch.export"], tmp_path)
+    _rewrite(path, spoil(path.read_bytes()))
+    with pytest.raises(spec.ExportError, match=f"refused {re.escape(str(path))}.*{words}"):
+        load(path)
+
+
+@pytest.fixture(scope="module")
+def torch_programs(tmp_path_factory):
+    """A torch.export program of every part, dtype and batch mode, of an unconditional and a conditional model,
+    exported on the CPU: all this twin's programs the allowlist of the archive check is derived from."""
+    folder = tmp_path_factory.mktemp("programs")
+    paths = []
+    for classes in (0, 2):
+        config = VAEConfig(image_shape=(1, 8, 8), conv_channels=(4, 8), latent_dim=3, num_classes=classes)
+        checkpoint = folder / f"classes-{classes}.safetensors"
+        vae_torch.save_checkpoint(checkpoint, vae_torch.init_model(config, seed=classes), config)
+        for part, dtype, batch in itertools.product(spec.PARTS, spec.DTYPES, (None, 3)):
+            paths.append(folder / f"{classes}-{part}-{dtype}-{batch}.pt2")
+            export(checkpoint, "torch.export", part, paths[-1], batch=batch, dtype=dtype)
+    return paths
+
+
+def test_every_torch_export_program_passes_the_archive_check_whose_allowlist_it_needs_whole(torch_programs,
+                                                                                           monkeypatch):
+    imported, real = set(), spec.pickle_globals
+
+    def recording(data):
+        found = real(data)
+        imported.update(found)
+        return found
+
+    monkeypatch.setattr(spec, "pickle_globals", recording)
+    for path in torch_programs:
+        artifact = load(path)
+        assert artifact.info["artifact_format"] == "torch.export"
+    assert imported == vae_torch.export._PICKLE_GLOBALS  # as narrow as these programs need

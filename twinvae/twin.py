@@ -129,7 +129,8 @@ def load_twin(backend: str, *, float64: bool = False) -> Twin:
     if float64 and backend == "jax":
         import jax
 
-        jax.config.update("jax_enable_x64", True)
+        if not jax.config.jax_enable_x64:  # (inside `with jax.enable_x64(True)` it is on: left as it is)
+            jax.config.update("jax_enable_x64", True)
     twin = importlib.import_module(f"vae_{backend}")
     importlib.import_module(f"vae_{backend}.distributed")  # sets twin.distributed
     if not isinstance(twin, Twin):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import pickletools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,20 +46,42 @@ SIDECAR_VERSION = 1
 
 
 class ExportError(ValueError):
-    """An artifact or sidecar that cannot be used: missing, of another version, or not matching the other."""
+    """An artifact or sidecar that cannot be used: missing, of another version, not matching the other, or
+    refused as unsafe."""
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output of a part: its name, shape (BATCH where the batch is dynamic) and dtype name."""
+    """One input or output of a part: its name, shape (BATCH where the batch is dynamic) and dtype name. As
+    an artifact declares it (Loaded): name None where the artifact names none, a dynamic dimension as its
+    symbol's name."""
 
-    name: str
+    name: str | None
     shape: tuple
     dtype: str
 
     @classmethod
     def from_dict(cls, data: dict) -> TensorSpec:
-        return cls(data["name"], tuple(data["shape"]), data["dtype"])
+        """From a sidecar's entry, checked: a name, a shape of sizes >= 1 or BATCH, and a dtype name."""
+        if not isinstance(data, dict) or set(data) != {"name", "shape", "dtype"}:
+            raise ValueError(f"expected an object of name, shape and dtype, got {data!r}")
+        name, shape, dtype = data["name"], data["shape"], data["dtype"]
+        sizes = isinstance(shape, (list, tuple)) and all(d == BATCH or (type(d) is int and d >= 1) for d in shape)
+        if not (isinstance(name, str) and isinstance(dtype, str) and sizes):
+            raise ValueError(f"expected a name, a shape of sizes >= 1 or {BATCH!r} and a dtype name, got {data!r}")
+        return cls(name, tuple(shape), dtype)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """An artifact loaded in its runtime: run (numpy inputs in signature order -> a tuple of numpy outputs,
+    unchecked), and what the artifact itself declares it takes and gives and where it runs (platforms None:
+    anywhere), which load compares with its sidecar (check_signature)."""
+
+    run: Callable
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    platforms: tuple[str, ...] | None = None
 
 
 def check_part(part: str) -> str:
@@ -184,12 +208,18 @@ def write_sidecar(path: str | Path, info: dict) -> Path:
     return sidecar
 
 
-def read_sidecar(path: str | Path) -> dict:
+def read_sidecar(path: str | Path, sha256: str | None = None) -> dict:
     """The sidecar of the artifact at PATH, checked: both files there, a twinvae export sidecar of a
-    version this twinvae reads, describing this very file (its SHA-256)."""
+    version this twinvae reads, describing this very file (its SHA-256), with every field load reads of its
+    type. sha256: the artifact's SHA-256 as the user knows it from elsewhere, which it must have (the
+    sidecar's, beside the file, is no defence against whoever could rewrite both)."""
     path, sidecar = Path(path), sidecar_path(path)
     if not path.is_file():
         raise ExportError(f"no artifact at {path}")
+    actual = file_sha256(path)
+    if sha256 is not None and str(sha256).lower() != actual:
+        raise ExportError(f"{path} has SHA-256 {actual}, not the {sha256} it was pinned to: it is not the "
+                          "artifact you trust")
     if not sidecar.is_file():
         raise ExportError(f"{path} has no sidecar {sidecar}: twinvae.export.load reads an artifact's inputs, "
                           "outputs and config there; export it again with `twinvae export`")
@@ -199,10 +229,112 @@ def read_sidecar(path: str | Path) -> dict:
         raise ExportError(f"sidecar {sidecar} is not valid JSON: {err}") from None
     if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT:
         raise ExportError(f"{sidecar} is not a twinvae export sidecar")
-    if info.get("version", 0) > SIDECAR_VERSION:
-        raise ExportError(f"{sidecar} is of export format {info['version']}, newer than this twinvae's "
+    version = info.get("version")
+    if type(version) is not int or version < 1:
+        raise ExportError(f"sidecar {sidecar}: field 'version' is {version!r}, not an export format version "
+                          "(an integer >= 1)")
+    if version > SIDECAR_VERSION:
+        raise ExportError(f"{sidecar} is of export format {version}, newer than this twinvae's "
                           f"{SIDECAR_VERSION}: upgrade twinvae")
-    if info.get("sha256") != file_sha256(path):
+    if info.get("sha256") != actual:
         raise ExportError(f"sidecar {sidecar} does not match {path} (its SHA-256 is another file's: "
                           f"{info.get('artifact')!r} of another export); export again to write both")
+    _check_fields(info, sidecar, path)
     return info
+
+
+def _check_fields(info: dict, sidecar: Path, path: Path) -> None:
+    """The fields load reads beyond the checksum, each of its type and agreeing with the file's name, so
+    that a sidecar edited or damaged is named field by field, not met later as a KeyError or TypeError."""
+    def refuse(field, problem):
+        raise ExportError(f"sidecar {sidecar}: field {field!r} {problem}")
+
+    format = info.get("artifact_format")
+    if format not in SUFFIXES:
+        refuse("artifact_format", f"is {format!r}, not one of {', '.join(SUFFIXES)}")
+    if path.suffix != SUFFIXES[format]:
+        refuse("artifact_format", f"is {format!r}, whose files end in {SUFFIXES[format]}, but the artifact "
+                                  f"is {path.name}")
+    for field, allowed in (("layout", tuple(checks.LAYOUT_AXES)), ("platform", FORMAT_PLATFORMS[format])):
+        if info.get(field) not in allowed:
+            refuse(field, f"is {info.get(field)!r}, not one of {', '.join(allowed)} (for {format})")
+    for field, parse in (("config", VAEConfig.from_dict), ("inputs", _specs), ("outputs", _specs)):
+        if field not in info:
+            refuse(field, "is missing")
+        try:
+            parse(info[field])
+        except (TypeError, ValueError) as err:
+            refuse(field, f"is malformed: {err}")
+
+
+def _specs(entries: list) -> tuple[TensorSpec, ...]:
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"expected a list of inputs or outputs, got {entries!r}")
+    return tuple(TensorSpec.from_dict(entry) for entry in entries)
+
+
+def sidecar_specs(info: dict) -> tuple[VAEConfig, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The config, inputs and outputs of a sidecar that read_sidecar has checked."""
+    return VAEConfig.from_dict(info["config"]), _specs(info["inputs"]), _specs(info["outputs"])
+
+
+def check_signature(path: str | Path, info: dict, loaded: Loaded) -> None:
+    """The sidecar's inputs, outputs and platform are what the artifact itself declares, compared in order
+    (names where the artifact has them, shapes with any symbol for a dynamic BATCH, dtypes): a sidecar edited
+    to disagree is refused at load, naming both sides, rather than failing at the first call in the runtime."""
+    _, inputs, outputs = sidecar_specs(info)
+    for field, described, declared in (("inputs", inputs, loaded.inputs), ("outputs", outputs, loaded.outputs)):
+        if len(described) != len(declared) or not all(map(_same_tensor, described, declared)):
+            raise ExportError(f"sidecar {sidecar_path(path)} does not match {path}: its {field} are "
+                              f"{_describe(described)}; the artifact's are {_describe(declared)}")
+    if loaded.platforms is not None and info["platform"] not in loaded.platforms:
+        raise ExportError(f"sidecar {sidecar_path(path)} does not match {path}: its platform is "
+                          f"{info['platform']}; the artifact's is {', '.join(loaded.platforms)}")
+
+
+def _same_tensor(described: TensorSpec, declared: TensorSpec) -> bool:
+    """The same name (where the artifact names it), dtype and rank, BATCH where the artifact has a symbol."""
+    dynamic = [d == BATCH for d in described.shape] == [isinstance(d, str) for d in declared.shape]
+    fixed = all(a == b for a, b in zip(described.shape, declared.shape) if a != BATCH)
+    return declared.name in (None, described.name) and described.dtype == declared.dtype and dynamic and fixed
+
+
+def _describe(specs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(f"{s.name + ' ' if s.name else ''}({', '.join(map(str, s.shape))}) {s.dtype}" for s in specs)
+
+
+# opcodes that push a str (STACK_GLOBAL's operands), and those that store the top of the stack in the memo
+_STRING_OPCODES = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE",
+                   "BINUNICODE8"}
+_MEMO_PUTS = {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GETS = {"GET", "BINGET", "LONG_BINGET"}
+_FRAMING = {"PROTO", "FRAME"}  # change nothing on the stack: a frame may fall between a global's two strings
+
+
+def pickle_globals(data: bytes) -> set[tuple[str, str]]:
+    """The (module, name) of every global the pickle in data would import (GLOBAL, INST, STACK_GLOBAL), read
+    from its opcodes (pickletools.genops) without loading it, so without running anything it names; as
+    written (a protocol 0-2 pickle's Python 2 names are mapped by the unpickler: an allowlist of Python 3
+    names refuses them). STACK_GLOBAL takes the two strings just pushed, or fetched from the memo;
+    ValueError for one it cannot name so (its operands computed), for the extension registry (EXT1, EXT2,
+    EXT4) and for a malformed pickle, which an allowlist cannot judge."""
+    found, strings, memo = set(), [], {}  # strings: the str values known to be on top of the stack
+    for opcode, arg, position in pickletools.genops(data):
+        name = opcode.name
+        if name in ("GLOBAL", "INST"):
+            found.add(tuple(arg.split(" ", 1)))
+        elif name == "STACK_GLOBAL":
+            if len(strings) < 2:
+                raise ValueError(f"a STACK_GLOBAL at byte {position} of a module and name not pushed as strings")
+            found.add((strings[-2], strings[-1]))
+        elif name.startswith("EXT"):
+            raise ValueError(f"{name} at byte {position}: a global from copyreg's extension registry")
+        if name in _STRING_OPCODES:
+            strings.append(arg)
+        elif name in _MEMO_PUTS:
+            memo[len(memo) if name == "MEMOIZE" else arg] = strings[-1] if strings else None
+        elif name in _MEMO_GETS and isinstance(memo.get(arg), str):
+            strings.append(memo[arg])
+        elif name not in _FRAMING:
+            strings = []
+    return found

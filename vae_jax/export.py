@@ -59,10 +59,11 @@ def export_part(model: VAE, part: str, format: str, path, *, batch: int | None =
     return {"calling_convention_version": exported.calling_convention_version}
 
 
-def load_part(path, format: str):
-    """A runner of the artifact at path in JAX (jax.export.deserialize, jitted with this twin's compiler
-    options): numpy inputs in signature order -> a tuple of numpy outputs. Refused on a platform the
-    artifact was not lowered for. Unchecked (twinvae.export.load checks against the sidecar)."""
+def load_part(path, format: str) -> spec.Loaded:
+    """The artifact at path, deserialised (jax.export.deserialize): its runner, jitted with this twin's
+    compiler options (numpy inputs in signature order -> a tuple of numpy outputs, unchecked:
+    twinvae.export.load checks against the sidecar), its signature and its platforms. Refused on a
+    platform the artifact was not lowered for."""
     if format not in FORMATS:
         raise ValueError(f"the JAX twin loads {', '.join(FORMATS)}, not {format!r}")
     with open(path, "rb") as f:
@@ -70,8 +71,18 @@ def load_part(path, format: str):
     here = jax.default_backend()
     name = {"gpu": "cuda"}.get(here, here)  # jax.export's name of the platform
     if name not in exported.platforms:
-        raise ValueError(f"{path} was lowered for {', '.join(exported.platforms)}; this JAX runs on {name}: "
-                         f"export it with --platform {name}")
+        raise spec.ExportError(f"{path} was lowered for {', '.join(exported.platforms)}; this JAX runs on "
+                               f"{name}: export it with --platform {name}")
     call = jax.jit(exported.call, compiler_options=compiler_options(here))
-    return lambda *arrays: tuple(np.asarray(o) for o in call(*arrays))
+    return spec.Loaded(lambda *arrays: tuple(np.asarray(o) for o in call(*arrays)), *_signature(exported),
+                       tuple(exported.platforms))
 
+
+def _signature(exported: jax.export.Exported) -> tuple[tuple[spec.TensorSpec, ...], tuple[spec.TensorSpec, ...]]:
+    """An exported function's inputs and outputs as it declares them (in_avals, out_avals): unnamed, a
+    symbolic size by its expression."""
+    def declared(avals):
+        return tuple(spec.TensorSpec(None, tuple(d if isinstance(d, int) else str(d) for d in a.shape),
+                                     str(a.dtype)) for a in avals)
+
+    return declared(exported.in_avals), declared(exported.out_avals)

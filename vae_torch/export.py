@@ -10,7 +10,9 @@ import io
 import json
 import logging
 import os
+import re
 import warnings
+import zipfile
 
 import torch
 from torch import nn
@@ -23,6 +25,21 @@ FORMATS = ("onnx", "torch.export")
 LABEL_DTYPE = "int64"  # as_labels' dtype
 ONNX_OPSET = 20  # recorded in the sidecar; onnxruntime 1.17 and newer run it
 EXAMPLE_BATCH = 2  # traced with 2 images: torch.export specialises a batch of 1 to a constant
+# What this twin's torch.export programs hold (torch.export.save of every part, dtype and batch, of
+# unconditional and class-conditional models, on the CPU: twinvae/export_test.py), by kind: the records of
+# the .pt2 and of the torch.save archive of its sample inputs, and the globals that archive's pickle imports.
+# torch.export.load unpickles the sample inputs, and any payload a config marks use_pickle, falling back to
+# a full pickle load (weights_only=False) where the safe one fails; load_part refuses anything else first.
+_PT2_RECORDS = {"data": r"archive_format|archive_version|byteorder|\.data/(version|serialization_id)"
+                        r"|models/model\.json|data/weights/weight_\d+|data/constants/tensor_\d+",
+                "payload config": r"data/(weights/model_weights|constants/model_constants)_config\.json",
+                "torch.save": r"data/sample_inputs/model\.pt"}
+_RAW_PAYLOAD = r"(weight|tensor)_\d+"  # a payload config's path_name of a weight or constant read as raw bytes
+_SAVE_RECORDS = {"data": r"byteorder|version|\.format_version|\.storage_alignment"
+                         r"|\.data/(version|serialization_id)|data/\d+",
+                 "pickle": r"data\.pkl"}
+_PICKLE_GLOBALS = {("torch._utils", "_rebuild_tensor_v2"), ("torch", "FloatStorage"), ("torch", "LongStorage"),
+                   ("collections", "OrderedDict")}
 
 
 class _Part(nn.Module):
@@ -91,21 +108,104 @@ def export_part(model: VAE, part: str, format: str, path, *, batch: int | None =
         return {}
 
 
-def load_part(path, format: str):
-    """A runner of the torch.export artifact at path (torch.export.load): numpy inputs in signature order ->
-    a tuple of numpy outputs. Unchecked (twinvae.export.load checks against the sidecar). An ONNX file
-    runs in onnxruntime, which needs neither twin (twinvae.export)."""
+def load_part(path, format: str) -> spec.Loaded:
+    """The torch.export artifact at path, loaded (torch.export.load) once its archive has passed
+    _check_archive: its runner (numpy inputs in signature order -> a tuple of numpy outputs, unchecked:
+    twinvae.export.load checks against the sidecar), its signature and its device. An ONNX file runs in
+    onnxruntime, which needs neither twin (twinvae.export)."""
     if format != "torch.export":
         raise ValueError(f"the torch twin loads torch.export programs, not {format!r}")
-    with open(path, "rb") as f, _quiet():  # a buffer: torch.export.load wants a file named .pt2
-        program = torch.export.load(io.BytesIO(f.read())).module()
-    device = next((t.device for t in [*program.parameters(), *program.buffers()]), torch.device("cpu"))
+    with open(path, "rb") as f:
+        data = f.read()
+    _check_archive(path, data)
+    with _quiet():  # a buffer: torch.export.load wants a file named .pt2; and torch reads the bytes checked
+        program = torch.export.load(io.BytesIO(data))
+    module = program.module()
+    device = next((t.device for t in [*module.parameters(), *module.buffers()]), torch.device("cpu"))
 
     @torch.no_grad()
     def run(*arrays):
-        return tuple(o.cpu().numpy() for o in program(*(torch.as_tensor(a, device=device) for a in arrays)))
+        return tuple(o.cpu().numpy() for o in module(*(torch.as_tensor(a, device=device) for a in arrays)))
 
-    return run
+    return spec.Loaded(run, *_signature(program), (device.type,))
+
+
+def _signature(program) -> tuple[tuple[spec.TensorSpec, ...], tuple[spec.TensorSpec, ...]]:
+    """A program's user inputs and outputs as its graph declares them (fake tensors): unnamed (its names
+    are the tracer's), a symbolic size by its symbol."""
+    nodes = {node.name: node for node in program.graph.nodes}
+
+    def declared(names):
+        values = [nodes[name].meta["val"] for name in names]
+        return tuple(spec.TensorSpec(None, tuple(d if isinstance(d, int) else str(d) for d in v.shape),
+                                     str(v.dtype).removeprefix("torch.")) for v in values)
+
+    return declared(program.graph_signature.user_inputs), declared(program.graph_signature.user_outputs)
+
+
+def _check_archive(path, data: bytes) -> None:
+    """Refuse the .pt2 at path (data: its bytes, those torch is then given) unless it holds only the records
+    this twin's programs hold, no payload marked for unpickling, and a sample-inputs pickle that imports
+    only _PICKLE_GLOBALS: torch.export.load would unpickle anything else in full, running any code it
+    names. Read as a zip and a pickle's opcodes, never loaded."""
+    for name, kind, content in _records(str(path), data, _PT2_RECORDS, "a torch.export archive"):
+        if kind == "payload config":
+            _check_payload_config(path, name, content)
+        elif kind == "torch.save":
+            for inner, inner_kind, pickled in _records(f"{path} member {name}", content, _SAVE_RECORDS,
+                                                       "a torch.save archive"):
+                if inner_kind == "pickle":
+                    _check_pickle(path, f"{name} (its {inner})", pickled)
+
+
+def _records(where: str, data: bytes, kinds: dict, what: str) -> list[tuple[str, str, bytes]]:
+    """(name, kind, content) of each record of the zip archive in data, by its name less the one folder all
+    are in; content read for the kinds other than "data". A record of no kind is refused, and so is a name
+    twice or outside that folder, where torch's zip reader and Python's might not agree on what it holds."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+            root = names[0].split("/")[0] + "/" if names else ""
+            kinds_of = {name: next((kind for kind, pattern in kinds.items()
+                                    if re.fullmatch(pattern, name.removeprefix(root))), None) for name in names}
+            unknown = [name for name, kind in kinds_of.items() if kind is None or not name.startswith(root)]
+            if unknown or len(kinds_of) < len(names) or not names:
+                held = repr(unknown[0]) if unknown else "a record twice" if names else "no record"
+                raise spec.ExportError(f"refused {where}: it is not {what} of this twin's: it holds {held}")
+            return [(name, kind, b"" if kind == "data" else archive.read(name)) for name, kind in kinds_of.items()]
+    except zipfile.BadZipFile as err:
+        raise spec.ExportError(f"refused {where}: it is not {what} (a zip archive): {err}") from None
+
+
+def _check_payload_config(path, name: str, content: bytes) -> None:
+    """Every weight and constant the config lists is read as raw tensor bytes from a record _records knows
+    as such: torch.load(weights_only=False) reads one marked use_pickle, and a constant named
+    opaque_obj_* or custom_obj_* is unpickled whatever it is marked; this twin's programs have none."""
+    try:
+        entries = json.loads(content)["config"]
+        unpickled = [(key, entry["path_name"]) for key, entry in entries.items()
+                     if entry["use_pickle"] is not False or not re.fullmatch(_RAW_PAYLOAD, entry["path_name"])]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise spec.ExportError(f"refused {path}: its archive member {name} is not a payload config ({err!r})"
+                               ) from None
+    if unpickled:
+        key, record = unpickled[0]
+        raise spec.ExportError(f"refused {path}: its archive member {name} has {key} unpickled or read from "
+                               f"{record!r}, not raw tensor bytes as in this twin's programs")
+
+
+def _check_pickle(path, member: str, data: bytes) -> None:
+    """The pickle in data imports only _PICKLE_GLOBALS (spec.pickle_globals: from its opcodes, unloaded)."""
+    allowed = ", ".join(".".join(g) for g in sorted(_PICKLE_GLOBALS))
+    try:
+        imported = spec.pickle_globals(data)
+    except ValueError as err:
+        raise spec.ExportError(f"refused {path}: its archive member {member} is a pickle whose globals "
+                               f"cannot be named ({err}); this twin's import only {allowed}") from None
+    refused = sorted(imported - _PICKLE_GLOBALS)
+    if refused:
+        raise spec.ExportError(f"refused {path}: its archive member {member} imports {'.'.join(refused[0])}, "
+                               f"which unpickling would run; this twin's programs import only {allowed}")
 
 
 def _example(model: VAE, s: spec.TensorSpec, batch: int) -> torch.Tensor:
@@ -118,14 +218,17 @@ def _example(model: VAE, s: spec.TensorSpec, batch: int) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporters' progress lines and warnings (torchvision absent, the archive's weight grouping) are
-    not the user's concern; errors still raise."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
+    """The exporters' and the loader's progress lines, warnings and logged tracebacks (torchvision absent,
+    the archive's weight grouping, a failed load before its exception) are not the user's concern; errors
+    still raise."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export")]
+    levels = [logger.level for logger in loggers]
     with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         warnings.simplefilter("ignore")
-        logger.setLevel(logging.ERROR)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
         try:
             yield
         finally:
-            logger.setLevel(level)
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
