@@ -349,3 +349,14 @@ def test_float_images_are_trained_on_by_their_values_and_no_discrete_likelihood_
     code, said = _cli(capsys, "train", *TRAIN, "--data-dir", folder, "--likelihood", "discretized_logistic",
                       "--out", tmp_path / "run")
     assert code == 2 and "lie on no grid of levels" in said and not (tmp_path / "run" / "run.json").exists()
+
+
+def test_parity_never_writes_its_table_over_the_config_it_checks(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"image_shape": [1, 8, 8], "conv_channels": [4], "latent_dim": 2}))
+    before = _digest([config])
+    for flag in ("--markdown", "--brief"):
+        with pytest.raises(SystemExit) as info:
+            main(["parity", "--config", str(config), flag, str(config)])
+        assert info.value.code == 2 and "an input of this command" in capsys.readouterr().err
+    assert _digest([config]) == before

@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 
 from twinvae.environment import cpu_name, versions
 from twinvae.presets import PRESETS
 from vae_core import export as export_spec
-from vae_core.checkpoint import atomic_write_bytes
+from vae_core.checkpoint import atomic_write_bytes, inputs_kept, refuse_input
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
 
@@ -52,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    _check_outputs(p, args)
     from twinvae.parity import harness  # imports torch and jax: after --help and bad options
 
     cases = _cases(p, args, harness)
@@ -77,6 +79,19 @@ def main(argv=None) -> int:
         if path:
             atomic_write_bytes(path, f"{origin}\n\n{text}\n".encode())
     return 1 if failed else 0
+
+
+def _check_outputs(p: argparse.ArgumentParser, args) -> None:
+    """--markdown and --brief: two files, neither of them the --config file read (before the minutes of work)."""
+    outputs = [(flag, path) for flag, path in (("--markdown", args.markdown), ("--brief", args.brief)) if path]
+    if len(outputs) == 2 and os.path.abspath(args.markdown) == os.path.abspath(args.brief):
+        p.error(f"--markdown and --brief are one file, {args.markdown}: name two")
+    with inputs_kept([args.config] if args.config else []):
+        for flag, path in outputs:
+            try:
+                refuse_input(path)
+            except ValueError as err:
+                p.error(f"{flag} {err}")
 
 
 def _dtypes(p: argparse.ArgumentParser, args) -> list[str]:
