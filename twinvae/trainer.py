@@ -38,6 +38,7 @@ from twinvae.evaluation import negative_elbo
 from twinvae.progress import Progress
 from twinvae.run_folder import CHECKPOINT, LOG, RECORD, RESULTS, RUN_FILES, Position, RunLock, Unit
 from twinvae.stopping import StopRequests, signal_name
+from twinvae.timings import Timings, timings_text
 from twinvae.twin import BACKENDS, DEFAULT_BACKEND, Twin, load_twin
 from vae_core import checks, parallel, seeds
 from vae_core.checkpoint import (
@@ -343,6 +344,7 @@ def _record_resume(out: Path, options: TrainOptions, position: Position, model) 
     record.setdefault("resumes", []).append({"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": sys.argv,
                                              "step": position.step, "changed": changed})
     record.pop("finished_step", None)
+    record.pop("timings", None)  # the finished process's: this one writes its own at the end
     atomic_write_json(out / RECORD, record)
 
 
@@ -517,6 +519,7 @@ class Run:
     n_batches: int
     rank: int = 0
     world: int = 1
+    timings: Timings = dataclasses.field(default_factory=Timings)  # this process's, from its data and model
 
     @property
     def out(self) -> Path:
@@ -568,15 +571,19 @@ def _writes_of(run: Run):
 
 
 def _finish(run: Run, state, position: Position, say) -> dict:
-    """The end-of-run files: pictures, results.md, and the finished mark in run.json."""
+    """The end-of-run files: pictures, results.md, and in run.json the finished mark and this process's
+    timings (twinvae.timings)."""
     options = run.options
     records = run_folder.read_log(run.out, say)
-    write_run_pictures(run.twin, state.model, run.dataset, run.out, records, options.seed, options.denoise)
+    with run.timings.measure("pictures"):
+        write_run_pictures(run.twin, state.model, run.dataset, run.out, records, options.seed, options.denoise)
+    timings = run.timings.record()
     # this process's record: a resumed run's command, backend and epochs, not the first process's
-    markdown = results_markdown(run_record(run.config, options, state.model), records)
+    markdown = results_markdown({**run_record(run.config, options, state.model), "timings": timings}, records)
     atomic_write_bytes(run.out / RESULTS, markdown.encode())
     record = json.loads((run.out / RECORD).read_text())
-    atomic_write_json(run.out / RECORD, {**record, "finished_step": position.step})  # what resume reads
+    atomic_write_json(run.out / RECORD, {**record, "finished_step": position.step,  # what resume reads
+                                         "timings": timings})
     return records[-1]
 
 
@@ -606,26 +613,20 @@ def _train_epoch(run: Run, state, step_fn, epoch: int, position: Position, bar: 
     sums, step, model = np.array(position.sums), position.step, state.model  # model: the inputs' dtype, device
     order = seeds.epoch_order(options.seed, epoch, len(run.dataset.train_x))
     for b in range(position.batch, run.n_batches):
-        rows = order[b * options.batch_size:(b + 1) * options.batch_size]
-        x = run.dataset.train_x[rows]
-        labels = twin.as_labels(run.dataset.train_y[rows], model) if run.config.num_classes else None
-        if options.binarize == "dynamic":
-            x = binarize(x, "dynamic", options.seed, step)
-        x = x.astype(options.param_dtype)
-        eps = seeds.eps_for_step(options.seed, step, options.batch_size, run.config.latent_dim,
-                                 options.param_dtype)
-        # a denoising VAE encodes the noisy images and reconstructs the clean ones
-        inputs = add_noise(x, options.denoise, options.seed, step) if options.denoise else x
-        target = twin.as_input(x, model) if options.denoise else None
-        state, losses = step_fn(state, twin.as_input(inputs, model), twin.as_input(eps, model),
-                                beta_at(step, run.config.beta, options.kl_warmup), labels=labels, target=target,
-                                learning_rate=learning_rate_at(step, options, run.total_steps))
-        values = [float(twin.to_numpy(v)) for v in losses]
+        with run.timings.measure("input"):
+            inputs, eps, labels, target = _batch(run, model, order, b, step)
+        with run.timings.measure("step"):
+            state, losses = step_fn(state, inputs, eps, beta_at(step, run.config.beta, options.kl_warmup),
+                                    labels=labels, target=target,
+                                    learning_rate=learning_rate_at(step, options, run.total_steps))
+        with run.timings.measure("readback"):
+            values = [float(twin.to_numpy(v)) for v in losses]
         if not all(math.isfinite(v) for v in values):
             raise TrainingDiverged(f"the loss became {values[0]} at step {step + 1} (epoch {epoch + 1}); "
                                    f"stopped. {_last_good(run)}")
         sums += values
         step += 1
+        run.timings.steps += 1
         bar.advance()
         bar.stage(f"epoch {epoch + 1}/{options.epochs} loss {values[0]:.3f}")
         here = Position(epoch, b + 1, step, sums.tolist())
@@ -636,6 +637,22 @@ def _train_epoch(run: Run, state, step_fn, epoch: int, position: Position, bar: 
         if run.writer and options.checkpoint_every and step % options.checkpoint_every == 0:
             _save(run, state, here)
     return state, Position(epoch, run.n_batches, step, sums.tolist())
+
+
+def _batch(run: Run, model, order: np.ndarray, b: int, step: int):
+    """Batch b of the epoch's order, as the step takes it: (inputs, eps, labels, target), the twin's arrays.
+    A denoising VAE encodes the noisy images and reconstructs the clean ones (target; None otherwise)."""
+    options, twin = run.options, run.twin
+    rows = order[b * options.batch_size:(b + 1) * options.batch_size]
+    x = run.dataset.train_x[rows]
+    labels = twin.as_labels(run.dataset.train_y[rows], model) if run.config.num_classes else None
+    if options.binarize == "dynamic":
+        x = binarize(x, "dynamic", options.seed, step)
+    x = x.astype(options.param_dtype)
+    eps = seeds.eps_for_step(options.seed, step, options.batch_size, run.config.latent_dim, options.param_dtype)
+    inputs = add_noise(x, options.denoise, options.seed, step) if options.denoise else x
+    target = twin.as_input(x, model) if options.denoise else None
+    return twin.as_input(inputs, model), twin.as_input(eps, model), labels, target
 
 
 def _interrupted(out: Path, exit_code: int, step: int | None = None) -> TrainingInterrupted:
@@ -654,17 +671,20 @@ def _end_epoch(run: Run, state, position: Position, seconds: float) -> dict:
     """Rank 0 at an epoch's end: evaluate on the test set, append the epoch's record to log.jsonl, save
     the model and the training state at the start of the next epoch. Returns the record."""
     options, step = run.options, position.step
-    test = negative_elbo(run.twin, state.model, run.dataset.test_x, options.seed, options.param_dtype,
-                         run.dataset.test_y)
+    with run.timings.measure("evaluation"):
+        test = negative_elbo(run.twin, state.model, run.dataset.test_x, options.seed, options.param_dtype,
+                             run.dataset.test_y)
     train_means = (np.array(position.sums) / run.n_batches).tolist()
     record = {"epoch": position.epoch + 1, "step": step, "seconds": round(seconds, 3),
               "beta": beta_at(step - 1, run.config.beta, options.kl_warmup),
               "lr": learning_rate_at(step - 1, options, run.total_steps),
               "train": dict(zip(("total", "reconstruction", "kl"), train_means)), "test": test}
     if options.denoise:
-        record["denoising"] = denoising_figures(run.twin, state.model, run.dataset.test_x, options.denoise,
-                                                options.seed, run.dataset.test_y)
-    run_folder.append_log(run.out, record)  # a crash before the save below: resume drops this record
+        with run.timings.measure("evaluation"):
+            record["denoising"] = denoising_figures(run.twin, state.model, run.dataset.test_x, options.denoise,
+                                                    options.seed, run.dataset.test_y)
+    with run.timings.measure("saving"):
+        run_folder.append_log(run.out, record)  # a crash before the save below: resume drops this record
     _save(run, state, Position(position.epoch + 1, 0, step), test["total"])
     return record
 
@@ -680,12 +700,13 @@ def _epoch_line(record: dict) -> str:
 def _save(run: Run, state, position: Position, test_loss: float | None = None) -> None:
     """The checkpoint unit (run_folder.save_unit: one atomic file), then model.safetensors from the same
     weights. Non-finite values are never saved: TrainingDiverged, the last good unit left as it was."""
-    weights = run.twin.export_weights(state.model)
-    try:
-        run_folder.save_unit(run.out, weights, run.twin.export_optimizer_state(state), position, run.config)
-    except ValueError as err:
-        raise TrainingDiverged(f"{err}: the run diverged; not saved. {_last_good(run)}") from None
-    _write_model(run, weights, position, test_loss)
+    with run.timings.measure("saving"):
+        weights = run.twin.export_weights(state.model)
+        try:
+            run_folder.save_unit(run.out, weights, run.twin.export_optimizer_state(state), position, run.config)
+        except ValueError as err:
+            raise TrainingDiverged(f"{err}: the run diverged; not saved. {_last_good(run)}") from None
+        _write_model(run, weights, position, test_loss)
 
 
 def _write_model(run: Run, weights: dict, position: Position, test_loss: float | None = None) -> None:
@@ -729,6 +750,7 @@ def results_markdown(run: dict, records: list[dict]) -> str:
     denoising = any("denoising" in r for r in records)
     header = ["epoch", "train total", "train reconstruction", "train KL", "test total", "test reconstruction",
               "test KL", "seconds"] + (["PSNR noisy (dB)", "PSNR denoised (dB)"] if denoising else [])
+    lines += [timings_text(run["timings"]), ""] if "timings" in run else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in records:
         cells = [str(r["epoch"]), *(f"{r[split][term]:.3f}" for split in ("train", "test")

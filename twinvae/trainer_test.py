@@ -247,3 +247,26 @@ def test_a_run_saved_before_units_and_checksums_resumes_alike(images, tmp_path):
     with pytest.warns(UserWarning, match="carries no checksums"):
         resume(old.out, epochs=2, progress=False, log=_quiet)
     assert _records(old.out) == _records(reference.out)
+
+
+def test_a_run_records_where_its_time_went(images, tmp_path, monkeypatch):
+    """run.json and results.md hold this process's seconds in each part (twinvae.timings); a part made slow
+    shows in its own figure."""
+    import time
+
+    real = trainer.negative_elbo
+
+    def slow_evaluation(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "negative_elbo", slow_evaluation)
+    options = _options(images, tmp_path / "run")
+    train(CONFIG, options, progress=False, log=_quiet)
+    timings = json.loads((Path(options.out) / run_folder.RECORD).read_text())["timings"]
+    parts = ("input", "step", "readback", "evaluation", "saving", "pictures", "other")
+    assert timings["steps"] == 2 * 3 and all(timings[p] >= 0 for p in parts)
+    assert timings["evaluation"] >= 0.6 and timings["step"] > 0 and timings["saving"] > 0
+    assert sum(timings[p] for p in parts) == pytest.approx(timings["total"], abs=0.01)
+    assert f"Time of this process (6 steps, {timings['total']:.1f} s): input" in \
+        (Path(options.out) / run_folder.RESULTS).read_text()
