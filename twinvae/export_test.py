@@ -303,6 +303,35 @@ def test_a_pt2_whose_pickle_would_run_code_is_refused_before_torch_reads_it(deco
     assert not marker.exists()
 
 
+PROGRAM = "archive/models/model.json"
+
+
+def _hostile_program(data: bytes, marker: Path, where: str) -> bytes:
+    """The .pt2 in data with Python in a string that torch.export.load evaluates: a symbolic size (sympify)
+    or a guard (compiled into the module's input check)."""
+    program = json.loads(zipfile.ZipFile(io.BytesIO(data)).read(PROGRAM))
+    code = f"__import__('os').system('touch {marker}')"
+    if where == "size":
+        text = json.dumps(program)
+        size = re.search(r'"expr_str": "(Symbol[^"]*)"', text).group(1)
+        text = text.replace(f'"expr_str": "{size}"', f'"expr_str": "({code} and 0) + {size}"', 1)
+        program = json.loads(text)
+    else:
+        program["guards_code"] = [*(program.get("guards_code") or []), f"{code} == 0"]
+    return _with_records(data, {PROGRAM: json.dumps(program).encode()})
+
+
+@pytest.mark.parametrize("where", ["size", "guard"])
+def test_a_pt2_whose_program_holds_python_is_refused_before_torch_reads_it(decoders, tmp_path, where):
+    """torch.export.load sympifies each symbolic size and compiles each guard: a string there is code."""
+    path, marker = _copy(decoders["torch.export"], tmp_path), tmp_path / "ran"
+    _rewrite(path, _hostile_program(path.read_bytes(), marker, where))
+    words = f"its archive member {PROGRAM} holds .*__import__.*which torch.export.load would run as Python"
+    with pytest.raises(spec.ExportError, match=f"refused {re.escape(str(path))}: {words}"):
+        load(path)
+    assert not marker.exists()
+
+
 WEIGHTS_CONFIG = "archive/data/weights/model_weights_config.json"
 CONSTANTS_CONFIG = "archive/data/constants/model_constants_config.json"
 

@@ -31,13 +31,20 @@ EXAMPLE_BATCH = 2  # traced with 2 images: torch.export specialises a batch of 1
 # torch.export.load unpickles the sample inputs, and any payload a config marks use_pickle, falling back to
 # a full pickle load (weights_only=False) where the safe one fails; load_part refuses anything else first.
 _PT2_RECORDS = {"data": r"archive_format|archive_version|byteorder|\.data/(version|serialization_id)"
-                        r"|models/model\.json|data/weights/weight_\d+|data/constants/tensor_\d+",
+                        r"|data/weights/weight_\d+|data/constants/tensor_\d+",
+                "program": r"models/model\.json",
                 "payload config": r"data/(weights/model_weights|constants/model_constants)_config\.json",
                 "torch.save": r"data/sample_inputs/model\.pt"}
 _RAW_PAYLOAD = r"(weight|tensor)_\d+"  # a payload config's path_name of a weight or constant read as raw bytes
 _SAVE_RECORDS = {"data": r"byteorder|version|\.format_version|\.storage_alignment"
                          r"|\.data/(version|serialization_id)|data/\d+",
                  "pickle": r"data\.pkl"}
+# The program's strings that torch.export.load evaluates as code: each symbolic size (sympy.sympify of its
+# expr_str) and each guard (compiled into the module's input check); this twin's hold only these forms.
+_SIZE_TERM = r"Symbol\('s\d+', positive=True, integer=True\)|Integer\(-?\d+\)"
+_SIZE_SYNTAX = r"(Mul\(|Add\(|, |\))*"
+_INPUT_SIZE = r"L\['inputs'\]\[\d+\]\.size\(\)\[\d+\]"
+_GUARD = rf"{_INPUT_SIZE} (==|!=|<=|>=|<|>) ({_INPUT_SIZE}|-?\d+)"
 _PICKLE_GLOBALS = {("torch._utils", "_rebuild_tensor_v2"), ("torch", "FloatStorage"), ("torch", "LongStorage"),
                    ("collections", "OrderedDict")}
 
@@ -151,6 +158,8 @@ def _check_archive(path, data: bytes) -> None:
     for name, kind, content in _records(str(path), data, _PT2_RECORDS, "a torch.export archive"):
         if kind == "payload config":
             _check_payload_config(path, name, content)
+        elif kind == "program":
+            _check_program(path, name, content)
         elif kind == "torch.save":
             for inner, inner_kind, pickled in _records(f"{path} member {name}", content, _SAVE_RECORDS,
                                                        "a torch.save archive"):
@@ -192,6 +201,38 @@ def _check_payload_config(path, name: str, content: bytes) -> None:
         key, record = unpickled[0]
         raise spec.ExportError(f"refused {path}: its archive member {name} has {key} unpickled or read from "
                                f"{record!r}, not raw tensor bytes as in this twin's programs")
+
+
+def _check_program(path, name: str, content: bytes) -> None:
+    """The program's symbolic sizes and guards, the strings torch.export.load runs as Python (sympify, a
+    compiled guard), are of the forms this twin's programs hold (_SIZE_TERM, _GUARD), and its range
+    constraints name plain symbols: anything else could be code."""
+    try:
+        program = json.loads(content)
+        sizes = list(_values_of(program, "expr_str"))
+        guards = program.get("guards_code") or []
+        symbols = list(program.get("range_constraints") or {})
+    except (ValueError, AttributeError) as err:
+        raise spec.ExportError(f"refused {path}: its archive member {name} is not a program ({err})") from None
+    odd = [s for s in sizes if not (isinstance(s, str) and re.fullmatch(_SIZE_SYNTAX, re.sub(_SIZE_TERM, "", s)))]
+    odd += [g for g in guards if not (isinstance(g, str) and re.fullmatch(_GUARD, g))]
+    odd += [k for k in symbols if not re.fullmatch(r"s\d+", k)]
+    if odd:
+        raise spec.ExportError(f"refused {path}: its archive member {name} holds {odd[0]!r}, which "
+                               "torch.export.load would run as Python, and not a symbolic size or guard of this "
+                               "twin's programs")
+
+
+def _values_of(tree, key: str):
+    """Every value stored under `key` anywhere in a JSON tree."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if k == key:
+                yield v
+            yield from _values_of(v, key)
+    elif isinstance(tree, list):
+        for v in tree:
+            yield from _values_of(v, key)
 
 
 def _check_pickle(path, member: str, data: bytes) -> None:
