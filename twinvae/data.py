@@ -383,18 +383,30 @@ def check_image_memory(count: int, image_shape: tuple[int, int, int]) -> None:
 
 
 def _image_array(image, path, image_shape: tuple[int, int, int]) -> np.ndarray:
-    """One open image as (C, H, W) float32 in [0, 1] (read_images): an opaque 8-bit image by PIL's 8-bit
-    convert and resize, as before; any other in float."""
+    """One open image as (C, H, W) float32 in [0, 1] (read_images): an 8-bit image by PIL's 8-bit convert and
+    resize, as before (with alpha: composited on white first, in 8 bits); any other in float."""
     c, h, w = image_shape
     if image.mode not in READ_MODES:
         raise DataError(f"{path}: PIL opens it in mode {image.mode!r}, which is not read here (modes read: "
                         f"{', '.join(READ_MODES)}): save it in one of them")
     if image.mode == "PA" or (image.mode in ("L", "P", "RGB") and _transparent(image)):
         image = image.convert("RGBA")  # a palette's or a transparent colour's alpha, exactly
-    if image.mode in EIGHT_BIT_MODES or (image.mode in ALPHA_MODES and _opaque(image)):
+    if image.mode in ALPHA_MODES and not _opaque(image):
+        image = _on_white_8_bit(image, path)
+    if image.mode in EIGHT_BIT_MODES or image.mode in ALPHA_MODES:  # (opaque, where it has alpha)
         image = image.convert("L" if c == 1 else "RGB").resize((w, h))
         return np.asarray(image, np.float32).reshape(h, w, c).transpose(2, 0, 1) / np.float32(255)
     return _resize_float(_as_channels(_on_white(*_samples(image, path)), c), (h, w))
+
+
+def _on_white_8_bit(image, path):
+    """An 8-bit image with alpha composited on white (in float) and rounded back to its 8 bits, as PIL's "L"
+    or "RGB": an 8-bit image stays one, on the k / 255 grid its levels are (Dataset.levels)."""
+    from PIL import Image
+
+    composited = np.round(_on_white(*_samples(image, path)) * 255).astype(np.uint8)
+    grey = composited.shape[-1] == 1
+    return Image.fromarray(composited[..., 0] if grey else composited, "L" if grey else "RGB")
 
 
 def _transparent(image) -> bool:

@@ -288,9 +288,19 @@ def _read_one(path, channels=1, size=None):
     return data.read_images([path], (channels, h, w))[0]
 
 
-def _on_white(value: int, alpha: int, white: int = 255) -> np.float32:
-    """The exact float32 of an integer sample composited on white, (v a + w (w - a)) / w^2."""
-    return np.float32((value * alpha + white * (white - alpha)) / white**2)
+def _on_white_level(value: int, alpha: int) -> int:
+    """An 8-bit sample composited on white, (v a + 255 (255 - a)) / 255, rounded to its 8-bit level."""
+    return round((value * alpha + 255 * (255 - alpha)) / 255)
+
+
+def _on_white(value: int, alpha: int) -> np.float32:
+    """That level as the loader gives it: an 8-bit image stays on the k / 255 grid."""
+    return np.float32(_on_white_level(value, alpha)) / np.float32(255)
+
+
+def _luma(r: int, g: int, b: int) -> np.float32:
+    """PIL's 8-bit RGB -> L (ITU-R 601-2 in 16-bit fixed point, rounded), over 255."""
+    return np.float32((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) / np.float32(255)
 
 
 def test_8_bit_grey_over_255_and_resized_as_before(tmp_path):
@@ -388,7 +398,7 @@ def test_palette_png_with_transparency_composited_on_white(tmp_path):
     np.testing.assert_array_equal(rgb[:, 1], [1, 1, 1])  # the transparent entry: white
     np.testing.assert_array_equal(rgb[:, 0], np.float32([200, 100, 0]) / np.float32(255))
     grey = _read_one(tmp_path / "clear.png")[0, 0]
-    assert grey[1] == 1 and grey[2] == np.float32((10 * 299 + 20 * 587 + 30 * 114) / 1000 / 255)
+    assert grey[1] == 1 and grey[2] == _luma(10, 20, 30)
 
 
 def test_la_png_composited_on_white(tmp_path):
@@ -410,9 +420,8 @@ def test_rgba_png_composited_on_white(tmp_path):
     rgb = _read_one(tmp_path / "rgba.png", channels=3)[:, 0]
     np.testing.assert_array_equal(rgb[:, 0], [_on_white(200, 51), _on_white(100, 51), _on_white(0, 51)])
     np.testing.assert_array_equal(rgb[:, 1], [1, 1, 1])
-    composited = [(v * 51 + 255 * 204) / 255**2 for v in (200, 100, 0)]
     grey = _read_one(tmp_path / "rgba.png")[0, 0, 0]
-    assert grey == np.float32(np.dot(composited, [0.299, 0.587, 0.114]))
+    assert grey == _luma(*(_on_white_level(v, 51) for v in (200, 100, 0)))
 
 
 def test_an_opaque_rgba_png_is_read_as_its_rgb(tmp_path):
@@ -495,8 +504,8 @@ def test_an_image_size_below_1_is_refused(tmp_path, size):
 
 
 def test_a_folders_levels_are_the_grid_its_values_lie_on(tmp_path):
-    """8-bit images take 256 levels, 16-bit ones 65536, float ones none (0): a discretized logistic, a mass
-    on the data's levels, is then refused by the trainer."""
+    """8-bit images take 256 levels (with transparency too: composited in 8 bits), 16-bit ones 65536, float
+    ones none (0): a discretized logistic, a mass on the data's levels, is then refused by the trainer."""
     from PIL import Image
 
     from twinvae.data import grid_levels, load_folder
@@ -504,7 +513,8 @@ def test_a_folders_levels_are_the_grid_its_values_lie_on(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(4):
         Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    assert load_folder(tmp_path, 4).levels == 256
+        Image.fromarray(rng.integers(0, 256, (4, 4, 4), dtype=np.uint8), "RGBA").save(tmp_path / f"a{i}.png")
+    assert load_folder(tmp_path, 4).levels == 256 and load_folder(tmp_path, 3, channels=3).levels == 256
     deep = rng.integers(0, 65536, (2, 1, 4, 4)).astype(np.float32) / np.float32(65535)
     assert grid_levels(deep) == 65536 and grid_levels(deep + np.float32(0.3 / 65535)) == 0
     assert grid_levels(rng.random((2, 1, 4, 4), dtype=np.float32)) == 0
