@@ -5,6 +5,7 @@ rest of the command line whole."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -59,15 +60,25 @@ def main(argv=None) -> int:
 
 
 def _command_inputs(args) -> list[str]:
-    """The files a command reads: its checkpoint, --config, the files under --data-dir (a resumed run's, as
-    its record names it) and the images it denoises."""
+    """The files a command reads: its checkpoint, --config, the images it denoises, and the data files under
+    --data-dir (a resumed run's, as its record names it): those a dataset reads (twinvae.data.data_files),
+    less any under the folder the command writes, which are its outputs."""
     from pathlib import Path
 
-    inputs = [getattr(args, name, None) for name in ("checkpoint", "config")] + list(getattr(args, "paths", []))
+    from twinvae.data import data_files
+    from twinvae.denoising import image_files
+
+    inputs = [getattr(args, name, None) for name in ("checkpoint", "config")]
+    if getattr(args, "paths", None):
+        with contextlib.suppress(ValueError):  # the command names what is missing
+            inputs += image_files(args.paths)
     data_dir = getattr(args, "data_dir", None) or _resumed_data_dir(args)
+    writes = getattr(args, "resume", None) or getattr(args, "out", None) or (
+        Path(args.checkpoint).parent if getattr(args, "checkpoint", None) and args.command != "export" else None)
     if data_dir and Path(data_dir).is_dir():
-        inputs += [str(p) for p in Path(data_dir).rglob("*") if p.is_file()]
-    return [path for path in inputs if path]
+        written = Path(writes).resolve() if writes else None
+        inputs += [p for p in data_files(data_dir) if written is None or not p.resolve().is_relative_to(written)]
+    return [str(path) for path in inputs if path]
 
 
 def _resumed_data_dir(args) -> str | None:
@@ -82,14 +93,15 @@ def _resumed_data_dir(args) -> str | None:
 
 
 def _interrupted_where(args) -> str:
-    """What an interruption before the work left, and how to go on."""
+    """What an interruption outside training's own handler (start-up, the end-of-run files) left, and how to
+    go on."""
     if args.command != "train":
         return "before it finished; nothing it would write was left half-written"
     from pathlib import Path
 
     out = args.resume or getattr(args, "out", None)
     if out and (Path(out) / "run.json").is_file():
-        return f"before training started; the run folder is whole: continue with twinvae train --resume {out}"
+        return f"outside a training step; the run folder is whole: continue with twinvae train --resume {out}"
     return "before training started; nothing was saved: run the command again"
 
 

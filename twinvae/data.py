@@ -327,6 +327,15 @@ def grid_levels(images: np.ndarray) -> int:
     return 0
 
 
+def data_files(folder) -> list[Path]:
+    """The files under a --data-dir that a dataset reads: image files, IDX files (gzipped or not), CIFAR-10's
+    batches and archive; what a command must not write over."""
+    names = {*IDX_FILES.values(), *(f"{n}.gz" for n in IDX_FILES.values()),
+             *(n for batches in CIFAR10_BATCHES.values() for n in batches), Path(CIFAR10_URL).name}
+    return sorted(p for p in Path(folder).rglob("*")
+                  if (p.suffix.lower() in IMAGE_SUFFIXES or p.name in names) and p.is_file())
+
+
 def image_paths(folder: Path) -> list[Path]:
     """Every image file (IMAGE_SUFFIXES) under a folder, recursively, sorted."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

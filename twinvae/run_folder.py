@@ -97,10 +97,11 @@ class RunLock:
         except OSError as err:
             refuse_symlink(self.path)
             raise write_error(self.path, err) from None
-        if not _holds_a_pid(self.fd):
+        if not _holds_a_pid(self.fd) or os.fstat(self.fd).st_nlink > 1:
             os.close(self.fd)
-            raise RunFolderError(f"{self.path} is not a twinvae run lock (it holds something else than a PID): "
-                                 "it is not this run's to overwrite; move it, or choose another --out")
+            raise RunFolderError(f"{self.path} is not a twinvae run lock (it holds something other than a PID, "
+                                 "or is a hard link to another file): it is not this run's to overwrite; move "
+                                 "it, or choose another --out")
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -127,8 +128,8 @@ def has_unit(out: Path) -> bool:
 
 
 def check_no_links(out: Path) -> None:
-    """Refuse a run folder where one of a run's names (or a temp file of one) is a symbolic link: reads and
-    writes through it would reach a file outside the run."""
+    """Refuse a run folder where one of a run's names (or a temp file of one) is a symbolic link, or a file it
+    writes in place is a hard link: reads and writes through it would reach a file outside the run."""
     links = [out / name for name in OWN_NAMES if (out / name).is_symlink()]
     links += [p for p in out.iterdir() if p.is_symlink() and p.name.startswith(".") and p.name.endswith(".tmp")
               and p not in links and any(p.name.startswith(f".{name}.") for name in RUN_FILES)]
@@ -136,11 +137,27 @@ def check_no_links(out: Path) -> None:
         raise RunFolderError(f"{out} holds symbolic links where the run keeps its files: "
                              f"{', '.join(f'{p.name} -> {os.readlink(p)}' for p in links)}; twinvae does not "
                              "follow links in a run folder: remove them, or choose another --out")
+    # the files written in place (the others are replaced whole, which leaves another name's file as it was)
+    shared = [name for name in (LOG, LOCK) if (out / name).is_file() and (out / name).stat().st_nlink > 1]
+    if shared:
+        raise RunFolderError(f"{out}: {', '.join(shared)} is a hard link to another file; twinvae writes it in "
+                             "place, which would write that file too: remove it, or choose another --out")
+
+
+def holds_record(out: Path) -> bool:
+    """Whether out/run.json is a run record (a JSON object with a run's config and options), not merely a file
+    of that name: only a record claims a folder's files for a run."""
+    try:
+        record = json.loads(_read_own(out / RECORD))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get("config"), dict) and isinstance(
+        record.get("options"), dict)
 
 
 def foreign_files(out: Path) -> list[str]:
-    """The names in `out` that a run would write but that no run record there claims (no run.json)."""
-    if (out / RECORD).exists():
+    """The names in `out` that a run would write but that no run record there claims."""
+    if holds_record(out):
         return []
     return [name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
 
@@ -164,14 +181,18 @@ def clear(out: Path, say) -> None:
 
 def clearable(out: Path) -> tuple[str, ...]:
     """The names --overwrite may delete in `out`: those its run record lists (RUN_FILES in a record that
-    predates the list). Without a run record it refuses unless the folder holds nothing but a run's names
-    (a run whose record was lost), listing what else it found; a link among them is refused too."""
+    predates the list). Without a run record (a run.json that is not one counts as none) it refuses unless
+    the folder holds nothing but a run's names (a run whose record was lost), listing what else it found; a
+    link among them is refused too."""
     if not out.is_dir():
         return ()
     check_no_links(out)
-    record = out / RECORD
-    if record.exists():
-        return _listed_files(record)
+    if holds_record(out):
+        return _listed_files(out / RECORD)
+    if (out / RECORD).exists():
+        raise RunFolderError(f"--overwrite {out}: its run.json is not a twinvae run record (no config and "
+                             "options): the folder is not a run's, and --overwrite deletes nothing in it; choose "
+                             "another --out")
     leftovers = temp_files(out, RUN_FILES)
     others = sorted(p.name for p in out.iterdir() if p.name not in OWN_NAMES and p not in leftovers)
     if others:
@@ -367,6 +388,9 @@ def append_log(out: Path, record: dict) -> None:
     refuse_symlink(path)
     try:
         with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666), "a") as f:
+            if os.fstat(f.fileno()).st_nlink > 1:  # another name of a file outside the run: not appended to
+                raise RunFolderError(f"{path} is a hard link to another file; twinvae does not write through "
+                                     "it: remove it, or choose another --out")
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -360,3 +360,59 @@ def test_parity_never_writes_its_table_over_the_config_it_checks(tmp_path, capsy
             main(["parity", "--config", str(config), flag, str(config)])
         assert info.value.code == 2 and "an input of this command" in capsys.readouterr().err
     assert _digest([config]) == before
+
+
+def test_a_run_json_that_is_no_run_record_claims_nothing(images, tmp_path, capsys):
+    """A user's own run.json beside their model.safetensors and results.md: not a run, so neither a plain
+    start ("already holds a run") nor --overwrite (which would delete them) treats it as one."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name, data in {"run.json": b'{"experiment": "mine"}', "model.safetensors": b"weights",
+                       "results.md": b"# mine"}.items():
+        (out / name).write_bytes(data)
+    before = _digest(out.iterdir())
+    code, said = _train(capsys, images, out)
+    assert code == 2 and "already holds a run" not in said and "but no run record" in said
+    code, said = _train(capsys, images, out, "--overwrite")
+    assert code == 2 and "its run.json is not a twinvae run record" in said
+    assert _digest(out.iterdir()) == before
+
+
+@pytest.mark.parametrize("name", [run_folder.LOG, run_folder.LOCK])
+def test_a_hard_link_in_a_run_folder_is_not_written_through(images, tmp_path, capsys, name):
+    out = tmp_path / "run"
+    assert _train(capsys, images, out)[0] == 0
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"" if name == run_folder.LOCK else b"the user's own log\n")  # a lock looks like one
+    (out / name).unlink()
+    (out / name).hardlink_to(outside)
+    before = _digest([outside])
+    code, said = _cli(capsys, "train", "--resume", out, "--epochs", "2", "--no-progress")
+    assert code == 2 and "hard link" in said and _digest([outside]) == before
+
+
+def test_a_run_folder_inside_the_data_folder_resumes_and_overwrites(tmp_path, capsys):
+    """The data files are kept from being written over; the run's own files under --data-dir are not data."""
+    from twinvae.data import IDX_FILES
+    from twinvae.data_test import _idx
+
+    rng = np.random.default_rng(0)
+    shapes = {"train_x": (64, 28, 28), "train_y": (64,), "test_x": (8, 28, 28), "test_y": (8,)}
+    for key, filename in IDX_FILES.items():
+        (tmp_path / filename).write_bytes(_idx(rng.integers(0, 10 if key.endswith("_y") else 256, shapes[key],
+                                                            dtype=np.uint8)))
+    before = _digest(tmp_path / f for f in IDX_FILES.values())
+    out = tmp_path / "runs" / "a"
+    argv = ["train", "--backend", "torch", "--dataset", "mnist", "--data-dir", tmp_path, "--latent-dim", "2",
+            "--batch-size", "32", "--epochs", "1", "--out", out, "--no-progress"]
+    assert _cli(capsys, *argv)[0] == 0
+    code, said = _cli(capsys, "train", "--resume", out, "--epochs", "2", "--no-progress")
+    assert code == 0, said
+    for _ in range(3):  # each --overwrite deletes the run, whose files' inodes the next one may reuse
+        code, said = _cli(capsys, *argv, "--overwrite")
+        assert code == 0, said
+    assert _digest(tmp_path / f for f in IDX_FILES.values()) == before
+    code, said = _cli(capsys, "evaluate", out / "model.safetensors", "--backend", "torch", "--k", "2",
+                      "--data-dir", tmp_path, "--json", tmp_path / IDX_FILES["test_x"], "--no-progress")
+    assert code == 2 and "an input of this command" in said and _digest(tmp_path / f for f in IDX_FILES.values()) \
+        == before

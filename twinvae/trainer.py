@@ -371,7 +371,7 @@ def _refuse_existing_run(out: Path) -> None:
     if run_folder.has_unit(out) or (out / CHECKPOINT).exists() or (out / LOG).exists():
         raise ValueError(f"{out} already holds a run; choose another --out, continue it with --resume {out}, "
                          "or start it again with --overwrite (which deletes it)")
-    if (out / RECORD).exists():
+    if run_folder.holds_record(out):
         raise ValueError(f"{out} holds a run that stopped before its first checkpoint: resume it from its "
                          f"beginning with --resume {out}, or start it again with --overwrite")
 

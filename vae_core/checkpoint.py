@@ -58,9 +58,11 @@ def _identity(path) -> tuple[int, int]:
 
 def refuse_input(path) -> None:
     """An output at `path` that is one of the kept inputs (inputs_kept) is refused, naming both."""
-    if _KEPT and os.path.isfile(path) and _identity(path) in _KEPT:
-        raise ValueError(f"{path} is {_KEPT[_identity(path)]}, an input of this command: it is not overwritten; "
-                         "name another output")
+    kept = _KEPT.get(_identity(path)) if _KEPT and os.path.isfile(path) else None
+    # the input still there (an inode freed by a deletion can come back as another file's)
+    if kept is not None and os.path.isfile(kept) and _identity(kept) == _identity(path):
+        raise ValueError(f"{path} is {kept}, an input of this command: it is not overwritten; name another "
+                         "output")
 
 
 class CheckpointError(ValueError):
