@@ -299,7 +299,8 @@ class VAE(nnx.Module):
         if dtype == jnp.float64 and not jax.config.jax_enable_x64:
             raise ValueError(f"a float64 model needs 64-bit JAX: enable it ({ENABLE_X64}) or build it with "
                              f"dtype=jnp.float32; {X64_CLI}")
-        layout.check_fits_in_memory(config, str(dtype), dtype.itemsize)  # before any allocation
+        if jax.default_backend() == "cpu":  # before any allocation; on an accelerator its memory decides
+            layout.check_fits_in_memory(config, str(dtype), dtype.itemsize)
         self.config = config
         self.compute_dtype = checks.check_compute_dtype(
             None if compute_dtype is None else str(float_dtype(compute_dtype)), str(dtype))

@@ -45,9 +45,10 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     >= 0 nats per latent dimension for the training objective."""
     learning_rate, betas, eps = checks.check_adam(learning_rate, betas, eps)
     free_bits = checks.check_free_bits(free_bits)
-    layout.check_fits_in_memory(model.config, str(model.dtype), model.dtype.itemsize, training=True)
     tx = optax.scale_by_adam(b1=betas[0], b2=betas[1], eps=eps)
     graphdef, params = nnx.split(model, nnx.Param)
+    if all(d.platform == "cpu" for d in jax.tree.leaves(params)[0].devices()):  # else an accelerator's memory
+        layout.check_fits_in_memory(model.config, str(model.dtype), model.dtype.itemsize, training=True)
     params = jax.tree.map(jnp.copy, params)
     return _where_params_are(TrainState(
         params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),

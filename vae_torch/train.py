@@ -35,8 +35,9 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     Create the state after moving the model to its device: Adam's state lives beside the parameters."""
     learning_rate, betas, eps = checks.check_adam(learning_rate, betas, eps)
     free_bits = checks.check_free_bits(free_bits)
-    layout.check_fits_in_memory(model.config, _dtype_name(model.dtype), model.dtype.itemsize, training=True)
     device = next(model.parameters()).device
+    if device.type == "cpu":  # Adam's state lives beside the parameters: host memory only for a CPU model
+        layout.check_fits_in_memory(model.config, _dtype_name(model.dtype), model.dtype.itemsize, training=True)
     rate = torch.tensor(learning_rate, dtype=model.dtype, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=rate, betas=betas, eps=eps, fused=True)
     for p in model.parameters():
