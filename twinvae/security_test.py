@@ -219,7 +219,7 @@ def test_a_flipped_bit_in_a_units_position_falls_back_to_the_unit_before(tmp_pat
     path = tmp_path / run_folder.TRAIN_STATE
     data = bytearray(path.read_bytes())
     at = data.index(b'epoch\\": 2') + len(b'epoch\\": ')
-    data[at] ^= 0x01  # "2" -> "3": a position the file never held, in range of the run
+    data[at] ^= 0x01  # "2" -> "3": a position the file never held (the header checksum finds it first)
     path.write_bytes(bytes(data))
     said = []
     unit = run_folder.read_unit(tmp_path, CONFIG, said.append, SIZE)
