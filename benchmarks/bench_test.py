@@ -182,3 +182,22 @@ def test_iwae_speed_table_names_every_form_and_cut(tmp_path):
     assert all(float(row.split(" | ")[3].replace(",", "")) > 0 for row in rows)
     with pytest.raises(SystemExit, match="at least 1"):
         iwae.main(["--k", "0"])
+
+
+def test_the_trainer_is_set_against_its_step(tmp_path):
+    """python -m benchmarks.trainer: the harness's step and the trainer's last epoch, in a process of each
+    (torch alone here, on the digits: 22 steps an epoch at batch 64)."""
+    from benchmarks import trainer
+
+    out = tmp_path / "new folder" / "trainer.md"
+    assert trainer.main(["--backend", "torch", "--dataset", "digits", "--batch-size", "64", "--repeats", "1",
+                         "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("Command: `python -m benchmarks.trainer --backend torch --dataset digits")
+    (row,) = [line for line in text.splitlines() if line.startswith("| torch (eager-channels-last) |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    step_ms, steps_s, epoch_s = (float(cells[i].split()[0]) for i in (1, 2, 3))
+    assert step_ms > 0 and steps_s == pytest.approx(22 * step_ms / 1e3, abs=0.01) and epoch_s > 0
+    assert cells[4].endswith("%") and all(float(c) >= 0 for c in cells[5:])
+    with pytest.raises(SystemExit, match="at least 1"):
+        trainer.main(["--epochs", "0"])

@@ -12,7 +12,6 @@ million latents: its time is 1e7 / (latents/s)."""
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ from unittest import mock
 import numpy as np
 
 from twinvae import evaluation
-from twinvae.environment import cpu_name, git_commit, versions
+from twinvae.environment import results_origin
 from twinvae.twin import load_twin
 from vae_core.checkpoint import atomic_write_bytes
 from vae_core.config import VAEConfig
@@ -76,11 +75,7 @@ def main(argv=None) -> int:
                                             for r in rows(b, images, args.k, args.repeats)):
         table.append(f"| {backend} | {forms} | {per_call} | {speed:,.0f} | {1e7 / speed / 60:.1f} min |")
     command = "python -m benchmarks.iwae " + " ".join(sys.argv[1:] if argv is None else argv)
-    where = ", ".join([datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                       f"commit {git_commit(short=True) or 'unknown'}", cpu_name(),
-                       f"usable cores: {len(os.sched_getaffinity(0))}",
-                       *(f"{name} {version}" for name, version in versions().items())])
-    text = (f"Command: `{command}`; {where}; seed model, {args.images} images, K = {args.k}.\n\n"
+    text = (f"{results_origin(command)}; seed model, {args.images} images, K = {args.k}.\n\n"
             + "\n".join(table) + "\n")
     print(text)
     if args.out:

@@ -3,6 +3,7 @@ Shared by the trainer's run record and results, and by the benchmark report."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import subprocess
@@ -38,3 +39,14 @@ def git_commit(short: bool = False) -> str:
 def versions() -> dict[str, str]:
     """The versions of the frameworks this process has imported."""
     return {name: getattr(sys.modules[name], "__version__", "") for name in FRAMEWORKS if name in sys.modules}
+
+
+def results_origin(command: str, measured_versions: dict | None = None) -> str:
+    """A results file's first line: the command that wrote it, when, from which commit, on which machine and
+    with which versions (this process's, or those the processes that measured reported)."""
+    where = ", ".join([datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                       f"commit {git_commit(short=True) or 'unknown'}", cpu_name(),
+                       f"usable cores: {len(os.sched_getaffinity(0))}",
+                       *(f"{name} {version}" for name, version in {**versions(), **(measured_versions or {})}
+                         .items())])
+    return f"Command: `{command}`; {where}"
