@@ -440,7 +440,8 @@ def _application(args, run) -> int:
     out = Path(args.out or Path(args.checkpoint).parent)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; it names the folder the PNGs go to: name a folder")
-    twin = twin_for_checkpoint(args.backend, args.checkpoint)  # a bad file fails first, before a framework
+    read_checkpoint(args.checkpoint)  # a bad file fails here, before a framework is imported
+    twin = twin_for_checkpoint(args.backend, args.checkpoint)
     model, config, metadata = twin.load_checkpoint(args.checkpoint)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -5,11 +5,12 @@ as the twin's own (`as_input` makes them from canonical numpy, `to_numpy` turns 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from vae_core.checkpoint import read_checkpoint
+from vae_core.checkpoint import read_safetensors_header
 from vae_core.config import VAEConfig
 from vae_core.outputs import VAELoss
 
@@ -141,10 +142,12 @@ def load_twin(backend: str, *, float64: bool = False) -> Twin:
 
 
 def twin_for_checkpoint(backend: str, path) -> Twin:
-    """load_twin for the checkpoint at path (read and checked here, before a framework is imported): float64
-    weights turn JAX's 64-bit switch on."""
-    weights, _, _ = read_checkpoint(path)
-    return load_twin(backend, float64=any(np.asarray(v).dtype == np.float64 for v in weights.values()))
+    """load_twin for the checkpoint at path: float64 weights (by its header, the tensors unread) turn JAX's
+    64-bit switch on. A path that is no file is left to the twin's load_checkpoint, which names it."""
+    path = Path(path)
+    header = read_safetensors_header(path, path.read_bytes()) if path.is_file() else {}
+    return load_twin(backend, float64=any(isinstance(entry, dict) and entry.get("dtype") == "F64"
+                                          for key, entry in header.items() if key != "__metadata__"))
 
 
 def dtype_name(model: Model) -> str:
