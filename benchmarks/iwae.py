@@ -1,26 +1,29 @@
 """How fast the IWAE bound of `twinvae evaluate` runs, in latents decoded per second:
 
-    python -m benchmarks.iwae --repeats 3 --out benchmarks/results/cpu-iwae.md
+    taskset -c 0 python -m benchmarks.iwae --repeats 3 --out benchmarks/results/cpu-iwae.md
 
 `twinvae.evaluation.iwae_nll` itself, on random binary images and the canonical initial weights of the
 seed model (the speed does not depend on the weights), for each backend in its default forms and in the
-native ones, with the decoder called LATENTS_PER_CALL latents at a time and with every draw of eps in one
-call (SAMPLES_PER_CHUNK latents, as before 2026-12-06). Each figure is the best of --repeats runs after
-one untimed run, so the JAX twin's compile is not in it. A K = 1000 evaluation of 10,000 images decodes 10
-million latents: its time is 1e7 / (latents/s)."""
+native ones, each in a fresh process with the allocator as twinvae's commands set it (freed memory kept,
+twinvae.allocator) and as the system leaves it. Each figure is the best of --repeats runs after one
+untimed run, so the JAX twin's compile is not in it; beside it, the share of that run's CPU time spent in
+the kernel (page faults, mostly). A K = 1000 evaluation of 10,000 images decodes 10 million latents: its
+time is 1e7 / (latents/s)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
 import time
-from unittest import mock
 
 import numpy as np
 
-from twinvae import evaluation
-from twinvae.environment import results_origin
+from twinvae import allocator, evaluation
+from twinvae.environment import results_origin, versions
 from twinvae.twin import load_twin
 from vae_core.checkpoint import atomic_write_bytes
 from vae_core.config import VAEConfig
@@ -35,31 +38,43 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=1000, help="importance samples per image (default 1000)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", help="write the table here too (markdown)")
+    p.add_argument("--one", choices=["torch", "jax"], help=argparse.SUPPRESS)  # a backend's process
     return p
 
 
-def latents_per_second(twin, model, images: np.ndarray, k: int, repeats: int) -> float:
+def latents_per_second(twin, model, images: np.ndarray, k: int, repeats: int) -> tuple[float, float]:
+    """(latents/s, the kernel's share of the CPU time) of the best of `repeats` timed runs."""
     evaluation.iwae_nll(twin, model, images, k, seed=0, dtype="float32")  # warm-up (JAX: the compile)
-    best = float("inf")
+    best = (float("inf"), 0.0)
     for _ in range(repeats):
-        start = time.perf_counter()
+        before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         evaluation.iwae_nll(twin, model, images, k, seed=0, dtype="float32")
-        best = min(best, time.perf_counter() - start)
-    return len(images) * k / best
+        seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+        system, user = after.ru_stime - before.ru_stime, after.ru_utime - before.ru_utime
+        best = min(best, (seconds, system / max(system + user, 1e-9)))
+    return len(images) * k / best[0], best[1]
 
 
-def rows(backend: str, images: np.ndarray, k: int, repeats: int) -> list[tuple[str, str, str, float]]:
+def rows(backend: str, images: np.ndarray, k: int, repeats: int) -> list[dict]:
+    """This process's rows: the backend in each of its forms, under this process's allocator."""
     twin = load_twin(backend)
-    config = VAEConfig()  # the seed model
     out = []
     for forms_name, forms in (("default", {}), ("native", NATIVE_FORMS)):
-        model = twin.init_model(config, 0, **forms)
+        model = twin.init_model(VAEConfig(), 0, **forms)  # the seed model
         forms_text = "+".join(v for v in model.forms.values() if v != "native") or "native"
-        for per_call in (evaluation.LATENTS_PER_CALL, evaluation.SAMPLES_PER_CHUNK):
-            with mock.patch.object(evaluation, "LATENTS_PER_CALL", per_call):
-                speed = latents_per_second(twin, model, images, k, repeats)
-            out.append((backend, f"{forms_name} ({forms_text})", f"{per_call:,}", speed))
+        speed, system = latents_per_second(twin, model, images, k, repeats)
+        out.append({"backend": backend, "forms": f"{forms_name} ({forms_text})", "allocator": allocator.setting(),
+                    "latents_per_s": speed, "system": system, "versions": versions()})
     return out
+
+
+def _in_fresh_process(backend: str, kept: bool, argv: list[str]) -> list[dict]:
+    env = {**os.environ, allocator.SWITCH: "1" if kept else "0"}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.iwae", *argv, "--one", backend],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"python -m benchmarks.iwae: the {backend} process failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def main(argv=None) -> int:
@@ -69,13 +84,21 @@ def main(argv=None) -> int:
     if args.out:  # its folder made first, as the benchmark's --out: a bad path fails before the timing
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     images = (np.random.default_rng(0).random((args.images, *VAEConfig().image_shape)) > 0.5).astype(np.float32)
-    table = ["| backend | forms | latents a decoder call | latents/s | K = 1000 on 10,000 images |",
-             "|---|---|---|---|---|"]
-    for backend, forms, per_call, speed in (r for b in args.backend or ["torch", "jax"]
-                                            for r in rows(b, images, args.k, args.repeats)):
-        table.append(f"| {backend} | {forms} | {per_call} | {speed:,.0f} | {1e7 / speed / 60:.1f} min |")
-    command = "python -m benchmarks.iwae " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = (f"{results_origin(command)}; seed model, {args.images} images, K = {args.k}.\n\n"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if args.one:
+        allocator.keep_freed_memory()  # before the framework starts its threads (off by the environment's switch)
+        print(json.dumps(rows(args.one, images, args.k, args.repeats)))
+        return 0
+    table = ["| backend | forms | allocator | latents/s | kernel's share of CPU time | K = 1000 on 10,000 "
+             "images |", "|---|---|---|---|---|---|"]
+    measured = [r for b in args.backend or ["torch", "jax"] for kept in (True, False)
+                for r in _in_fresh_process(b, kept, argv)]
+    for row in measured:
+        table.append(f"| {row['backend']} | {row['forms']} | {row['allocator']} | {row['latents_per_s']:,.0f} | "
+                     f"{100 * row['system']:.0f}% | {1e7 / row['latents_per_s'] / 60:.1f} min |")
+    command = "python -m benchmarks.iwae " + " ".join(argv)
+    versions_seen = {name: version for row in measured for name, version in row["versions"].items()}
+    text = (f"{results_origin(command, versions_seen)}; seed model, {args.images} images, K = {args.k}.\n\n"
             + "\n".join(table) + "\n")
     print(text)
     if args.out:

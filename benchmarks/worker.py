@@ -13,6 +13,8 @@ import sys
 import time
 import traceback
 
+from twinvae import allocator
+
 
 def rss_bytes() -> int | None:
     try:
@@ -62,7 +64,7 @@ class Worker:
     def handle(self, msg: dict) -> dict:
         cmd = msg["cmd"]
         if cmd == "info":
-            return self.backend.info()
+            return {**self.backend.info(), "allocator": allocator.setting()}
         if cmd == "peak":
             return {"peak": self.backend.matmul_peak(msg["sizes"], msg["precisions"])}
         if cmd == "bandwidth":
@@ -105,6 +107,7 @@ class Worker:
 
 
 def main() -> int:
+    allocator.keep_freed_memory()  # as twinvae's commands run: before the framework starts its threads
     backend_name, mode = sys.argv[1], sys.argv[2]
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # stray prints from the frameworks go to stderr, never into the protocol

@@ -107,7 +107,7 @@ def test_divergence_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monke
         eps = real(seed, step, *args)
         return eps * np.nan if step >= 7 else eps  # epoch 2 (5 steps per epoch) goes bad at step 8
 
-    monkeypatch.setattr(trainer.seeds, "eps_for_step", poisoned)
+    monkeypatch.setattr(seeds, "eps_for_step", poisoned)
     out = tmp_path / "run"
     options = TrainOptions(backend="torch", epochs=3, batch_size=256, out=str(out))
     with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 8 \(epoch 2\).*intact"):
@@ -216,11 +216,11 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path, monkeypatch):
             signal.raise_signal(signal.SIGINT)  # lands while step 8 is under way
         return real(seed, step, *args)
 
-    monkeypatch.setattr(trainer.seeds, "eps_for_step", ctrl_c_at_step_7)
+    monkeypatch.setattr(seeds, "eps_for_step", ctrl_c_at_step_7)
     part = dataclasses.replace(full, out=str(tmp_path / "part"))
     with pytest.raises(TrainingInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at step 8; the state is saved"):
         train(CONFIG, part, progress=False, log=lambda *a: None)
-    monkeypatch.setattr(trainer.seeds, "eps_for_step", real)
+    monkeypatch.setattr(seeds, "eps_for_step", real)
     position = trainer.run_folder.read_train_state(Path(part.out, trainer.run_folder.TRAIN_STATE)).position
     assert (position.epoch, position.batch, position.step) == (1, 3, 8)
     resume(part.out, progress=False, log=lambda *a: None)

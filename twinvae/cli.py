@@ -12,7 +12,7 @@ import json
 import sys
 import time
 
-from twinvae import __version__, apps
+from twinvae import __version__, allocator, apps
 from twinvae.data import BINARIZE, DATASET_SHAPES, DATASETS
 from twinvae.demo import run_demo
 from twinvae.evaluation import evaluate_checkpoint
@@ -36,6 +36,7 @@ HANDED_OVER = {"bench": "the benchmark harness: `twinvae bench --help` (same as 
 
 
 def main(argv=None) -> int:
+    allocator.keep_freed_memory()  # before a framework starts its threads
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
         from benchmarks.__main__ import main as bench

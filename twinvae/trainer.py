@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twinvae import __version__, launcher, run_folder
+from twinvae import __version__, allocator, launcher, run_folder
 from twinvae.apps import (
     INTERPOLATION_PAIRS,
     write_interpolations,
@@ -31,16 +31,17 @@ from twinvae.apps import (
     write_reconstructions,
     write_samples,
 )
-from twinvae.data import BINARIZE, Dataset, binarize, binarized, load_dataset
-from twinvae.denoising import add_noise, denoising_figures, write_denoising
+from twinvae.data import BINARIZE, Dataset, binarized, load_dataset
+from twinvae.denoising import denoising_figures, write_denoising
 from twinvae.environment import cpu_name, git_commit, versions
 from twinvae.evaluation import negative_elbo
+from twinvae.input_pipeline import epoch_batches
 from twinvae.progress import Progress
 from twinvae.run_folder import CHECKPOINT, LOG, RECORD, RESULTS, RUN_FILES, Position, RunLock, Unit
 from twinvae.stopping import StopRequests, signal_name
 from twinvae.timings import Timings, timings_text
 from twinvae.twin import BACKENDS, DEFAULT_BACKEND, Twin, load_twin
-from vae_core import checks, parallel, seeds
+from vae_core import checks, parallel
 from vae_core.checkpoint import (
     WriteError,
     atomic_write_bytes,
@@ -52,6 +53,7 @@ from vae_core.config import VAEConfig
 
 LR_SCHEDULES = ("constant", "cosine")
 RESUMABLE = ("epochs", "backend", "devices", "nproc")  # the options a resume may change
+READBACK_EVERY = 32  # steps whose losses are read back at once: a host sync per group, not per step
 
 
 class TrainingDiverged(RuntimeError):
@@ -607,52 +609,51 @@ def _build_step(run: Run, state):
 
 def _train_epoch(run: Run, state, step_fn, epoch: int, position: Position, bar: Progress, stop):
     """The batches of one epoch from `position` on; returns the state and the position at its end (the
-    epoch's loss sums in it). Stops with TrainingDiverged on a non-finite loss, and saves and stops with
-    TrainingInterrupted on a stop request (every worker of a multi-process run at the same step)."""
-    options, twin = run.options, run.twin
-    sums, step, model = np.array(position.sums), position.step, state.model  # model: the inputs' dtype, device
-    order = seeds.epoch_order(options.seed, epoch, len(run.dataset.train_x))
+    epoch's loss sums in it). The steps' losses stay on the device and are read back READBACK_EVERY steps
+    at a time, and before any save (`_read_back`): a non-finite loss stops the run with TrainingDiverged at
+    the step where it appeared, before anything after it is saved. A stop request saves and stops with
+    TrainingInterrupted at the next step (every worker of a multi-process run at the same step)."""
+    options = run.options
+    sums, step, pending = np.array(position.sums), position.step, []  # pending: (step, losses) not read back
+    batches = epoch_batches(run, state.model, epoch, position.batch, step)  # model: the inputs' dtype, device
     for b in range(position.batch, run.n_batches):
         with run.timings.measure("input"):
-            inputs, eps, labels, target = _batch(run, model, order, b, step)
+            inputs, eps, labels, target = next(batches)
         with run.timings.measure("step"):
             state, losses = step_fn(state, inputs, eps, beta_at(step, run.config.beta, options.kl_warmup),
                                     labels=labels, target=target,
                                     learning_rate=learning_rate_at(step, options, run.total_steps))
-        with run.timings.measure("readback"):
-            values = [float(twin.to_numpy(v)) for v in losses]
-        if not all(math.isfinite(v) for v in values):
-            raise TrainingDiverged(f"the loss became {values[0]} at step {step + 1} (epoch {epoch + 1}); "
-                                   f"stopped. {_last_good(run)}")
-        sums += values
+        pending.append((step, losses))
         step += 1
         run.timings.steps += 1
         bar.advance()
-        bar.stage(f"epoch {epoch + 1}/{options.epochs} loss {values[0]:.3f}")
+        stopping = stop.requested if run.world == 1 else run.twin.distributed.any_process(stop.requested)
+        saving = run.writer and options.checkpoint_every and step % options.checkpoint_every == 0
+        if stopping or saving or len(pending) == READBACK_EVERY or b + 1 == run.n_batches:
+            _read_back(run, pending, sums, epoch)
+            bar.stage(f"epoch {epoch + 1}/{options.epochs} loss {sums[0] / (b + 1):.3f}")
         here = Position(epoch, b + 1, step, sums.tolist())
-        if stop.requested if run.world == 1 else twin.distributed.any_process(stop.requested):
+        if stopping:
             if run.writer:
                 _save(run, state, here)
             raise _interrupted(run.out, stop.exit_code, step)
-        if run.writer and options.checkpoint_every and step % options.checkpoint_every == 0:
+        if saving:
             _save(run, state, here)
     return state, Position(epoch, run.n_batches, step, sums.tolist())
 
 
-def _batch(run: Run, model, order: np.ndarray, b: int, step: int):
-    """Batch b of the epoch's order, as the step takes it: (inputs, eps, labels, target), the twin's arrays.
-    A denoising VAE encodes the noisy images and reconstructs the clean ones (target; None otherwise)."""
-    options, twin = run.options, run.twin
-    rows = order[b * options.batch_size:(b + 1) * options.batch_size]
-    x = run.dataset.train_x[rows]
-    labels = twin.as_labels(run.dataset.train_y[rows], model) if run.config.num_classes else None
-    if options.binarize == "dynamic":
-        x = binarize(x, "dynamic", options.seed, step)
-    x = x.astype(options.param_dtype)
-    eps = seeds.eps_for_step(options.seed, step, options.batch_size, run.config.latent_dim, options.param_dtype)
-    inputs = add_noise(x, options.denoise, options.seed, step) if options.denoise else x
-    target = twin.as_input(x, model) if options.denoise else None
-    return twin.as_input(inputs, model), twin.as_input(eps, model), labels, target
+def _read_back(run: Run, pending: list, sums: np.ndarray, epoch: int) -> None:
+    """The pending steps' losses, read back to the host and added to `sums` in step order (so the sums are
+    bitwise those of a read-back after every step); the first non-finite one is TrainingDiverged, naming
+    its step. Empties `pending`."""
+    with run.timings.measure("readback"):
+        rows = [(step, [float(run.twin.to_numpy(v)) for v in losses]) for step, losses in pending]
+    pending.clear()
+    for step, values in rows:
+        if not all(math.isfinite(v) for v in values):
+            raise TrainingDiverged(f"the loss became {values[0]} at step {step + 1} (epoch {epoch + 1}); "
+                                   f"stopped. {_last_good(run)}")
+        sums += values
 
 
 def _interrupted(out: Path, exit_code: int, step: int | None = None) -> TrainingInterrupted:
@@ -743,7 +744,8 @@ def results_markdown(run: dict, records: list[dict]) -> str:
     command = " ".join(["twinvae", *argv[1:]] if argv and argv[0].endswith(("twinvae", "__main__.py")) else argv)
     options = run["options"]
     lines = [f"Command: `{command}`; {run['date']}, twinvae {run['twinvae']}, commit {run['git_commit'] or '-'}; "
-             f"{run.get('cpu', '')}, {', '.join(f'{k} {v}' for k, v in run['versions'].items())}.", "",
+             f"{run.get('cpu', '')}, {', '.join(f'{k} {v}' for k, v in run['versions'].items())}"
+             + (f"; allocator: {run['allocator']}" if "allocator" in run else "") + ".", "",
              f"Backend {options['backend']}, dataset {options['dataset']}, seed {options['seed']}, batch "
              f"{options['batch_size']}, {options['dtype']}; config `{json.dumps(run['config'])}`"
              + (f"; forms {_forms_text(run['forms'])}" if "forms" in run else "") + ".", ""]
@@ -781,5 +783,6 @@ def run_record(config: VAEConfig, options: TrainOptions, model=None) -> dict:
     loaded."""
     return {"config": config.to_dict(), "options": dataclasses.asdict(options),
             **({"forms": model_forms(model)} if model is not None else {}), "command": sys.argv,
-            "twinvae": __version__, "versions": versions(), "python": platform.python_version(),
+            "twinvae": __version__, "versions": versions(), "allocator": allocator.setting(),
+            "python": platform.python_version(),
             "git_commit": git_commit(), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

@@ -37,11 +37,11 @@ def _quiet(*args):
 
 def test_a_run_that_failed_in_its_first_epoch_can_be_resumed_or_started_again(images, tmp_path, monkeypatch):
     real = seeds.eps_for_step
-    monkeypatch.setattr(trainer.seeds, "eps_for_step", lambda seed, step, *a: real(seed, step, *a) * np.nan)
+    monkeypatch.setattr(seeds, "eps_for_step", lambda seed, step, *a: real(seed, step, *a) * np.nan)
     options = _options(images, tmp_path / "run")
     with pytest.raises(TrainingDiverged, match="at step 1 .* No checkpoint was written yet"):
         train(CONFIG, options, progress=False, log=_quiet)
-    monkeypatch.setattr(trainer.seeds, "eps_for_step", real)
+    monkeypatch.setattr(seeds, "eps_for_step", real)
     with pytest.raises(ValueError, match=rf"stopped before its first checkpoint: resume it from its beginning "
                                          rf"with --resume {options.out}, or start it again with --overwrite"):
         train(CONFIG, options, progress=False, log=_quiet)
@@ -270,3 +270,36 @@ def test_a_run_records_where_its_time_went(images, tmp_path, monkeypatch):
     assert sum(timings[p] for p in parts) == pytest.approx(timings["total"], abs=0.01)
     assert f"Time of this process (6 steps, {timings['total']:.1f} s): input" in \
         (Path(options.out) / run_folder.RESULTS).read_text()
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_losses_read_back_in_groups_give_the_records_of_a_read_back_every_step(images, tmp_path, monkeypatch,
+                                                                                backend):
+    reads = []
+    real_read_back = trainer._read_back
+    monkeypatch.setattr(trainer, "_read_back", lambda run, pending, *a: reads.append(len(pending)) or
+                        real_read_back(run, pending, *a))
+    options = _options(images, tmp_path / "grouped", backend=backend, batch_size=10, epochs=2)  # 9 steps an epoch
+    monkeypatch.setattr(trainer, "READBACK_EVERY", 4)
+    train(CONFIG, options, progress=False, log=_quiet)
+    assert reads == [4, 4, 1, 4, 4, 1]  # groups of 4, and each epoch's end
+    monkeypatch.setattr(trainer, "READBACK_EVERY", 1)
+    every = dataclasses.replace(options, out=str(tmp_path / "every"))
+    train(CONFIG, every, progress=False, log=_quiet)
+    assert _records(options.out) == _records(every.out)  # the train sums bitwise the same
+
+
+def test_a_non_finite_loss_inside_a_group_stops_before_the_save_that_follows_it(images, tmp_path, monkeypatch):
+    """Step 4 goes bad inside a group of 32 read-backs; the save due at step 6 reads the group back first, so
+    the run stops naming step 4, with the checkpoint of step 3 left as it was."""
+    real = seeds.eps_for_step
+
+    def poisoned(seed, step, *args):
+        return real(seed, step, *args) * (np.nan if step == 3 else 1.0)
+
+    monkeypatch.setattr(seeds, "eps_for_step", poisoned)
+    options = _options(images, tmp_path / "run", batch_size=10, checkpoint_every=3)
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 4 \(epoch 1\).*step 3\) is intact"):
+        train(CONFIG, options, progress=False, log=_quiet)
+    position = run_folder.read_train_state(Path(options.out, run_folder.TRAIN_STATE)).position
+    assert (position.epoch, position.batch, position.step) == (0, 3, 3)
