@@ -176,7 +176,8 @@ def test_iwae_speed_table_names_every_form_and_allocator(tmp_path):
     from benchmarks import iwae
 
     out = tmp_path / "new folder" / "iwae.md"  # made by the run
-    assert iwae.main(["--backend", "torch", "--images", "4", "--k", "500", "--repeats", "1", "--out", str(out)]) == 0
+    argv = ["--backend", "torch", "--images", "4", "--k", "500", "--repeats", "1", "--out", str(out)]
+    assert iwae.main(argv) == 0
     text = out.read_text()
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| torch |")]
     kept, default = "freed memory kept (glibc: one arena, no mmap)", "the system's default"
