@@ -207,3 +207,28 @@ def test_the_trainer_is_set_against_its_step(tmp_path):
     assert cells[4].endswith("%") and all(float(c) >= 0 for c in cells[5:])
     with pytest.raises(SystemExit, match="at least 1"):
         trainer.main(["--epochs", "0"])
+
+
+def test_xla_options_table_names_every_target_form_and_variant(tmp_path):
+    """python -m benchmarks.xla_options: a row per (target, form), a column per variant, each cell a time
+    and its ratio to the baseline (two cheap targets, a short run)."""
+    from benchmarks import xla_options
+
+    out = tmp_path / "new folder" / "x.md"  # made by the run
+    argv = ["--batch-sizes", "4", "--repeats", "1", "--seconds", "0.01", "--variants", "baseline,ynn dots",
+            "--targets", "decoder deconv 32->1,linears", "--out", str(out)]
+    assert xla_options.main(argv) == 0
+    text = out.read_text()
+    assert text.startswith("Command: `python -m benchmarks.xla_options --batch-sizes 4") and "Batch 4:" in text
+    header, separator, *rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert header == "| target | form | baseline | ynn dots |" and separator == "|---|---|---|---|"
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    assert [row[:2] for row in cells] == [["decoder deconv 32->1", "native"], ["decoder deconv 32->1", "col2im"],
+                                          ["linears", "native"]]
+    for row in cells:
+        (baseline, baseline_ratio), (variant, ratio) = ([float(v.strip("(x)")) for v in cell.split(" ms ")]
+                                                        for cell in row[2:])
+        assert baseline > 0 and variant > 0 and baseline_ratio == 1.0
+        assert ratio == pytest.approx(baseline / variant, rel=0.01, abs=0.01)
+    with pytest.raises(SystemExit, match="unknown variant 'onednn fusion everything'"):
+        xla_options.main(["--variants", "onednn fusion everything"])
