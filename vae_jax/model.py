@@ -3,6 +3,8 @@ these parameters onto the canonical (torch) names are in vae_core/layout.py."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,10 +32,11 @@ DEFAULT_FORMS = {
 
 
 # XLA's options for this twin's compiled functions on each platform, part of its form there (measured:
-# docs/perf-log.md). CPU: no YNNPACK fusions, which jax 0.10 makes of convolutions, dots and elementwise ops
-# by default: its convolutions' weight gradients ran at a fifth of XLA's own kernels' speed, and the resnet
-# preset's training step took 1.9x as long with them.
-COMPILER_OPTIONS = {"cpu": {"xla_cpu_experimental_ynn_fusion_type": ""}}
+# docs/perf-log.md, benchmarks/results/cpu-xla-options.md). CPU: YNNPACK for the dots alone. jax 0.10 makes
+# YNNPACK fusions of convolutions, dots and elementwise ops by default, and its convolutions' weight
+# gradients ran at a fifth of XLA's own kernels' speed (the resnet preset's step 1.9x as long); its dots
+# alone make the seed model's step 1.07-1.12x faster (the sub-pixel decoder's, 1.2-1.3x).
+COMPILER_OPTIONS = {"cpu": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}}
 
 # How a float64 model or checkpoint gets the 64-bit JAX it needs, for the errors that ask for it.
 ENABLE_X64 = ("JAX_ENABLE_X64=1 in the environment, or in code jax.config.update('jax_enable_x64', True) or "
@@ -352,17 +355,17 @@ class VAE(nnx.Module):
         """Images (N, H, W, C) -> (mu, logvar), each (N, latent_dim)."""
         x = self._check_images("x", x)
         labels = self._check_labels(labels, x.shape[0])
-        return self._encode(x, labels)
+        return _compiled_call(self, _encode_of, x, labels)
 
     def decode(self, z, *, labels=None):
         """Latents (N, latent_dim) -> logits (N, H, W, C)."""
         z = self._check_latents("z", z)
         labels = self._check_labels(labels, z.shape[0])
-        return self._decode(z, labels)
+        return _compiled_call(self, _decode_of, z, labels)
 
     def __call__(self, x, eps, *, labels=None) -> VAEOutput:
         x, eps, _, labels = self._check_batch(x, eps, labels=labels)
-        return self._forward(x, eps, labels)
+        return _compiled_call(self, _forward_of, x, eps, labels)
 
     def sample(self, n: int, seed: int = 0, *, labels=None):
         """n images from the prior, as the likelihood's mean images in [0, 1] (likelihoods.mean_image); z
@@ -371,7 +374,7 @@ class VAE(nnx.Module):
         n = checks.check_count("n", n)
         labels = self._check_labels(labels, n)
         z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
-        return mean_image(self._decode(jnp.asarray(z, self.dtype), labels), self.config.likelihood)
+        return _compiled_call(self, _sample_of, jnp.asarray(z, self.dtype), labels)
 
     def reconstruct(self, x, *, labels=None, check_inputs: bool = True):
         """Decode the posterior mean: the likelihood's mean image in [0, 1], the shape of x.
@@ -380,7 +383,7 @@ class VAE(nnx.Module):
         if check_inputs:
             x = self._check_images("x", x)
             labels = self._check_labels(labels, x.shape[0])
-        return self._reconstruct(x, labels)
+        return _compiled_call(self, _reconstruct_of, x, labels)
 
     # Unchecked internals: the public methods above check their input, then call these; the training
     # step checks its batch once and calls them, so compiled code never holds a check.
@@ -431,6 +434,48 @@ class VAE(nnx.Module):
                                   batch_size)
         check_values(name, z, bounds=None)
         return z
+
+
+def _jit_for(fn, model: VAE):
+    """fn(graphdef, state, ...) under jax.jit with the model's compiler options (the graphdef static): one
+    jit, and one compile per shape, for each function and options."""
+    return _jitted(fn, tuple(sorted(model.compiler_options.items())))
+
+
+@functools.cache
+def _jitted(fn, options: tuple[tuple[str, str], ...]):
+    return jax.jit(fn, static_argnums=0, compiler_options=dict(options))
+
+
+# The public methods compute under jax.jit, after their eager checks: one compiled program per shape
+# instead of an op-by-op dispatch (the end-of-run pictures took 9 s eagerly, most of it compiling each op).
+def _compiled_call(model: VAE, fn, *args):
+    graphdef, state = nnx.split(model)
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((state, args))):
+        return fn(graphdef, state, *args)  # inside the caller's trace: traced into it (a nested jit takes no
+        # compiler options)
+    return _jit_for(fn, model)(graphdef, state, *args)
+
+
+def _encode_of(graphdef, state, x, labels):
+    return nnx.merge(graphdef, state)._encode(x, labels)
+
+
+def _decode_of(graphdef, state, z, labels):
+    return nnx.merge(graphdef, state)._decode(z, labels)
+
+
+def _forward_of(graphdef, state, x, eps, labels):
+    return nnx.merge(graphdef, state)._forward(x, eps, labels)
+
+
+def _sample_of(graphdef, state, z, labels):
+    model = nnx.merge(graphdef, state)
+    return mean_image(model._decode(z, labels), model.config.likelihood)
+
+
+def _reconstruct_of(graphdef, state, x, labels):
+    return nnx.merge(graphdef, state)._reconstruct(x, labels)
 
 
 def as_input(array, model: VAE):

@@ -15,7 +15,7 @@ from flax import nnx, struct
 from vae_core import checks, layout
 from vae_core.outputs import VAELoss
 from vae_jax.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
-from vae_jax.model import VAE
+from vae_jax.model import VAE, _jit_for
 from vae_jax.weights import import_weights, to_canonical
 
 LOG_2PI = math.log(2 * math.pi)
@@ -146,7 +146,7 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler
 def evaluate(model: VAE, x, eps, labels=None) -> VAELoss:
     """Per-image negative ELBO terms at beta = 1 (shape (N,) each), for test-set figures; unchecked."""
     graphdef, params = nnx.split(model)
-    return _jit(_evaluate, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps), _labels(labels))
+    return _jit_for(_evaluate, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps), _labels(labels))
 
 
 def _evaluate(graphdef, params, x, eps, labels) -> VAELoss:
@@ -162,7 +162,7 @@ def importance_log_weights(model: VAE, x, eps, labels=None):
     Their log-mean-exp over K is the IWAE bound on log p(x) (on log p(x | label) for a conditional model);
     unchecked."""
     graphdef, params = nnx.split(model)
-    return _jit(_importance_log_weights, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps),
+    return _jit_for(_importance_log_weights, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps),
                                                  _labels(labels))
 
 
@@ -181,13 +181,3 @@ def _importance_log_weights(graphdef, params, x, eps, labels):
 
 def _labels(labels):
     return None if labels is None else jnp.asarray(labels)
-
-
-def _jit(fn, model: VAE):
-    """fn(graphdef, params, ...) under jax.jit with the model's compiler options: one jit per options."""
-    return _jitted(fn, tuple(sorted(model.compiler_options.items())))
-
-
-@functools.cache
-def _jitted(fn, options: tuple[tuple[str, str], ...]):
-    return jax.jit(fn, static_argnums=0, compiler_options=dict(options))
