@@ -23,9 +23,8 @@ import time
 import numpy as np
 
 from twinvae import allocator, evaluation
-from twinvae.environment import results_origin, versions
+from twinvae.environment import make_results_folder, publish_results, results_origin, versions
 from twinvae.twin import load_twin
-from vae_core.checkpoint import atomic_write_bytes
 from vae_core.config import VAEConfig
 from vae_core.layout import NATIVE_FORMS
 
@@ -81,8 +80,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if min(args.images, args.k, args.repeats) < 1:
         raise SystemExit("python -m benchmarks.iwae: error: --images, --k and --repeats must be at least 1")
-    if args.out:  # its folder made first, as the benchmark's --out: a bad path fails before the timing
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    make_results_folder(args.out)  # a bad path fails before the minutes of work
     images = (np.random.default_rng(0).random((args.images, *VAEConfig().image_shape)) > 0.5).astype(np.float32)
     argv = sys.argv[1:] if argv is None else list(argv)
     if args.one:
@@ -100,9 +98,7 @@ def main(argv=None) -> int:
     versions_seen = {name: version for row in measured for name, version in row["versions"].items()}
     text = (f"{results_origin(command, versions_seen)}; seed model, {args.images} images, K = {args.k}.\n\n"
             + "\n".join(table) + "\n")
-    print(text)
-    if args.out:
-        atomic_write_bytes(args.out, text.encode())
+    publish_results(text, args.out)
     return 0
 
 

@@ -22,9 +22,8 @@ from pathlib import Path
 
 from twinvae import allocator
 from twinvae.data import DATASET_SHAPES
-from twinvae.environment import results_origin, versions
+from twinvae.environment import make_results_folder, publish_results, results_origin, versions
 from twinvae.presets import PRESETS
-from vae_core.checkpoint import atomic_write_bytes
 
 MODES = {"torch": "eager-channels-last", "jax": "jit"}  # what `twinvae train` runs in each twin on a CPU
 PARTS = ("input", "step", "readback", "evaluation", "saving", "pictures")
@@ -122,17 +121,14 @@ def main(argv=None) -> int:
         allocator.keep_freed_memory()  # the harness's step as its workers and twinvae's commands run it
         print(json.dumps(measure_twin(args)))
         return 0
-    if args.out:  # its folder first: a bad path fails before the minutes of work
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    make_results_folder(args.out)  # a bad path fails before the minutes of work
     results = [_in_fresh_process(backend, argv) for backend in args.backend or list(MODES)]
     command = "python -m benchmarks.trainer " + " ".join(argv)
     measured = {name: version for r in results for name, version in r["versions"].items()}
     text = (f"{results_origin(command, measured)}; seed model, {args.dataset}, batch {args.batch_size}, "
             f"epoch {args.epochs} of {args.epochs} timed, {args.threads} threads.\n\n"
             + "\n".join(table(results)) + "\n")
-    print(text)
-    if args.out:
-        atomic_write_bytes(args.out, text.encode())
+    publish_results(text, args.out)
     return 0
 
 

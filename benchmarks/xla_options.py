@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
 import sys
 import time
@@ -24,8 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from twinvae import allocator
-from twinvae.environment import results_origin
-from vae_core.checkpoint import atomic_write_bytes
+from twinvae.environment import make_results_folder, publish_results, results_origin
 from vae_core.config import VAEConfig
 from vae_core.layout import FORMS, NATIVE_FORMS
 
@@ -283,8 +281,7 @@ def main(argv=None) -> int:
     targets = _names(args.targets, [*TARGETS, TRAIN_STEP], "target")
     if args.repeats < 1 or not args.seconds > 0:
         raise SystemExit(f"{PROG}: error: --repeats must be at least 1 and --seconds above 0")
-    if args.out:  # its folder made first: a bad path fails before the minutes of work
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    make_results_folder(args.out)  # a bad path fails before the minutes of work
     options = variant_options(variants)
     results = {batch: {} for batch in batch_sizes}
     for target in targets:
@@ -294,9 +291,7 @@ def main(argv=None) -> int:
                                        else layer_compiler(target, form, batch))
                 results[batch][(target, label)] = measure_row(compile_with, options, args.repeats, args.seconds)
     text = report(f"{PROG} {shlex.join(argv)}", results, options, args)
-    print(text)
-    if args.out:
-        atomic_write_bytes(args.out, text.encode())
+    publish_results(text, args.out)
     return 0
 
 

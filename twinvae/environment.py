@@ -9,6 +9,8 @@ import platform
 import subprocess
 import sys
 
+from vae_core.checkpoint import atomic_write_bytes
+
 FRAMEWORKS = ("numpy", "torch", "jax", "jaxlib", "flax", "optax")
 
 
@@ -50,3 +52,17 @@ def results_origin(command: str, measured_versions: dict | None = None) -> str:
                        *(f"{name} {version}" for name, version in {**versions(), **(measured_versions or {})}
                          .items())])
     return f"Command: `{command}`; {where}"
+
+
+def make_results_folder(out: str | None) -> None:
+    """The folder of a results file `out` (None: none), made before the minutes of work: a bad path fails
+    first."""
+    if out:
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+
+
+def publish_results(text: str, out: str | None) -> None:
+    """A results file's text, printed, and written atomically to `out` where one is named."""
+    print(text)
+    if out:
+        atomic_write_bytes(out, text.encode())
