@@ -24,6 +24,7 @@ import numpy as np
 
 from twinvae import allocator
 from twinvae.environment import make_results_folder, publish_results, results_origin
+from twinvae.presets import PRESETS
 from vae_core.config import VAEConfig
 from vae_core.layout import FORMS, NATIVE_FORMS
 
@@ -43,6 +44,7 @@ VARIANTS = {
     "onednn fusion conv": {"xla_cpu_use_onednn": True,
                            "xla_cpu_experimental_onednn_fusion_type": FUSION + "INDIVIDUAL_CONVOLUTION"},
     "xnn graph greedy": {"xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"},
+    "no ynn": {"xla_cpu_experimental_ynn_fusion_type": ""},  # XLA's own kernels throughout
     "ynn dots": {"xla_cpu_experimental_ynn_fusion_type": FUSION + "INDIVIDUAL_DOT"},
     "ynn dots+reductions": {"xla_cpu_experimental_ynn_fusion_type": f"{FUSION}INDIVIDUAL_DOT,{FUSION}REDUCE"},
 }
@@ -78,6 +80,9 @@ TARGETS = {
     "linears": Layer(None, lambda m: (m.fc_mu, m.fc_logvar, m.decoder.fc), ((3136,), (20,)), _linears),
 }
 TRAIN_STEP = "training step"
+# each whole-step target's model: the seed model, and the resnet preset (whose 3x3 convolutions and wider
+# dots an option can treat otherwise than the seed's layers)
+TRAIN_STEPS = {TRAIN_STEP: VAEConfig(), f"resnet {TRAIN_STEP}": PRESETS["resnet"].config()}
 TRAIN_STEP_FORMS = {"default": {}, "native": NATIVE_FORMS}
 
 # vae_jax.model's function, of (x, kernel, bias), for each form other than the native one
@@ -92,8 +97,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=0.3, help="about how long each timed run lasts (default 0.3)")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma-separated, of: {', '.join(VARIANTS)} (default all; baseline always)")
-    p.add_argument("--targets", default=",".join([*TARGETS, TRAIN_STEP]),
-                   help=f"comma-separated, of: {', '.join([*TARGETS, TRAIN_STEP])} (default all)")
+    p.add_argument("--targets", default=",".join([*TARGETS, *TRAIN_STEPS]),
+                   help=f"comma-separated, of: {', '.join([*TARGETS, *TRAIN_STEPS])} (default all)")
     p.add_argument("--out", help="write the tables here too (markdown)")
     return p
 
@@ -126,7 +131,7 @@ def variant_options(names: list[str]) -> dict[str, dict]:
 
 
 def layer_forms(target: str) -> tuple[str, ...]:
-    if target == TRAIN_STEP:
+    if target in TRAIN_STEPS:
         return tuple(TRAIN_STEP_FORMS)
     kind = TARGETS[target].kind
     return FORMS[kind] if kind else ("native",)
@@ -175,14 +180,15 @@ def layer_compiler(target: str, form: str, batch: int) -> tuple[str, Callable]:
     return form, compile_with
 
 
-def train_step_compiler(forms_name: str, batch: int) -> tuple[str, Callable]:
-    """As layer_compiler, for one step of compile_train_step in the default or the native forms."""
+def train_step_compiler(target: str, forms_name: str, batch: int) -> tuple[str, Callable]:
+    """As layer_compiler, for one step of compile_train_step of the target's model in the default or the
+    native forms."""
     import jax
     import jax.numpy as jnp
 
     import vae_jax
 
-    model = vae_jax.init_model(VAEConfig(), 0, **TRAIN_STEP_FORMS[forms_name])
+    model = vae_jax.init_model(TRAIN_STEPS[target], 0, **TRAIN_STEP_FORMS[forms_name])
     forms_text = "+".join(v for v in model.forms.values() if v != "native") or "native"
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.random((batch, *model.config.image_shape[1:], model.config.image_shape[0]), np.float32))
@@ -264,7 +270,8 @@ def report(command: str, results: dict[int, dict], options: dict[str, dict], arg
     legend = [f"- {name}: {VARIANTS[name] or 'nothing more'}" for name in options]
     text = [f"{results_origin(command)}; seed model, float32, JAX's default threads, best of {args.repeats} "
             f"runs of about {args.seconds} s each. Layers: one forward and backward (the gradients with respect "
-            f"to the parameters and the input); {TRAIN_STEP}: one step of compile_train_step. Each cell: ms per "
+            f"to the parameters and the input); {TRAIN_STEP}: one step of compile_train_step (resnet: the resnet "
+            f"preset's model). Each cell: ms per "
             f"call (baseline time / variant time: above 1, the variant is faster).", "",
             f"Variants: the twin's own CPU options {own} updated with", *legend]
     for batch, rows in results.items():
@@ -278,7 +285,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     batch_sizes = _batch_sizes(args.batch_sizes)
     variants = _names("baseline," + args.variants, list(VARIANTS), "variant")
-    targets = _names(args.targets, [*TARGETS, TRAIN_STEP], "target")
+    targets = _names(args.targets, [*TARGETS, *TRAIN_STEPS], "target")
     if args.repeats < 1 or not args.seconds > 0:
         raise SystemExit(f"{PROG}: error: --repeats must be at least 1 and --seconds above 0")
     make_results_folder(args.out)  # a bad path fails before the minutes of work
@@ -287,7 +294,7 @@ def main(argv=None) -> int:
     for target in targets:
         for form in layer_forms(target):
             for batch in batch_sizes:
-                label, compile_with = (train_step_compiler(form, batch) if target == TRAIN_STEP
+                label, compile_with = (train_step_compiler(target, form, batch) if target in TRAIN_STEPS
                                        else layer_compiler(target, form, batch))
                 results[batch][(target, label)] = measure_row(compile_with, options, args.repeats, args.seconds)
     text = report(f"{PROG} {shlex.join(argv)}", results, options, args)
