@@ -9,6 +9,8 @@ import vae_torch
 from vae_core import layout as core
 from vae_core.config import VAEConfig
 
+pytestmark = pytest.mark.fast  # the input checks: all of them in the fast tier
+
 CONFIG = VAEConfig(image_shape=(1, 8, 12), conv_channels=(4, 8), latent_dim=3)
 
 

@@ -1,9 +1,17 @@
-"""Random architectures (hypothesis, fixed seeds, 14 examples: 8 conv in two draws of 4, 6 mlp): eager
-torch vs jitted JAX in float64, each twin in its default forms on the device (test_parity.py compares every
-form on the standard cases). The sizes are drawn from small fixed sets, so that examples repeat shapes and
-the session's JAX compilation cache (conftest.py) serves the repeats; the split lets two test processes
-share the work."""
+"""Random architectures (hypothesis, fixed seeds, 20 examples: 12 conv in two draws of 6, 8 mlp): eager
+torch vs jitted JAX in float64 over the whole 50-step Adam trajectory, each twin in its default forms on the
+device (test_parity.py compares every form on the standard cases).
 
+An example is an architecture (everything that fixes the compiled programs' shapes: image, widths, depth,
+residual blocks, latent size, classes, likelihood, batch) with a beta and a seed of the weights, batches and
+eps. The architectures are drawn once, from a fixed seed, few per test (ARCHITECTURES_PER_DRAW), and
+hypothesis draws the examples over them: examples that share an architecture share its compiled programs
+(the harness's and the twins' jits take beta and the data as arguments), so the 50 steps of each are nearly
+free. The split into three tests lets two test processes share the work."""
+
+import dataclasses
+
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
@@ -13,32 +21,47 @@ from vae_core.config import LIKELIHOODS, VAEConfig
 
 SIZES = (8, 16)  # both divide by 2**3, the deepest conv encoder drawn
 WIDTHS = (1, 5, 12)  # conv channels, and (x4) mlp widths
+BETAS = (0.0, 0.5, 1.0, 3.0)
+SEEDS = (0, 1)
+ARCHITECTURES_PER_DRAW = 3
 
 
-@st.composite
-def configs(draw, arch: str):
-    depth = draw(st.integers(1, 3))
+def architecture(rng: np.random.Generator, arch: str) -> tuple[VAEConfig, int]:
+    """One random architecture of `arch` and its batch size (beta left at its default: drawn per example)."""
+    depth = int(rng.integers(1, 4))
     return VAEConfig(
-        image_shape=(draw(st.sampled_from((1, 3))), draw(st.sampled_from(SIZES)), draw(st.sampled_from(SIZES))),
-        latent_dim=draw(st.sampled_from((1, 4, 12))),
+        image_shape=(int(rng.choice((1, 3))), int(rng.choice(SIZES)), int(rng.choice(SIZES))),
+        latent_dim=int(rng.choice((1, 4, 12))),
         arch=arch,
-        conv_channels=tuple(draw(st.lists(st.sampled_from(WIDTHS), min_size=depth, max_size=depth))),
-        res_blocks=draw(st.integers(0, 1)),  # two blocks a resolution: the standard case of test_parity.py
-        mlp_widths=tuple(4 * w for w in draw(st.lists(st.sampled_from(WIDTHS), min_size=depth, max_size=depth))),
-        num_classes=draw(st.sampled_from((0, 3))),
-        likelihood=draw(st.sampled_from(LIKELIHOODS)),
-        beta=draw(st.sampled_from([0.0, 0.5, 1.0, 3.0])),
-    )
+        conv_channels=tuple(int(w) for w in rng.choice(WIDTHS, depth)),
+        res_blocks=int(rng.integers(0, 3)),
+        mlp_widths=tuple(4 * int(w) for w in rng.choice(WIDTHS, depth)),
+        num_classes=int(rng.choice((0, 3))),
+        likelihood=str(rng.choice(LIKELIHOODS)),
+    ), int(rng.choice((1, 3)))
 
 
-@pytest.mark.parametrize("arch, draw, examples", [("conv", 0, 4), ("conv", 1, 4), ("mlp", 0, 6)])
+def architectures(arch: str, draw: int) -> list[tuple[VAEConfig, int]]:
+    rng = np.random.default_rng([20261127, draw, ["conv", "mlp"].index(arch)])
+    return [architecture(rng, arch) for _ in range(ARCHITECTURES_PER_DRAW)]
+
+
+@pytest.mark.parametrize("arch, draw, examples", [("conv", 0, 6), ("conv", 1, 6), ("mlp", 0, 8)])
 def test_random_configs_agree_in_float64(arch, draw, examples):
+    drawn = []
+
     @seed(20261127 + draw)
     @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(config=configs(arch), batch_size=st.sampled_from((1, 3)))
-    def agree(config, batch_size):
-        case = harness.Case(f"random {config}", config, batch_size=batch_size, steps=2)
+    @given(shape=st.sampled_from(architectures(arch, draw)), beta=st.sampled_from(BETAS),
+           weights_seed=st.sampled_from(SEEDS))
+    def agree(shape, beta, weights_seed):
+        (config, batch_size) = shape
+        config = dataclasses.replace(config, beta=beta)
+        drawn.append((config, weights_seed))
+        case = harness.Case(f"random {config} seed {weights_seed}", config, batch_size=batch_size,
+                            seed=weights_seed)
         failed = [r for r in harness.compare(case, "float64", forms="default") if not r.ok]
         assert not failed, "\n" + harness.format_table(failed)
 
     agree()
+    assert len(set(drawn)) == examples  # every example a distinct (architecture, beta, seed)

@@ -154,6 +154,7 @@ def test_refuses_a_folder_that_holds_a_run_and_a_config_of_other_images(tmp_path
         train(VAEConfig(), TrainOptions(out=str(tmp_path / "y")), progress=False)
 
 
+@pytest.mark.fast  # the CLI end to end
 def test_cli_train(tmp_path, capsys):
     out = tmp_path / "cli"
     assert cli_main(["train", "--backend", "torch", "--epochs", "1", "--batch-size", "512", "--latent-dim", "3",

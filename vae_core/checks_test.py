@@ -3,6 +3,8 @@ import pytest
 
 from vae_core import checks
 
+pytestmark = pytest.mark.fast  # the input checks: all of them in the fast tier
+
 
 @pytest.mark.parametrize("value", [2, 2.0, np.float32(2), np.int64(2), np.array(2.0), np.array(2, np.int32)])
 def test_a_number_is_a_real_number_or_a_0d_array_of_one(value):

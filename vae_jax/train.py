@@ -45,7 +45,7 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     >= 0 nats per latent dimension for the training objective."""
     learning_rate, betas, eps = checks.check_adam(learning_rate, betas, eps)
     free_bits = checks.check_free_bits(free_bits)
-    tx = optax.scale_by_adam(b1=betas[0], b2=betas[1], eps=eps)
+    tx = _adam_transform(*betas, eps)
     graphdef, params = nnx.split(model, nnx.Param)
     if all(d.platform == "cpu" for d in jax.tree.leaves(params)[0].devices()):  # else an accelerator's memory
         layout.check_fits_in_memory(model.config, str(model.dtype), model.dtype.itemsize, training=True)
@@ -53,6 +53,13 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     return _where_params_are(TrainState(
         params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
         learning_rate=jnp.asarray(learning_rate, model.dtype), graphdef=graphdef, tx=tx, free_bits=free_bits))
+
+
+@functools.cache
+def _adam_transform(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+    """One transform per set of hyperparameters: it is a static field of TrainState, compared by identity, so
+    states made alike share one compiled step (compile_train_step) instead of tracing and compiling it again."""
+    return optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
 
 
 def _where_params_are(state: TrainState) -> TrainState:
@@ -127,8 +134,7 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler
     the bare jitted function (it has `.lower` for ahead-of-time compilation)."""
     model = state.model
     options = model.compiler_options if compiler_options is None else compiler_options
-    compiled = jax.jit(functools.partial(train_step, check_inputs=False), donate_argnums=0,
-                       compiler_options=options)
+    compiled = _jitted_step(tuple(sorted(options.items())))
     if not check_inputs:
         return compiled
 
@@ -141,6 +147,14 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler
         return compiled(state, x, eps, beta, labels=labels, target=target, learning_rate=learning_rate)
 
     return step
+
+
+@functools.cache
+def _jitted_step(options: tuple[tuple[str, str], ...]):
+    """The jitted train_step for one set of compiler options, shared by every state: jax.jit then compiles
+    once per distinct state structure, shapes and dtypes (the parity suite's cases repeat them)."""
+    return jax.jit(functools.partial(train_step, check_inputs=False), donate_argnums=0,
+                   compiler_options=dict(options))
 
 
 def evaluate(model: VAE, x, eps, labels=None) -> VAELoss:

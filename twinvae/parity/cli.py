@@ -19,8 +19,6 @@ from vae_core.checkpoint import atomic_write_bytes, inputs_kept, refuse_input
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
 
-QUICK_STEPS = 5  # Adam steps under --quick (the full check runs 50)
-
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="twinvae parity", description=__doc__)
@@ -33,8 +31,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=list(PRECISIONS), action="append",
                    help="repeatable; default float64 and float32 (bfloat16: mixed precision)")
     p.add_argument("--quick", action="store_true",
-                   help=f"{QUICK_STEPS} Adam steps instead of 50, each twin's default transposed-conv form only, "
-                        "and only the seed model unless a model is given (under a minute on 2 CPU cores)")
+                   help="each twin's default forms only, and only the seed model unless a model is given "
+                        "(the whole 50-step trajectory; about a minute on 2 CPU cores)")
     p.add_argument("--steps", type=int, default=None, help="Adam steps per case (default 50)")
     p.add_argument("--case", action="append", help="substring of a standard case's name to run (repeatable)")
     p.add_argument("--batch-size", type=int, default=8, help="images per compared batch (default 8)")
@@ -59,7 +57,7 @@ def main(argv=None) -> int:
     cases = _cases(p, args, harness)
     device = _device(p, args, harness)
     harness.set_tf32(args.tf32)
-    steps = args.steps if args.steps is not None else QUICK_STEPS if args.quick else None
+    steps = args.steps
     rows = []
     for case in cases:
         for dtype in _dtypes(p, args):

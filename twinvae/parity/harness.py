@@ -16,6 +16,7 @@ same float64 reference.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -101,17 +102,17 @@ class Case:
     config: VAEConfig
     batch_size: int = 8
     steps: int = 50  # Adam steps compared; 0 skips the training comparison
+    seed: int = 0  # of the weights, the batches and the eps
 
 
 CASES = [
     Case("conv 1x28x28 bernoulli (seed)", VAEConfig()),
-    Case("conv 1x16x16 gaussian beta=0.5", VAEConfig(image_shape=(1, 16, 16), likelihood="gaussian", beta=0.5)),
-    Case("conv 3x16x16 continuous Bernoulli beta=4",
-         VAEConfig(image_shape=(3, 16, 16), conv_channels=(16, 32, 8), latent_dim=16,
+    Case("conv 1x28x28 gaussian beta=0.5", VAEConfig(likelihood="gaussian", beta=0.5)),
+    Case("conv 3x32x32 continuous Bernoulli beta=4",
+         VAEConfig(image_shape=(3, 32, 32), conv_channels=(16, 32, 8), latent_dim=16,
                    likelihood="continuous_bernoulli", beta=4.0)),
     Case("conv 1x8x8 (digits)", VAEConfig(image_shape=(1, 8, 8), conv_channels=(16, 32), latent_dim=8)),
-    Case("conv 1x16x16 residual blocks",
-         VAEConfig(image_shape=(1, 16, 16), conv_channels=(8, 16), res_blocks=2, latent_dim=8)),
+    Case("conv 1x28x28 residual blocks", VAEConfig(conv_channels=(8, 16), res_blocks=2, latent_dim=8)),
     Case("conv 3x12x20 (H != W) discretized logistic, no fc ReLU as in format 1",
          VAEConfig(image_shape=(3, 12, 20), conv_channels=(8, 16), latent_dim=6, decoder_fc_relu=False,
                    likelihood="discretized_logistic")),
@@ -268,6 +269,11 @@ class TorchTwin:
         return tuple(image.cpu().numpy() for image in images)
 
 
+# Adam's decay of its first moment, as both twins' create_train_state default it: after one step from zero
+# the moment is (1 - b1) g, which is how JaxTwin reads the gradient its train step computed.
+ADAM_B1 = 0.9
+
+
 class JaxTwin:
     module = vae_jax
 
@@ -279,26 +285,13 @@ class JaxTwin:
             self.model = vae_jax.import_weights(model, weights)
         self.config = config
         self.state = self.step = None
-        graphdef, params = nnx.split(self.model)
-
-        def loss(params, x, eps, labels):
-            out = nnx.merge(graphdef, params)(x, eps, labels=labels)
-            losses = vae_jax.vae_loss(out, x, config)
-            return losses.total, (out, losses)
-
-        def generated(params, z, x, n, seed, z_labels, x_labels):
-            model = nnx.merge(graphdef, params)
-            return (model.sample(n, seed, labels=z_labels), model.decode(z, labels=z_labels),
-                    model.reconstruct(x, labels=x_labels))
-
-        # Every method is compared jitted, as the training step runs (eager JAX compiles each operation on
-        # its first call, which made sample, decode and reconstruct a third of a case's time), in two
-        # compiled functions, each with the twin's own compiler options: the forward pass with the loss
-        # and its gradients, and the three public methods that decode.
-        options = self.model.compiler_options
-        self._outputs = jax.jit(jax.grad(loss, has_aux=True), compiler_options=options)
-        self._generated = jax.jit(generated, static_argnums=(3, 4), compiler_options=options)
-        self._params = params
+        self._graphdef, self._params = nnx.split(self.model)
+        # Every method is compared jitted, as the training step runs, each with the twin's own compiler
+        # options, in programs shared by every twin of the same structure and shapes (beta is an argument),
+        # so that cases and random examples that repeat a structure compile nothing again: the forward
+        # pass with its losses, the three public methods that decode, and the train step.
+        self._options = tuple(sorted(self.model.compiler_options.items()))
+        self._static = dataclasses.replace(config, beta=1.0)
 
     def array(self, a):
         return jax.device_put(jnp.asarray(np.asarray(a), self.dtype), self.device)
@@ -310,25 +303,54 @@ class JaxTwin:
         return None if y is None else jax.device_put(vae_jax.as_labels(y, self.model), self.device)
 
     def outputs(self, x, eps, y=None) -> tuple[dict, dict, dict]:
-        """(forward outputs, losses, gradients) on one batch, from one compiled function."""
-        grads, (out, losses) = self._outputs(self._params, self.images(x), self.array(eps), self.labels(y))
+        """(forward outputs, losses, gradients) on one batch: the forward pass and its losses from one
+        compiled function, the gradients from one step of the twin's compiled train step (the program the
+        Adam comparison runs anyway), read from Adam's first moment, (1 - b1) g."""
+        x, eps, y = self.images(x), self.array(eps), self.labels(y)
+        out, losses = _jax_forward(self._options)(self._graphdef, self._static, self._params, x, eps, y,
+                                                  self.config.beta)
         out = {name: np.asarray(value) for name, value in out._asdict().items()}
         out["logits"] = out["logits"].transpose(0, 3, 1, 2)
-        return (out, {name: float(v) for name, v in losses._asdict().items()},
-                vae_jax.weights.to_canonical(grads, self.config))
+        state = vae_jax.create_train_state(self.model, betas=(ADAM_B1, 0.999))
+        state, _ = vae_jax.compile_train_step(state)(state, x, eps, labels=y)
+        moment = vae_jax.export_optimizer_state(state)
+        grads = {key: np.asarray(moment[f"exp_avg.{key}"], np.float64) / (1 - ADAM_B1) for key in
+                 vae_jax.export_weights(self.model)}
+        return out, {name: float(v) for name, v in losses._asdict().items()}, grads
 
     def train_step(self, x, eps, y=None) -> tuple[float, dict]:
         if self.state is None:
-            self.state = vae_jax.create_train_state(self.model)
+            self.state = vae_jax.create_train_state(self.model, betas=(ADAM_B1, 0.999))
             self.step = vae_jax.compile_train_step(self.state)
         self.state, losses = self.step(self.state, self.images(x), self.array(eps), labels=self.labels(y))
         return float(losses.total), vae_jax.weights.to_canonical(self.state.params, self.config)
 
     def generated(self, n, seed, z, x, z_labels=None, x_labels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sample(n, seed), decode(z), reconstruct(x)), from one compiled function."""
-        images = self._generated(self._params, self.array(z), self.images(x), n, seed, self.labels(z_labels),
-                                 self.labels(x_labels))
+        images = _jax_generated(self._options)(self._graphdef, self._params, self.array(z), self.images(x), n,
+                                               seed, self.labels(z_labels), self.labels(x_labels))
         return tuple(np.asarray(a).transpose(0, 3, 1, 2) for a in images)
+
+
+def _forward_and_losses(graphdef, config, params, x, eps, labels, beta):
+    out = nnx.merge(graphdef, params)(x, eps, labels=labels)
+    return out, vae_jax.vae_loss(out, x, config, beta)
+
+
+def _decodings(graphdef, params, z, x, n, seed, z_labels, x_labels):
+    model = nnx.merge(graphdef, params)
+    return (model.sample(n, seed, labels=z_labels), model.decode(z, labels=z_labels),
+            model.reconstruct(x, labels=x_labels))
+
+
+@functools.cache
+def _jax_forward(options: tuple):
+    return jax.jit(_forward_and_losses, static_argnums=(0, 1), compiler_options=dict(options))
+
+
+@functools.cache
+def _jax_generated(options: tuple):
+    return jax.jit(_decodings, static_argnums=(0, 4, 5), compiler_options=dict(options))
 
 
 # --- the comparisons -------------------------------------------------------------------------------------
@@ -382,14 +404,14 @@ def compare(case: Case, dtype: str, device: str = "cpu", weights_fn=init_weights
 def _compare(case, dtype, device, weights_fn, steps, forms) -> list[Row]:
     config = case.config
     steps = case.steps if steps is None else steps
-    weights = {k: v.astype(PARAM_DTYPE[dtype]) for k, v in weights_fn(config, seed=0).items()}
+    weights = {k: v.astype(PARAM_DTYPE[dtype]) for k, v in weights_fn(config, seed=case.seed).items()}
     # the reference is torch's native ConvTranspose2d; every other way of computing it is compared with it
     reference = TorchTwin(config, weights, "float64", device)
     twins = [twin(config, weights, dtype, device, twin_form) for twin in (TorchTwin, JaxTwin)
              for twin_form in twin_forms(twin.module, config, device, forms)
              if not (twin is TorchTwin and twin_form == NATIVE_FORMS and dtype == "float64")]
     # Inputs rounded to the run's dtype first, so the reference sees exactly the same numbers.
-    batches, labels, eps = case_data(dataclasses.replace(case, steps=steps))  # eps for every step compared
+    batches, labels, eps = case_data(dataclasses.replace(case, steps=steps), case.seed)  # eps of every step
     batches = [b.astype(PARAM_DTYPE[dtype]) for b in batches]
     eps = [e.astype(PARAM_DTYPE[dtype]) for e in eps]
     rows = []

@@ -1,0 +1,1 @@
+"""Tools for the project's CI, run from the repository root (`python -m tools.ci_budget`)."""
