@@ -196,7 +196,12 @@ def _records(out: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "seconds"} for r in run_folder.read_log(out)]
 
 
-@pytest.mark.parametrize("name", list(SCENARIOS))
+# the fast tier's core case (`pytest -m fast`): kill -9 inside a step, then resume
+CORE_SCENARIO = "mid-step"
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.fast] if name == CORE_SCENARIO else [])
+                                  for name in SCENARIOS])
 def test_a_fault_then_resume_ends_as_an_uninterrupted_run(driven, name):
     root, results, output = driven
     out, reference = root / str(list(SCENARIOS).index(name)), root / "reference"
