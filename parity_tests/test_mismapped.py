@@ -13,6 +13,8 @@ CASE = harness.Case("conv 3x12x20 (H != W)", VAEConfig(image_shape=(3, 12, 20), 
                                                         latent_dim=6), batch_size=4, steps=0)
 MLP_CASE = harness.Case("mlp 3x8x12", VAEConfig(arch="mlp", image_shape=(3, 8, 12), mlp_widths=(16,),
                                                 latent_dim=4), batch_size=4, steps=0)
+# each test patches the twin's code: it must be traced again (conftest.py), not served from an earlier test
+pytestmark = pytest.mark.usefixtures("fresh_traces")
 
 
 def _mismap(monkeypatch, kind, wrong_rule):

@@ -19,7 +19,6 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -32,8 +31,6 @@ import vae_jax.train
 import vae_jax.weights
 from twinvae.parity import harness
 
-pytestmark = pytest.mark.fast
-
 STEPS = 3  # Adam steps compared: a few suffice, float64 tells a bug (>= 1e-8) from rounding (~1e-14)
 _CASES = {case.name: case for case in harness.CASES}
 CONFIGS = {"conv": _CASES["conv 1x8x8 (digits)"], "mlp": _CASES["mlp 1x8x8 discretized logistic, 17 levels"]}
@@ -43,23 +40,7 @@ DECODER_ONLY = frozenset({"sample", "decode"})  # z (or the seed's z) -> decoder
 ADAM = frozenset(q for q in harness.QUANTITY_KIND if q.startswith("adam."))
 
 
-@pytest.fixture(autouse=True)
-def fresh_traces():
-    """Every comparison traces the code as patched now: no jitted trace of an earlier test (mutated or not)
-    is reused, neither JAX's in-memory caches nor vae_jax.model's cache of jitted public methods. Cleared
-    again after the test, once monkeypatch (set up after this fixture) has undone its patches, so no mutated
-    trace outlives its test. JAX's persistent compilation cache is keyed on the compiled program, so a
-    mutated program never hits an unmutated entry."""
-    _clear_caches()
-    yield
-    _clear_caches()
-
-
-def _clear_caches() -> None:
-    jax.clear_caches()  # every jitted function's traces, those the twins and the harness keep included
-    vae_jax.model._jitted.cache_clear()
-    vae_jax.train._jitted_step.cache_clear()
-    vae_jax.train._adam_transform.cache_clear()  # a transform built before optax was patched
+pytestmark = [pytest.mark.fast, pytest.mark.usefixtures("fresh_traces")]  # conftest.py: no stale traces
 
 
 def _overlay(monkeypatch, module, name: str, **overrides) -> None:

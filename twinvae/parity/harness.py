@@ -390,15 +390,43 @@ def twin_forms(module, config, device: str, forms: str) -> list[dict]:
     return [dict(f) for f in dict.fromkeys(tuple(f.items()) for f in candidates)]
 
 
+@dataclass
+class Compiles:
+    """XLA compiles (programs, and the seconds they took, persistent-cache loads included) of one comparison."""
+    programs: int = 0
+    seconds: float = 0.0
+
+
+# What each comparison of this process compiled, by (case name, dtype): the suite reports the costliest.
+COMPILES: dict[tuple[str, str], Compiles] = {}
+_counting: list[Compiles] = []
+
+
+def _count_compile(event: str, seconds: float, **_) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+        for counter in _counting:
+            counter.programs += 1
+            counter.seconds += seconds
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile)
+
+
 def compare(case: Case, dtype: str, device: str = "cpu", weights_fn=init_weights, steps=None,
             forms: str = "all") -> list[Row]:
     """Every quantity of one case in one dtype. float64: JAX vs the torch reference; float32: each twin vs
     the float64 torch reference. `weights_fn` is swappable so a test can feed deliberately bad weights.
-    forms: which forms of each twin (FORM_SETS: "default", "each" or "all")."""
-    if dtype == "float64":
-        with jax.enable_x64(True):
-            return _compare(case, dtype, device, weights_fn, steps, forms)
-    return _compare(case, dtype, device, weights_fn, steps, forms)
+    forms: which forms of each twin (FORM_SETS: "default", "each" or "all"). What it compiled is added to
+    COMPILES[case.name, dtype]."""
+    counter = COMPILES.setdefault((case.name, dtype), Compiles())
+    _counting.append(counter)
+    try:
+        if dtype == "float64":
+            with jax.enable_x64(True):
+                return _compare(case, dtype, device, weights_fn, steps, forms)
+        return _compare(case, dtype, device, weights_fn, steps, forms)
+    finally:
+        _counting.remove(counter)
 
 
 def _compare(case, dtype, device, weights_fn, steps, forms) -> list[Row]:
