@@ -1,8 +1,11 @@
 """Test-session settings, read before any test imports a framework."""
 
+import fcntl
 import os
 import shutil
 import tempfile
+
+import pytest
 
 # JAX on the CPU unless a GPU run names its device: where libtpu is installed (the tpu-aot extra) JAX
 # would otherwise probe for a TPU chip that is not there. The TPU AOT tests ask for their compile-only
@@ -14,12 +17,14 @@ if os.environ.get("TWINVAE_DEVICE", "cpu") == "cpu":
 # processes of two threads each (torch's intra-op pool, XLA's Eigen pool, BLAS) contend for the two cores,
 # and four parity cases took 152 s that way against 101 s on one thread each (docs/perf-log.md). Set before
 # any framework is imported; the tests' subprocesses inherit it. The serial tests run without xdist.
+# torch's intra-op pool takes MKL_NUM_THREADS, else OMP_NUM_THREADS. XLA's CPU client sizes its pools (the
+# Eigen pool its runtime computes dots and convolutions on, and the client's own) from PJRT_NPROC
+# (xla/pjrt/utils.cc: DefaultThreadPoolSize); no XLA_FLAGS flag does that in jax 0.10: with
+# --xla_cpu_multi_thread_eigen=false two threads still compute a jitted matmul. twinvae/threads_test.py
+# checks that one thread of each framework does the work.
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PJRT_NPROC"):
         os.environ.setdefault(_threads, "1")
-    os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
-                                                     "--xla_cpu_multi_thread_eigen=false",
-                                                     "intra_op_parallelism_threads=1"]))
 
 # One JAX compilation cache for this session, in a fresh folder (never reused between runs): the suite
 # builds the same functions again and again (a parity twin per form and dtype, a trainer per test), and a
@@ -37,6 +42,30 @@ def pytest_unconfigure(config):
         shutil.rmtree(_CACHE, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def made_once(tmp_path_factory):
+    """made_once(name, make) -> a folder that make(folder) filled, made once in the whole run: under xdist
+    every worker is a process of its own, and a fixture that trains a model would train it again in each.
+    The first worker to ask makes it, holding a lock in the temp folder all workers share (this run's, so
+    nothing is reused from another run); the others wait on the lock and reuse the files. A make that
+    fails leaves no mark, so the next worker tries again (and fails as the test should)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+    def once(name, make):
+        folder, done = shared / name, shared / f"{name}.done"
+        with open(shared / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not done.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                make(folder)
+                done.touch()
+        return folder
+
+    return once
+
+
 # The slowest files first: xdist hands the tests out in this order, so a long test never starts last on
 # one process while the other has nothing left (measured: docs/perf-log.md). The rest keep their order.
 SLOW_FIRST = ("parity_tests/test_properties.py", "benchmarks/bench_test.py", "parity_tests/test_installed.py",
@@ -49,3 +78,15 @@ def pytest_collection_modifyitems(config, items):
         return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
 
     items.sort(key=rank)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The ten tests whose parity comparisons compiled the most (parity_tests/conftest.py records each)."""
+    costs = [(props["xla_compiles"], report.nodeid) for outcome in ("passed", "failed")
+             for report in terminalreporter.stats.get(outcome, []) if report.when == "call"
+             for props in [dict(report.user_properties)] if "xla_compiles" in props]
+    if not costs:
+        return
+    terminalreporter.section("the costliest compiles (XLA programs, seconds)")
+    for (programs, seconds), nodeid in sorted(costs, key=lambda c: -c[0][1])[:10]:
+        terminalreporter.write_line(f"{seconds:7.1f} s  {programs:4d} programs  {nodeid}")

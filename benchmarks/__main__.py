@@ -68,6 +68,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-sizes", type=ints, default=None, help="matmul sizes for the roofline "
                                                                  "(default 1024,2048,4096)")
     p.add_argument("--peak-seconds", type=float, default=None, help="time per matmul measurement (default 0.3)")
+    p.add_argument("--bandwidth-mib", type=float, default=None,
+                   help="MiB per array of the bandwidth kernel (default: 8x the last-level cache, within the "
+                        "memory available); a smaller one measures the cache, not the memory: for smoke tests")
     p.add_argument("--roofline-only", action="store_true",
                    help="measure only the matmul peaks and the memory bandwidth (no model steps)")
     p.add_argument("--seed", type=int, default=0)
@@ -96,7 +99,8 @@ def options_from(args):
                    tf32=args.tf32, repeats=args.repeats or quick.get("repeats", 20),
                    repeat_seconds=args.repeat_seconds or quick.get("repeat_seconds", 0.3),
                    peak_sizes=args.peak_sizes or ints(quick.get("peak_sizes", "1024,2048,4096")),
-                   peak_seconds=args.peak_seconds or quick.get("peak_seconds", 0.3), seed=args.seed)
+                   peak_seconds=args.peak_seconds or quick.get("peak_seconds", 0.3),
+                   bandwidth_mib=args.bandwidth_mib, seed=args.seed)
 
 
 def main(argv=None) -> int:

@@ -3,14 +3,15 @@ speed assertions)."""
 
 import csv
 import json
+import os
 import subprocess
 import sys
-import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from benchmarks import coordinator, peak, report
+from benchmarks import coordinator, peak, points, profile, report
 from benchmarks.points import Point, compile_seconds, synthetic_batches
 from vae_core.config import VAEConfig
 
@@ -77,22 +78,43 @@ def test_roofline_names_the_limit_that_binds():
     assert report.roofline(4e9, 1e9, 100.0, None)["attainable_gflops"] is None
 
 
-def test_compile_seconds_counts_the_first_two_calls_beyond_steady_ones():
+class FakeClock:
+    """time.perf_counter and time.sleep, as benchmarks.points calls them, without the waiting: a sleep moves
+    the clock on by exactly its seconds."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_compile_seconds_counts_the_first_two_calls_beyond_steady_ones(monkeypatch):
     durations = [0.30, 0.12, 0.02]  # a compile, a re-lowering, then steady
+    clock = FakeClock()
+    monkeypatch.setattr(points, "time", clock)
 
     def call(i):
-        time.sleep(durations[i])
+        clock.sleep(durations[i])
         return f"value {i}"
 
     seconds, first = compile_seconds(call)
     assert first == "value 0"
-    assert seconds == pytest.approx(0.30 + 0.12 - 2 * 0.02, abs=0.03)
+    assert seconds == pytest.approx(0.30 + 0.12 - 2 * 0.02)
 
 
 def test_every_worker_gets_the_same_batches():
     a, b = synthetic_batches(POINT), synthetic_batches(POINT)
     assert all(np.array_equal(x1, x2) and np.array_equal(e1, e2) for (x1, e1), (x2, e2) in zip(a, b))
     assert a[0][0].min() >= 0 and a[0][0].max() <= 1 and a[0][0].dtype == np.float32
+
+
+# The smoke runs' bandwidth arrays: 1 MiB, not the real runs' 8x the last-level cache (256 MiB each here, 3
+# arrays in each of 3 libraries); these tests check the harness, not the figure
+SMOKE_BANDWIDTH = ["--bandwidth-mib", "1"]
 
 
 def test_quick_run_end_to_end(tmp_path):
@@ -102,7 +124,7 @@ def test_quick_run_end_to_end(tmp_path):
     # the exported artifacts' modes infer only: their training rows are listed as unavailable
     modes = "eager,jit,nnx-jit,onnxruntime,stablehlo"
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--modes", modes, "--out", str(out),
-                             "--no-progress"], capture_output=True, text=True, timeout=900)
+                             "--no-progress", *SMOKE_BANDWIDTH], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     rows = {(r["backend"], r["mode"], r["kind"]): r for r in results["rows"]}
@@ -129,7 +151,7 @@ def test_quick_run_end_to_end(tmp_path):
 
 def test_roofline_only_measures_the_peaks_and_the_bandwidth(tmp_path):
     run = subprocess.run([sys.executable, "-m", "benchmarks", "--roofline-only", "--backends", "torch",
-                          "--peak-sizes", "256", "--peak-seconds", "0.02", "--no-progress",
+                          "--peak-sizes", "256", "--peak-seconds", "0.02", "--no-progress", *SMOKE_BANDWIDTH,
                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -150,24 +172,64 @@ def test_a_mode_the_device_lacks_is_listed_as_unavailable():
     assert Backend("eager", "cpu", threads=threads, tf32=False).unavailable(POINT) is None
 
 
+@pytest.fixture
+def profile_here(monkeypatch):
+    """benchmarks.profile.main in this process, not in the worker process it starts by itself (a second
+    import of both frameworks): TWINVAE_BENCH_CACHE, the mark of that process, names the session's JAX
+    cache. The process-wide settings a Backend makes (torch's threads and TF32, JAX's matmul precision and
+    cache folder) are put back after."""
+    import jax
+    import torch
+
+    monkeypatch.setenv("TWINVAE_BENCH_CACHE", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax_options = {name: getattr(jax.config, name) for name in ("jax_default_matmul_precision",
+                                                                 "jax_compilation_cache_dir")}
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    for flags in (torch.backends.cuda.matmul, torch.backends.cudnn):
+        monkeypatch.setattr(flags, "allow_tf32", flags.allow_tf32)  # put back by monkeypatch
+    yield profile.main
+    for name, value in jax_options.items():
+        jax.config.update(name, value)
+    torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(precision)
+
+
 @pytest.mark.parametrize("backend, op", [("torch", "aten::convolution_backward"), ("jax", "dot_general")])
-def test_profile_names_the_step_s_ops(backend, op):
+def test_profile_names_the_step_s_ops(profile_here, capsys, backend, op):
     # a small batch and few steps: the table must hold the backend's convolution/matmul work, with shapes
-    run = subprocess.run([sys.executable, "-m", "benchmarks.profile", "--backend", backend, "--batch-size", "8",
-                          "--steps", "3", "--threads", "1"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    header, command, _, total, _, columns, _, *rows = run.stdout.strip().splitlines()
+    assert profile_here(["--backend", backend, "--batch-size", "8", "--steps", "3", "--threads", "1"]) == 0
+    stdout = capsys.readouterr().out
+    header, command, _, total, _, columns, _, *rows = stdout.strip().splitlines()
     assert "batch 8" in header and "ms per step" in header and command.startswith("Command: ")
     assert columns.startswith("| ms per step | share | op | shape |") and 0 < len(rows) <= 25
-    assert any(op in row for row in rows), run.stdout
+    assert any(op in row for row in rows), stdout
     times = [float(row.split("|")[1]) for row in rows]
     assert times == sorted(times, reverse=True) and times[0] > 0
 
 
+def test_profile_runs_itself_as_a_benchmark_worker(monkeypatch):
+    """Outside a worker's environment the profiler starts itself again in one: the threads asked for, its
+    own fresh compilation caches (the tests above run it in place)."""
+    monkeypatch.delenv("TWINVAE_BENCH_CACHE", raising=False)
+    started = []
+
+    def run(args, env):
+        started.append((args, env, os.path.isdir(env["TWINVAE_BENCH_CACHE"])))
+        return subprocess.CompletedProcess(args, 3)
+
+    monkeypatch.setattr(profile, "subprocess", SimpleNamespace(run=run))
+    argv = ["--backend", "torch", "--threads", "1"]
+    assert profile.main(argv) == 3
+    ((args, env, cache_existed),) = started
+    assert args == [sys.executable, "-m", "benchmarks.profile", *argv] and cache_existed
+    assert env["OMP_NUM_THREADS"] == env["TWINVAE_BENCH_THREADS"] == "1"
+    assert env["TORCHINDUCTOR_CACHE_DIR"].startswith(env["TWINVAE_BENCH_CACHE"])
+    assert env["TWINVAE_BENCH_CACHE"] != os.environ.get("JAX_COMPILATION_CACHE_DIR")
+
+
 def test_profile_refuses_a_mode_the_backend_lacks():
-    run = subprocess.run([sys.executable, "-m", "benchmarks.profile", "--backend", "jax", "--mode", "eager"],
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode != 0 and "jax has no mode 'eager'" in run.stderr
+    with pytest.raises(SystemExit, match="jax has no mode 'eager'"):
+        profile.main(["--backend", "jax", "--mode", "eager"])
 
 
 def test_iwae_speed_table_names_every_form_and_allocator(tmp_path):

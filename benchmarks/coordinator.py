@@ -86,6 +86,7 @@ class Options:
     repeat_seconds: float = 0.3
     peak_sizes: list[int] = field(default_factory=lambda: [1024, 2048, 4096])
     peak_seconds: float = 0.3
+    bandwidth_mib: float | None = None  # per array; None: peak.bandwidth_elements (smaller ones measure a cache)
     seed: int = 0
 
 
@@ -123,7 +124,8 @@ def run(options: Options, progress) -> dict:
                 write_checkpoint(weights[point.config], init_weights(point.config, options.seed), point.config)
         progress.stage("matmul peak and memory bandwidth")
         results["peak"] += peak.numpy_peak(options.peak_sizes, options.peak_seconds)
-        elements = peak.bandwidth_elements(options.device)
+        elements = (int(options.bandwidth_mib * 2**20) // 4 if options.bandwidth_mib
+                    else peak.bandwidth_elements(options.device))
         if options.device == "cpu":
             results["bandwidth"].append(peak.numpy_bandwidth(elements, options.peak_seconds))
         for backend in options.backends:

@@ -16,12 +16,19 @@ from vae_core.config import VAEConfig
 CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4)
 
 
+def _trained(made_once, name, config, backend):
+    """The run folder of a 2-epoch run on the digits, trained once for the whole run (both xdist workers
+    take these tests)."""
+    def make(folder):
+        train(config, TrainOptions(backend=backend, epochs=2, batch_size=128, out=str(folder / "run")),
+              progress=False, log=lambda *a: None)
+
+    return made_once(name, make) / "run"
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("apps") / "run"
-    train(CONFIG, TrainOptions(backend="jax", epochs=2, batch_size=128, out=str(out)), progress=False,
-          log=lambda *a: None)
-    return out
+def run(made_once):
+    return _trained(made_once, "apps-run", CONFIG, "jax")
 
 
 def test_a_run_leaves_its_pictures(run):
@@ -64,12 +71,9 @@ def test_arithmetic_needs_labels(run, tmp_path):
 # --- a class-conditional model ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def conditional_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("conditional") / "run"
+def conditional_run(made_once):
     config = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, num_classes=10)
-    train(config, TrainOptions(backend="torch", epochs=2, batch_size=128, out=str(out)), progress=False,
-          log=lambda *a: None)
-    return out
+    return _trained(made_once, "apps-conditional-run", config, "torch")
 
 
 def _grids(monkeypatch):

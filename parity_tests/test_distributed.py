@@ -93,16 +93,25 @@ def single_run(tmp_path_factory):
     return out
 
 
-def test_torch_nproc_and_jax_devices_train_as_one_device(single_run, tmp_path):
-    _cli([*TRAIN, "--backend", "torch", "--nproc", "2", "--epochs", "2", "--out", str(tmp_path / "ddp")])
-    _cli([*TRAIN, "--backend", "jax", "--devices", "all", "--epochs", "2", "--out", str(tmp_path / "mesh")],
+def test_torch_nproc_trains_as_one_device_and_resumes_exactly(single_run, tmp_path):
+    """One data-parallel run of an epoch, then its resume to the second (nproc 2, from the run record): the
+    same run as on one device, written by one writer (one record per epoch, from either launch). An epoch
+    after another in one launch of torch's workers: the torchrun test below."""
+    out = tmp_path / "ddp"
+    _cli([*TRAIN, "--backend", "torch", "--nproc", "2", "--epochs", "1", "--out", str(out)])
+    _cli(["train", "--resume", str(out), "--epochs", "2", "--no-progress"])
+    _same_run(out, single_run)
+    assert len(_log(out)) == 2
+    assert json.loads((out / "run.json").read_text())["options"]["nproc"] == 2
+
+
+def test_jax_devices_train_as_one_device(single_run, tmp_path):
+    out = tmp_path / "mesh"
+    _cli([*TRAIN, "--backend", "jax", "--devices", "all", "--epochs", "2", "--out", str(out)],
          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    for folder in ("ddp", "mesh"):
-        _same_run(tmp_path / folder, single_run)
-        assert len(_log(tmp_path / folder)) == 2  # one writer: one record per epoch
-    options = json.loads((tmp_path / "ddp" / "run.json").read_text())["options"]
-    assert options["nproc"] == 2
-    assert json.loads((tmp_path / "mesh" / "run.json").read_text())["options"]["devices"] == 0
+    _same_run(out, single_run)
+    assert len(_log(out)) == 2  # one writer: one record per epoch
+    assert json.loads((out / "run.json").read_text())["options"]["devices"] == 0
 
 
 def test_torchrun_module_trains_as_one_device(single_run, tmp_path):
@@ -127,13 +136,6 @@ def test_jax_on_two_hosts_trains_as_one_device(single_run, tmp_path):
     outputs = [run.communicate(timeout=300) for run in runs_]
     assert all(run.returncode == 0 for run in runs_), [err[-2000:] for _, err in outputs]
     _same_run(tmp_path / "hosts", single_run)
-
-
-def test_resume_of_a_distributed_run_continues_exactly(single_run, tmp_path):
-    out = tmp_path / "ddp"
-    _cli([*TRAIN, "--backend", "torch", "--nproc", "2", "--epochs", "1", "--out", str(out)])
-    _cli(["train", "--resume", str(out), "--epochs", "2", "--no-progress"])  # nproc 2, from the run record
-    _same_run(out, single_run)
 
 
 def test_a_dead_worker_stops_the_run_and_leaves_whole_files(tmp_path):

@@ -117,11 +117,12 @@ def test_log_mean_exp_is_stable():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "digits"
-    train(CONFIG, TrainOptions(backend="torch", epochs=1, batch_size=128, out=str(out)), progress=False,
-          log=lambda *a: None)
-    return out / "model.safetensors"
+def trained(made_once):
+    def make(folder):
+        train(CONFIG, TrainOptions(backend="torch", epochs=1, batch_size=128, out=str(folder / "digits")),
+              progress=False, log=lambda *a: None)
+
+    return made_once("evaluation-trained", make) / "digits" / "model.safetensors"  # once for both workers
 
 
 def test_report_on_a_trained_model_agrees_across_backends(trained):

@@ -177,13 +177,17 @@ def write_image_folder(folder: Path, n: int = 300, size: int = 8) -> Path:
 
 
 @pytest.fixture(scope="module")
-def driven(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    data = write_image_folder(root / "images")
-    done = subprocess.run([sys.executable, __file__, str(data), str(root)], capture_output=True, text=True,
-                          timeout=600, cwd=Path(__file__).parent.parent)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return root, json.loads(done.stdout.splitlines()[-1]), done.stdout + done.stderr
+def driven(made_once):
+    def drive(root):
+        data = write_image_folder(root / "images")
+        done = subprocess.run([sys.executable, __file__, str(data), str(root)], capture_output=True, text=True,
+                              timeout=600, cwd=Path(__file__).parent.parent)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (root / "results.json").write_text(done.stdout.splitlines()[-1])
+        (root / "output.txt").write_text(done.stdout + done.stderr)
+
+    root = made_once("faults", drive)  # one driver for the run: xdist hands these tests to both workers
+    return root, json.loads((root / "results.json").read_text()), (root / "output.txt").read_text()
 
 
 def _weights(out: Path) -> dict:
