@@ -82,8 +82,8 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_terminal_summary(terminalreporter):
     """The ten tests whose parity comparisons compiled the most (parity_tests/conftest.py records each)."""
-    costs = [(props["xla_compiles"], report.nodeid) for outcome in ("passed", "failed")
-             for report in terminalreporter.stats.get(outcome, []) if report.when == "call"
+    costs = [(props["xla_compiles"], report.nodeid) for outcome in ("", "passed", "failed", "error")
+             for report in terminalreporter.stats.get(outcome, [])  # "": setup and teardown (it records there)
              for props in [dict(report.user_properties)] if "xla_compiles" in props]
     if not costs:
         return
