@@ -7,7 +7,7 @@ from PIL import Image
 
 import vae_jax
 import vae_torch
-from twinvae import apps, trainer
+from twinvae import apps, images, trainer
 from twinvae.cli import main as cli_main
 from twinvae.data import DataError, Dataset, load_dataset
 from twinvae.trainer import TrainOptions, train
@@ -31,11 +31,25 @@ def run(made_once):
     return _trained(made_once, "apps-run", CONFIG, "jax")
 
 
+def _assert_a_picture(path):
+    """A picture with something drawn in it: wider than 50 pixels, and more than 16 grey levels (a blank
+    grid, or a grid of one constant image, has its background's and its padding's: 2)."""
+    with Image.open(path) as image:
+        levels = len(np.unique(np.asarray(image.convert("L"))))
+        assert image.size[0] > 50 and levels > 16, (path.name, image.size, levels)
+
+
+def test_a_blank_picture_is_told_from_a_drawn_one(tmp_path):
+    blank = images.save_png(tmp_path / "blank.png", np.zeros((9, 1, 8, 8)))
+    with pytest.raises(AssertionError, match="blank.png"):
+        _assert_a_picture(blank)
+    _assert_a_picture(images.save_png(tmp_path / "drawn.png", np.random.default_rng(0).random((9, 1, 8, 8))))
+
+
 def test_a_run_leaves_its_pictures(run):
     for name in ("loss.png", "reconstructions.png", "samples.png", "interpolation-linear.png",
                  "interpolation-spherical.png"):
-        with Image.open(run / name) as image:
-            assert image.size[0] > 50, name
+        _assert_a_picture(run / name)
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
@@ -47,7 +61,7 @@ def test_cli_applications(run, tmp_path, backend, capsys):
     assert cli_main(["arithmetic", ckpt, "--backend", backend, "--a", "1", "--b", "7", "--c", "0",
                      "--out", str(tmp_path)]) == 0
     for name in ("samples.png", "interpolation-linear.png", "interpolation-spherical.png", "arithmetic.png"):
-        assert (tmp_path / name).stat().st_size > 100
+        _assert_a_picture(tmp_path / name)
     assert cli_main(["arithmetic", ckpt, "--a", "cat", "--b", "1", "--c", "2", "--out", str(tmp_path)]) == 2
     assert "unknown class 'cat' for digits" in capsys.readouterr().err
 
@@ -126,7 +140,7 @@ def test_cli_applications_of_a_conditional_model(conditional_run, run, tmp_path,
                  ["arithmetic", ckpt, "--a", "1", "--b", "7", "--c", "0"]):
         assert cli_main([*args, "--backend", "jax", "--out", str(tmp_path)]) == 0, args
     for name in ("samples-class-7.png", "samples.png", "interpolation-linear.png", "arithmetic.png"):
-        assert (tmp_path / name).stat().st_size > 100
+        _assert_a_picture(tmp_path / name)
     assert cli_main(["sample", ckpt, "--label", "cat", "--out", str(tmp_path)]) == 2
     assert "--label 'cat' is not a class of" in capsys.readouterr().err
     assert cli_main(["sample", str(run / "model.safetensors"), "--label", "1", "--out", str(tmp_path)]) == 2

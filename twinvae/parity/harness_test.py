@@ -20,13 +20,21 @@ def test_first_step_error_never_hides_a_nan():
     assert first_step_error({"w": np.array([0.5, np.nan])}, ref, ref_grads, 1e-4)[0] == float("inf")
 
 
-def test_more_adam_steps_than_a_case_names_are_compared():
+def test_more_adam_steps_than_a_case_names_are_compared(monkeypatch):
     from twinvae.parity import harness
 
     (case,) = [c for c in harness.CASES if c.name.startswith("mlp 1x8x8")]
+    steps = {"torch": 0, "jax": 0}  # the steps each twin takes (the torch twin's include the reference's)
+    for twin, name in ((harness.TorchTwin, "torch"), (harness.JaxTwin, "jax")):
+        def counted(self, *args, step=twin.train_step, name=name, **kwargs):
+            steps[name] += 1
+            return step(self, *args, **kwargs)
+
+        monkeypatch.setattr(twin, "train_step", counted)
     rows = harness.compare(case, "float64", steps=case.steps + 2)
     (loss,) = [r for r in rows if r.quantity == "adam.loss" and r.twin == "jax"]
     assert loss.ok and all(r.ok for r in rows)
+    assert steps == {"torch": case.steps + 2, "jax": case.steps + 2}  # float64: the reference, one JAX twin
 
 
 def test_the_batch_size_given_applies_to_the_standard_cases():
