@@ -125,6 +125,8 @@ def main(argv=None) -> int:
 
         out = args.out if args.out != "runs/bench" else f"runs/{args.device}-aot"
         return aot.main(args.aot, args.aot_grid, out, argv, args.gpu_target_config)
+    if args.bandwidth_mib is not None and not args.bandwidth_mib > 0:
+        raise SystemExit(f"python -m benchmarks: error: --bandwidth-mib must be above 0, got {args.bandwidth_mib}")
     options = options_from(args)
 
     from benchmarks import coordinator, report

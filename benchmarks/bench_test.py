@@ -149,6 +149,13 @@ def test_quick_run_end_to_end(tmp_path):
     assert (out / "throughput.png").stat().st_size > 10_000
 
 
+def test_a_bandwidth_size_of_zero_is_refused():
+    from benchmarks.__main__ import main
+
+    with pytest.raises(SystemExit, match="--bandwidth-mib must be above 0, got 0.0"):
+        main(["--bandwidth-mib", "0"])
+
+
 def test_roofline_only_measures_the_peaks_and_the_bandwidth(tmp_path):
     run = subprocess.run([sys.executable, "-m", "benchmarks", "--roofline-only", "--backends", "torch",
                           "--peak-sizes", "256", "--peak-seconds", "0.02", "--no-progress", *SMOKE_BANDWIDTH,

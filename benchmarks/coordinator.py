@@ -124,7 +124,7 @@ def run(options: Options, progress) -> dict:
                 write_checkpoint(weights[point.config], init_weights(point.config, options.seed), point.config)
         progress.stage("matmul peak and memory bandwidth")
         results["peak"] += peak.numpy_peak(options.peak_sizes, options.peak_seconds)
-        elements = (int(options.bandwidth_mib * 2**20) // 4 if options.bandwidth_mib
+        elements = (max(1, int(options.bandwidth_mib * 2**20) // 4) if options.bandwidth_mib is not None
                     else peak.bandwidth_elements(options.device))
         if options.device == "cpu":
             results["bandwidth"].append(peak.numpy_bandwidth(elements, options.peak_seconds))

@@ -17,11 +17,10 @@ harness.set_tf32(os.environ.get("TWINVAE_TF32") == "1")
 def record_compiles(record_property):
     """What the harness compiled during the test, on its report (the root conftest.py lists the costliest
     at the end of the run)."""
-    before = {key: dataclasses.replace(count) for key, count in harness.COMPILES.items()}
+    before = dataclasses.replace(harness.COMPILED)
     yield
-    earlier = [before.get(key, harness.Compiles()) for key in harness.COMPILES]
-    programs = sum(now.programs - then.programs for now, then in zip(harness.COMPILES.values(), earlier))
-    seconds = sum(now.seconds - then.seconds for now, then in zip(harness.COMPILES.values(), earlier))
+    programs = harness.COMPILED.programs - before.programs
+    seconds = harness.COMPILED.seconds - before.seconds
     if programs:
         record_property("xla_compiles", [programs, round(seconds, 2)])
 
@@ -40,6 +39,5 @@ def fresh_traces():
 
 def _forget_traces() -> None:
     jax.clear_caches()  # every jitted function's traces, those the twin and the harness keep included
-    vae_jax.model._jitted.cache_clear()
-    vae_jax.train._jitted_step.cache_clear()
+    vae_jax.model._jitted.cache_clear()  # the twin's jits, its train step's included
     vae_jax.train._adam_transform.cache_clear()  # a transform built before optax was patched

@@ -443,8 +443,11 @@ def _jit_for(fn, model: VAE):
 
 
 @functools.cache
-def _jitted(fn, options: tuple[tuple[str, str], ...]):
-    return jax.jit(fn, static_argnums=0, compiler_options=dict(options))
+def _jitted(fn, options: tuple[tuple[str, str], ...], static_argnums=0, donate_argnums=()):
+    """One jax.jit of fn for each set of options, shared by every model and state that calls it: jax then
+    compiles once per distinct structure, shapes and dtypes (the parity suite's cases repeat them)."""
+    return jax.jit(fn, static_argnums=static_argnums, donate_argnums=donate_argnums,
+                   compiler_options=dict(options))
 
 
 # The public methods compute under jax.jit, after their eager checks: one compiled program per shape

@@ -15,7 +15,7 @@ from flax import nnx, struct
 from vae_core import checks, layout
 from vae_core.outputs import VAELoss
 from vae_jax.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
-from vae_jax.model import VAE, _jit_for
+from vae_jax.model import VAE, _jit_for, _jitted
 from vae_jax.weights import import_weights, to_canonical
 
 LOG_2PI = math.log(2 * math.pi)
@@ -126,6 +126,10 @@ def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1, learning_rate=lr), losses
 
 
+# one object, so that _jitted's cache shares its jit between every compile_train_step
+_unchecked_train_step = functools.partial(train_step, check_inputs=False)
+
+
 def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler_options: dict | None = None):
     """train_step under jax.jit, the state donated, compiled with `compiler_options` (None: the model's,
     VAE.compiler_options; ahead-of-time compiles for another platform name that platform's). With
@@ -134,7 +138,8 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler
     the bare jitted function (it has `.lower` for ahead-of-time compilation)."""
     model = state.model
     options = model.compiler_options if compiler_options is None else compiler_options
-    compiled = _jitted_step(tuple(sorted(options.items())))
+    compiled = _jitted(_unchecked_train_step, tuple(sorted(options.items())), static_argnums=(),
+                       donate_argnums=0)
     if not check_inputs:
         return compiled
 
@@ -147,14 +152,6 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler
         return compiled(state, x, eps, beta, labels=labels, target=target, learning_rate=learning_rate)
 
     return step
-
-
-@functools.cache
-def _jitted_step(options: tuple[tuple[str, str], ...]):
-    """The jitted train_step for one set of compiler options, shared by every state: jax.jit then compiles
-    once per distinct state structure, shapes and dtypes (the parity suite's cases repeat them)."""
-    return jax.jit(functools.partial(train_step, check_inputs=False), donate_argnums=0,
-                   compiler_options=dict(options))
 
 
 def evaluate(model: VAE, x, eps, labels=None) -> VAELoss:

@@ -269,9 +269,9 @@ class TorchTwin:
         return tuple(image.cpu().numpy() for image in images)
 
 
-# Adam's decay of its first moment, as both twins' create_train_state default it: after one step from zero
-# the moment is (1 - b1) g, which is how JaxTwin reads the gradient its train step computed.
-ADAM_B1 = 0.9
+# Adam's decays, as both twins' create_train_state default them: after one step from zero the first moment
+# is (1 - b1) g, which is how JaxTwin reads the gradient its train step computed.
+ADAM_BETAS = (0.9, 0.999)
 
 
 class JaxTwin:
@@ -307,28 +307,28 @@ class JaxTwin:
         compiled function, the gradients from one step of the twin's compiled train step (the program the
         Adam comparison runs anyway), read from Adam's first moment, (1 - b1) g."""
         x, eps, y = self.images(x), self.array(eps), self.labels(y)
-        out, losses = _jax_forward(self._options)(self._graphdef, self._static, self._params, x, eps, y,
-                                                  self.config.beta)
+        out, losses = _jitted(_forward_and_losses, (0, 1), self._options)(
+            self._graphdef, self._static, self._params, x, eps, y, self.config.beta)
         out = {name: np.asarray(value) for name, value in out._asdict().items()}
         out["logits"] = out["logits"].transpose(0, 3, 1, 2)
-        state = vae_jax.create_train_state(self.model, betas=(ADAM_B1, 0.999))
+        state = vae_jax.create_train_state(self.model, betas=ADAM_BETAS)
         state, _ = vae_jax.compile_train_step(state)(state, x, eps, labels=y)
-        moment = vae_jax.export_optimizer_state(state)
-        grads = {key: np.asarray(moment[f"exp_avg.{key}"], np.float64) / (1 - ADAM_B1) for key in
-                 vae_jax.export_weights(self.model)}
+        grads = {key.removeprefix("exp_avg."): np.asarray(moment, np.float64) / (1 - ADAM_BETAS[0])
+                 for key, moment in vae_jax.export_optimizer_state(state).items() if key.startswith("exp_avg.")}
         return out, {name: float(v) for name, v in losses._asdict().items()}, grads
 
     def train_step(self, x, eps, y=None) -> tuple[float, dict]:
         if self.state is None:
-            self.state = vae_jax.create_train_state(self.model, betas=(ADAM_B1, 0.999))
+            self.state = vae_jax.create_train_state(self.model, betas=ADAM_BETAS)
             self.step = vae_jax.compile_train_step(self.state)
         self.state, losses = self.step(self.state, self.images(x), self.array(eps), labels=self.labels(y))
         return float(losses.total), vae_jax.weights.to_canonical(self.state.params, self.config)
 
     def generated(self, n, seed, z, x, z_labels=None, x_labels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sample(n, seed), decode(z), reconstruct(x)), from one compiled function."""
-        images = _jax_generated(self._options)(self._graphdef, self._params, self.array(z), self.images(x), n,
-                                               seed, self.labels(z_labels), self.labels(x_labels))
+        images = _jitted(_decodings, (0, 4, 5), self._options)(
+            self._graphdef, self._params, self.array(z), self.images(x), n, seed, self.labels(z_labels),
+            self.labels(x_labels))
         return tuple(np.asarray(a).transpose(0, 3, 1, 2) for a in images)
 
 
@@ -344,13 +344,10 @@ def _decodings(graphdef, params, z, x, n, seed, z_labels, x_labels):
 
 
 @functools.cache
-def _jax_forward(options: tuple):
-    return jax.jit(_forward_and_losses, static_argnums=(0, 1), compiler_options=dict(options))
-
-
-@functools.cache
-def _jax_generated(options: tuple):
-    return jax.jit(_decodings, static_argnums=(0, 4, 5), compiler_options=dict(options))
+def _jitted(fn, static_argnums: tuple, options: tuple):
+    """One jit of fn per set of compiler options, shared by every JaxTwin: a twin of a structure compiled
+    before compiles nothing again."""
+    return jax.jit(fn, static_argnums=static_argnums, compiler_options=dict(options))
 
 
 # --- the comparisons -------------------------------------------------------------------------------------
@@ -392,21 +389,20 @@ def twin_forms(module, config, device: str, forms: str) -> list[dict]:
 
 @dataclass
 class Compiles:
-    """XLA compiles (programs, and the seconds they took, persistent-cache loads included) of one comparison."""
+    """XLA compiles (programs, and the seconds they took, persistent-cache loads included)."""
     programs: int = 0
     seconds: float = 0.0
+    comparing: int = 0  # compare() calls under way: only their compiles count
 
 
-# What each comparison of this process compiled, by (case name, dtype): the suite reports the costliest.
-COMPILES: dict[tuple[str, str], Compiles] = {}
-_counting: list[Compiles] = []
+# What the comparisons of this process compiled, in all: the suite records each test's share.
+COMPILED = Compiles()
 
 
 def _count_compile(event: str, seconds: float, **_) -> None:
-    if event == "/jax/core/compile/backend_compile_duration":
-        for counter in _counting:
-            counter.programs += 1
-            counter.seconds += seconds
+    if COMPILED.comparing and event == "/jax/core/compile/backend_compile_duration":
+        COMPILED.programs += 1
+        COMPILED.seconds += seconds
 
 
 jax.monitoring.register_event_duration_secs_listener(_count_compile)
@@ -416,17 +412,16 @@ def compare(case: Case, dtype: str, device: str = "cpu", weights_fn=init_weights
             forms: str = "all") -> list[Row]:
     """Every quantity of one case in one dtype. float64: JAX vs the torch reference; float32: each twin vs
     the float64 torch reference. `weights_fn` is swappable so a test can feed deliberately bad weights.
-    forms: which forms of each twin (FORM_SETS: "default", "each" or "all"). What it compiled is added to
-    COMPILES[case.name, dtype]."""
-    counter = COMPILES.setdefault((case.name, dtype), Compiles())
-    _counting.append(counter)
+    forms: which forms of each twin (FORM_SETS: "default", "each" or "all"). What it compiles is added to
+    COMPILED."""
+    COMPILED.comparing += 1
     try:
         if dtype == "float64":
             with jax.enable_x64(True):
                 return _compare(case, dtype, device, weights_fn, steps, forms)
         return _compare(case, dtype, device, weights_fn, steps, forms)
     finally:
-        _counting.remove(counter)
+        COMPILED.comparing -= 1
 
 
 def _compare(case, dtype, device, weights_fn, steps, forms) -> list[Row]:
