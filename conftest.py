@@ -22,8 +22,9 @@ if os.environ.get("TWINVAE_DEVICE", "cpu") == "cpu":
 # (xla/pjrt/utils.cc: DefaultThreadPoolSize); no XLA_FLAGS flag does that in jax 0.10: with
 # --xla_cpu_multi_thread_eigen=false two threads still compute a jitted matmul. twinvae/threads_test.py
 # checks that one thread of each framework does the work.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PJRT_NPROC")
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "PJRT_NPROC"):
+    for _threads in THREAD_VARIABLES:
         os.environ.setdefault(_threads, "1")
 
 # One JAX compilation cache for this session, in a fresh folder (never reused between runs): the suite
@@ -40,6 +41,15 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 def pytest_unconfigure(config):
     if _CACHE:
         shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def session_environment() -> dict[str, str]:
+    """The variables above as this session set them (the JAX cache, the platform, the threads): for a test
+    that runs a command in an otherwise clean environment, so it loads what the session compiled already
+    and, under xdist, keeps to its one core."""
+    return {k: v for k, v in os.environ.items() if k.startswith("JAX_PERSISTENT_CACHE_")
+            or k in ("JAX_COMPILATION_CACHE_DIR", "JAX_PLATFORMS", "XLA_FLAGS", *THREAD_VARIABLES)}
 
 
 @pytest.fixture(scope="session")

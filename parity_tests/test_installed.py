@@ -3,7 +3,6 @@ and run outside the source tree: what a downstream project's CI runs. The new en
 one's frameworks (a .pth file naming its site-packages) but none of its twinvae, which is an editable
 install here."""
 
-import os
 import site
 import subprocess
 import sys
@@ -19,7 +18,7 @@ def _run(args, **kwargs):
     return done
 
 
-def test_parity_quick_from_an_installed_wheel(tmp_path):
+def test_parity_quick_from_an_installed_wheel(tmp_path, session_environment):
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist",
           ROOT])
     (wheel,) = (tmp_path / "dist").glob("twinvae-*.whl")
@@ -31,12 +30,8 @@ def test_parity_quick_from_an_installed_wheel(tmp_path):
     purelib = Path(_run([python, "-c", where]).stdout.strip())
     borrowed = {sysconfig.get_paths()["purelib"], *site.getsitepackages()}
     (purelib / "borrowed-frameworks.pth").write_text("\n".join(sorted(borrowed)) + "\n")
-    # a clean environment but for the session's JAX compilation cache and thread settings (conftest.py): the
-    # command loads what the session compiled already, and under xdist keeps to its one core
-    session = {k: v for k, v in os.environ.items() if k.startswith("JAX_PERSISTENT_CACHE_") or k in (
-        "JAX_COMPILATION_CACHE_DIR", "JAX_PLATFORMS", "XLA_FLAGS", "PJRT_NPROC", "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), **session}
+    # a clean environment but for the session's JAX cache and thread settings (conftest.py)
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), **session_environment}
     where = _run([python, "-c", "import twinvae, vae_core, vae_torch, vae_jax, benchmarks\n"
                   "print(*(m.__file__ for m in (twinvae, vae_core, vae_torch, vae_jax, benchmarks)))"],
                  cwd=tmp_path, env=env).stdout.split()
