@@ -136,10 +136,9 @@ def main(argv=None) -> int:
     progress = Progress(len(options.points) * (workers + options.repeats), enabled=not args.no_progress)
     results = coordinator.run(options, progress)
     progress.close()
-    results["meta"] = report.environment(argv, results, options)
+    results["meta"] = report.run_meta(argv, results, options)
     table = report.rows(results, options.tf32)
-    written = report.write_all(args.out, results, table, options.tf32)
-    print(report.markdown(results, table, options.tf32))
+    written = report.write_all(args.out, results, table, options.tf32)  # prints results.md
     print("wrote " + ", ".join(written))
     failed = [r for r in table if r["status"] in ("error", "refused")]
     for r in failed:

@@ -2,6 +2,7 @@
 speed assertions)."""
 
 import csv
+import inspect
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from benchmarks import coordinator, peak, points, profile, report
+from benchmarks.backend import Backend, backend_class
 from benchmarks.points import Point, compile_seconds, synthetic_batches
 from vae_core.config import VAEConfig
 
@@ -25,19 +27,19 @@ def _entries(**gates):
 def test_gate_passes_agreeing_twins():
     entries = _entries(torch_eager=100.0, **{"torch_compile-default": 100.00001}, jax_jit=100.00002,
                        **{"jax_nnx-jit": 100.0})
-    coordinator._gate(entries, POINT)
+    coordinator.gate(entries, POINT)
     assert all(e["status"] == "ok" for e in entries.values())
 
 
 def test_gate_refuses_both_twins_when_they_disagree():
     entries = _entries(torch_eager=100.0, jax_jit=101.0)
-    coordinator._gate(entries, POINT)
+    coordinator.gate(entries, POINT)
     assert all(e["status"] == "refused" and "twins disagree" in e["reason"] for e in entries.values())
 
 
 def test_gate_refuses_a_mode_that_differs_from_its_baseline():
     entries = _entries(torch_eager=100.0, **{"torch_compile-default": 100.5}, jax_jit=100.0)
-    coordinator._gate(entries, POINT)
+    coordinator.gate(entries, POINT)
     assert entries[("torch", "compile-default")]["status"] == "refused"
     assert entries[("torch", "eager")]["status"] == entries[("jax", "jit")]["status"] == "ok"
 
@@ -171,12 +173,41 @@ def test_roofline_only_measures_the_peaks_and_the_bandwidth(tmp_path):
 def test_a_mode_the_device_lacks_is_listed_as_unavailable():
     import torch
 
-    from benchmarks.torch_backend import Backend
+    from benchmarks.torch_backend import TorchBackend
 
     threads = torch.get_num_threads()  # a Backend sets the process's thread count: keep it
-    reason = Backend("compile-reduce-overhead", "cpu", threads=threads, tf32=False).unavailable(POINT)
+    reason = TorchBackend("compile-reduce-overhead", "cpu", threads=threads, tf32=False).unavailable(POINT)
     assert reason == "reduce-overhead means CUDA graphs: CUDA only"
-    assert Backend("eager", "cpu", threads=threads, tf32=False).unavailable(POINT) is None
+    assert TorchBackend("eager", "cpu", threads=threads, tf32=False).unavailable(POINT) is None
+
+
+def protocol_mismatches(cls) -> list[str]:
+    """Each method of benchmarks.backend.Backend that `cls` lacks, or has with another signature."""
+    methods = [name for name, value in vars(Backend).items()
+               if callable(value) and (name == "__init__" or not name.startswith("_"))]
+    found = []
+    for name in methods:
+        if not callable(getattr(cls, name, None)):
+            found.append(f"{cls.__name__} has no {name}")
+        elif inspect.signature(getattr(cls, name)) != inspect.signature(getattr(Backend, name)):
+            found.append(f"{cls.__name__}.{name}{inspect.signature(getattr(cls, name))} is not "
+                         f"{name}{inspect.signature(getattr(Backend, name))}")
+    return found
+
+
+@pytest.mark.parametrize("name", ["torch", "jax"])
+def test_each_backend_has_the_protocol_s_methods_with_its_signatures(name):
+    assert protocol_mismatches(backend_class(name)) == []
+
+
+def test_a_backend_that_drops_or_renames_a_method_is_found():
+    from benchmarks.torch_backend import TorchBackend
+
+    namespace = {k: v for k, v in vars(TorchBackend).items() if k != "freeze"}
+    namespace["run_steps"], namespace["setup"] = namespace.pop("run"), lambda self, point: {}
+    assert protocol_mismatches(type("Planted", (), namespace)) == [
+        "Planted.setup(self, point) is not setup(self, point: 'Point', weights_path: 'str') -> 'dict'",
+        "Planted has no run", "Planted has no freeze"]
 
 
 @pytest.fixture

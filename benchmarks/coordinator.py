@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -164,7 +163,7 @@ def run_point(point: Point, options: Options, env: dict, cache_root: str, weight
             progress.stage(f"{point.label}: compile {key[0]} {key[1]}")
             entries[key] = _setup(worker, point, weights_path, options)
             progress.advance()
-        _gate(entries, point)
+        gate(entries, point)
         live = [key for key, entry in entries.items() if entry["status"] == "ok"]
         for round_ in range(options.repeats):
             order = live if round_ % 2 == 0 else live[::-1]  # alternate, so drift hits every backend
@@ -211,7 +210,7 @@ def _setup(worker: WorkerProcess, point: Point, weights_path: str, options: Opti
     return {**entry, **reply}
 
 
-def _gate(entries: dict, point: Point) -> None:
+def gate(entries: dict, point: Point) -> None:
     """Both twins, from the same canonical weights, must give the same first-step loss (train) or the
     same reconstructions (infer): every mode against its backend's baseline, the baselines against each
     other. A mode that fails is refused: it is listed with the reason and never timed."""
@@ -250,7 +249,3 @@ def summarise(entry: dict, point: Point, flops_per_image: float, peak_gflops: fl
     gflops = median * flops_per_image / 1e9
     return {"images_per_s": float(median), "iqr": float(q75 - q25), "gflops": float(gflops),
             "fraction_of_peak": float(gflops / peak_gflops) if peak_gflops else None, "repeats": len(times)}
-
-
-def timestamp() -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -23,10 +23,17 @@ import time
 import numpy as np
 
 from twinvae import allocator, evaluation
-from twinvae.environment import make_results_folder, publish_results, results_origin, versions
+from twinvae.results import (
+    machine_record,
+    make_results_folder,
+    markdown_table,
+    publish_results,
+    results_origin,
+    versions,
+)
 from twinvae.twin import load_twin
 from vae_core.config import VAEConfig
-from vae_core.layout import NATIVE_FORMS
+from vae_core.forms import NATIVE_FORMS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -87,17 +94,15 @@ def main(argv=None) -> int:
         allocator.keep_freed_memory()  # before the framework starts its threads (off by the environment's switch)
         print(json.dumps(rows(args.one, images, args.k, args.repeats)))
         return 0
-    table = ["| backend | forms | allocator | latents/s | kernel's share of CPU time | K = 1000 on 10,000 "
-             "images |", "|---|---|---|---|---|---|"]
     measured = [r for b in args.backend or ["torch", "jax"] for kept in (True, False)
                 for r in _in_fresh_process(b, kept, argv)]
-    for row in measured:
-        table.append(f"| {row['backend']} | {row['forms']} | {row['allocator']} | {row['latents_per_s']:,.0f} | "
-                     f"{100 * row['system']:.0f}% | {1e7 / row['latents_per_s'] / 60:.1f} min |")
+    table = markdown_table(
+        ["backend", "forms", "allocator", "latents/s", "kernel's share of CPU time", "K = 1000 on 10,000 images"],
+        [[row["backend"], row["forms"], row["allocator"], f"{row['latents_per_s']:,.0f}",
+          f"{100 * row['system']:.0f}%", f"{1e7 / row['latents_per_s'] / 60:.1f} min"] for row in measured])
     command = "python -m benchmarks.iwae " + " ".join(argv)
-    versions_seen = {name: version for row in measured for name, version in row["versions"].items()}
-    text = (f"{results_origin(command, versions_seen)}; seed model, {args.images} images, K = {args.k}.\n\n"
-            + "\n".join(table) + "\n")
+    machine = machine_record({name: version for row in measured for name, version in row["versions"].items()})
+    text = f"{results_origin(command, machine)}; seed model, {args.images} images, K = {args.k}.\n\n{table}\n"
     publish_results(text, args.out)
     return 0
 

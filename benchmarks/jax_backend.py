@@ -30,8 +30,10 @@ def inference_step(model, compiler_options: dict | None = None):
                    compiler_options=options), params
 
 
-class Backend:
-    def __init__(self, mode: str, device: str, threads: int, tf32: bool):
+class JaxBackend:
+    """The JAX twin in one benchmark mode (benchmarks/backend.py's Backend)."""
+
+    def __init__(self, mode: str, device: str, threads: int, tf32: bool) -> None:
         if mode not in MODES["jax"]:
             raise ValueError(f"unknown jax mode {mode!r}; modes: {MODES['jax']}")
         self.mode, self.device_name, self.threads, self.tf32 = mode, device, threads, tf32
@@ -67,7 +69,7 @@ class Backend:
             return artifacts.unavailable(self.mode, point)
         return None
 
-    def matmul_peak(self, sizes, precisions) -> list[dict]:
+    def matmul_peak(self, sizes: list[int], precisions: list[str]) -> list[dict]:
         device = self._devices()[0]
         results = []
         for precision in precisions:

@@ -12,11 +12,11 @@ import numpy as np
 from vae_core import seeds
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
-from vae_core.layout import NATIVE_FORMS
+from vae_core.forms import NATIVE_FORMS
 
 # A mode is how a backend runs the step, with variants: "-subpixel" (the decoder's sub-pixel transposed
-# convs), "-native" (every layer kind in its native form: vae_core.layout.FORMS), where the backend's
-# default on the device differs (vae_*.model.DEFAULT_FORMS), and "-channels-last" (torch's NHWC memory
+# convs), "-native" (every layer kind in its native form: vae_core.forms.FORMS), where the backend's
+# default on the device differs (vae_*.forms.DEFAULT_FORMS), and "-channels-last" (torch's NHWC memory
 # format for the model and the batch). "onnxruntime" and "stablehlo" run the twin's exported artifact in its
 # runtime (benchmarks/artifacts.py), inference only.
 MODES = {

@@ -15,15 +15,16 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
-import importlib
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 
+from benchmarks.backend import backend_class
+from benchmarks.hlo import instruction_sources
 from benchmarks.points import KINDS, MODES, Point, add_conv_arguments
+from twinvae.results import markdown_table, results_origin
 from vae_core.checkpoint import write_checkpoint
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
@@ -63,8 +64,7 @@ def main(argv=None) -> int:
         return _in_worker_env(argv, args)
     config = VAEConfig(conv_channels=tuple(args.channels), res_blocks=args.res_blocks)
     point = Point(config, args.batch_size, args.dtype, args.kind)
-    backend = importlib.import_module(f"benchmarks.{args.backend}_backend").Backend(
-        mode, args.device, args.threads, tf32=args.tf32)
+    backend = backend_class(args.backend)(mode, args.device, args.threads, tf32=args.tf32)
     refused = backend.unavailable(point)
     if refused:
         raise SystemExit(f"python -m benchmarks.profile: {args.backend} {mode}: {refused}")
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     print(f"{args.backend} {mode}, {args.kind} step, batch {args.batch_size}, {precision}, {args.device}, "
           f"{args.threads} threads: {step_ms:.2f} ms per step, {args.batch_size / step_ms * 1e3:,.0f} images/s, "
           f"{flops / step_ms / 1e6:.1f} GFLOP/s (analytic)")
-    print(f"Command: `python -m benchmarks.profile {' '.join(argv)}`\n")
+    print(results_origin(f"python -m benchmarks.profile {' '.join(argv)}") + "\n")
     print(table(rows, args.top, step_ms))
     return 0
 
@@ -101,11 +101,10 @@ def _in_worker_env(argv: list[str], args) -> int:
 def table(rows: list[tuple[float, str, str, str]], top: int, step_ms: float) -> str:
     """rows: (ms per step, op, shape, where from), any order; the `top` largest as a markdown table."""
     total = sum(r[0] for r in rows)
-    lines = [f"Op times add up to {total:.2f} ms per step ({total / step_ms:.0%} of the wall time).", "",
-             "| ms per step | share | op | shape | from |", "|---|---|---|---|---|"]
-    for ms, op, shape, source in sorted(rows, reverse=True)[:top]:
-        lines.append(f"| {ms:.3f} | {ms / total:.1%} | {op} | {shape} | {source} |")
-    return "\n".join(lines)
+    return (f"Op times add up to {total:.2f} ms per step ({total / step_ms:.0%} of the wall time).\n\n"
+            + markdown_table(["ms per step", "share", "op", "shape", "from"],
+                             [[f"{ms:.3f}", f"{ms / total:.1%}", op, shape, source]
+                              for ms, op, shape, source in sorted(rows, reverse=True)[:top]]))
 
 
 def _torch_rows(backend, steps: int, device: str) -> list[tuple[float, str, str, str]]:
@@ -123,21 +122,12 @@ def _torch_rows(backend, steps: int, device: str) -> list[tuple[float, str, str,
     return rows
 
 
-# an HLO instruction: `%name = shape op(...)`, with the JAX operation it came from in its metadata
-_HLO = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) ")
-_SOURCE = re.compile(r'op_name="(?:jit\([^)]*\)/)?([^"]*)"')
-
-
 def _jax_rows(backend, steps: int, device: str) -> list[tuple[float, str, str, str]]:
     import jax
 
     compiled = getattr(backend, "fn", None)
-    instructions = {}
-    if hasattr(compiled, "as_text"):  # the jax.jit modes compile ahead of time
-        for line in compiled.as_text().splitlines():
-            if match := _HLO.match(line):
-                source = _SOURCE.search(line)
-                instructions[match[1]] = (match[2], source[1] if source else "")
+    # the jax.jit modes compile ahead of time: their HLO names each instruction's shape and source
+    instructions = instruction_sources(compiled.as_text()) if hasattr(compiled, "as_text") else {}
     with tempfile.TemporaryDirectory(prefix="twinvae-trace-") as tmp:
         jax.profiler.start_trace(tmp)
         backend.run(steps)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-import platform
 import sys
-import time
 
 from benchmarks.coordinator import summarise
 from benchmarks.peak import best_bandwidth, best_peak
 from benchmarks.points import Point
-from twinvae.environment import cpu_name, git_commit
+from twinvae.results import (
+    FRAMEWORKS,
+    machine_record,
+    markdown_table,
+    publish_results,
+    results_origin,
+    write_results,
+)
 from vae_core.flops import inference_flops, step_bytes, train_step_flops
 
 COLUMNS = ["backend", "mode", "kind", "batch", "dtype", "model", "status", "images_per_s", "iqr", "gflops",
@@ -39,6 +45,7 @@ def roofline(flops: float, nbytes: float, peak_gflops: float | None, bandwidth_g
 
 
 def rows(results: dict, tf32: bool) -> list[dict]:
+    """A row per (point, backend, mode): its status, and where it was timed its rates and roofline."""
     table = []
     bandwidth = best_bandwidth(results.get("bandwidth", []))
     for item in results["points"]:
@@ -80,39 +87,40 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def markdown_table(table: list[dict]) -> str:
-    lines = ["| backend | mode | forms | kind | batch | images/s (median) | IQR | GFLOP/s | % of peak "
-             "| % of attainable | bound | vs torch eager | compile s | mem MB |", "|" + "---|" * 14]
-    for r in table:
-        if r["status"] != "ok":
-            lines.append(f"| {r['backend']} | {r['mode']} | | {r['kind']} | {r['batch']} | {r['status']}: "
-                         f"{r['reason'].splitlines()[0][:120] if r['reason'] else ''} | | | | | | | | |")
-            continue
-        memory = r["device_peak_mb"] if r["device_peak_mb"] is not None else r["rss_delta_mb"]
-        fraction, attainable = (None if r.get(key) is None else 100 * r[key]
-                                for key in ("fraction_of_peak", "fraction_of_attainable"))
-        lines.append(f"| {r['backend']} | {r['mode']} | {r['forms']} | {r['kind']} | {r['batch']} "
-                     f"| {r['images_per_s']:,.0f} "
-                     f"| {r['iqr']:,.0f} | {r['gflops']:.1f} | {_fmt(fraction, '.1f')} "
-                     f"| {_fmt(attainable, '.1f')} | {r.get('bound') or ''} "
-                     f"| {_fmt(r.get('vs_torch_eager'), '.2f')} | {_fmt(r['compile_s'], '.1f')} "
-                     f"| {_fmt(memory, '.0f')} |")
-    return "\n".join(lines)
+THROUGHPUT_HEADER = ["backend", "mode", "forms", "kind", "batch", "images/s (median)", "IQR", "GFLOP/s",
+                     "% of peak", "% of attainable", "bound", "vs torch eager", "compile s", "mem MB"]
+
+
+def throughput_cells(r: dict) -> list[str]:
+    """One row of the throughput table; a mode not timed gives its status and the first line of the reason."""
+    if r["status"] != "ok":
+        reason = r["reason"].splitlines()[0][:120] if r["reason"] else ""
+        return [r["backend"], r["mode"], "", r["kind"], r["batch"], f"{r['status']}: {reason}", *[""] * 8]
+    memory = r["device_peak_mb"] if r["device_peak_mb"] is not None else r["rss_delta_mb"]
+    fraction, attainable = (None if r.get(key) is None else 100 * r[key]
+                            for key in ("fraction_of_peak", "fraction_of_attainable"))
+    return [r["backend"], r["mode"], r["forms"], r["kind"], r["batch"], f"{r['images_per_s']:,.0f}",
+            f"{r['iqr']:,.0f}", f"{r['gflops']:.1f}", _fmt(fraction, ".1f"), _fmt(attainable, ".1f"),
+            r.get("bound") or "", _fmt(r.get("vs_torch_eager"), ".2f"), _fmt(r["compile_s"], ".1f"),
+            _fmt(memory, ".0f")]
+
+
+def throughput_table(table: list[dict]) -> str:
+    return markdown_table(THROUGHPUT_HEADER, [throughput_cells(r) for r in table])
 
 
 def flop_table(results: dict) -> str:
     """The analytic count beside XLA's cost analysis and torch's FlopCounterMode, per image."""
-    lines = ["| point | analytic MFLOP/image | XLA cost analysis | torch FlopCounterMode |", "|---|---|---|---|"]
+    cells = []
     for item in results["points"]:
         point = Point.from_dict(item["point"])
         analytic = (train_step_flops if point.kind == "train" else inference_flops)(point.config)
         xla = next((e.get("xla_flops_per_image") for e in item["results"] if e.get("xla_flops_per_image")), None)
         counter = next((e["torch_flop_counter"]["per_image"] for e in item["results"]
                         if e.get("torch_flop_counter")), None)
-
-        lines.append(f"| {item['label']} | {analytic / 1e6:.2f} | {_flop_cell(xla, analytic)} "
-                     f"| {_flop_cell(counter, analytic)} |")
-    return "\n".join(lines)
+        cells.append([item["label"], f"{analytic / 1e6:.2f}", _flop_cell(xla, analytic),
+                      _flop_cell(counter, analytic)])
+    return markdown_table(["point", "analytic MFLOP/image", "XLA cost analysis", "torch FlopCounterMode"], cells)
 
 
 def _flop_cell(value, analytic) -> str:
@@ -120,45 +128,39 @@ def _flop_cell(value, analytic) -> str:
 
 
 def bandwidth_table(results: dict) -> str:
-    lines = ["| library | kernel | array MiB | GB/s | checked | counts |", "|---|---|---|---|---|---|"]
-    for r in results.get("bandwidth", []):
-        lines.append(f"| {r['library']} | {r['kernel']} | {r['array_mib']:.0f} | {r['gb_per_s']:.1f} "
-                     f"| {'exact' if r['valid'] else 'WRONG'} | {'yes' if r['valid'] else 'no'} |")
-    return "\n".join(lines)
+    return markdown_table(["library", "kernel", "array MiB", "GB/s", "checked", "counts"],
+                          [[r["library"], r["kernel"], f"{r['array_mib']:.0f}", f"{r['gb_per_s']:.1f}",
+                            "exact" if r["valid"] else "WRONG", "yes" if r["valid"] else "no"]
+                           for r in results.get("bandwidth", [])])
 
 
 def peak_table(results: dict) -> str:
-    lines = ["| library | precision | n | GFLOP/s | rel. error vs float64 | counts |", "|---|---|---|---|---|---|"]
-    for r in results["peak"]:
-        lines.append(f"| {r['library']} | {r['precision']} | {r['n']} | {r['gflops']:.1f} "
-                     f"| {r['relative_error']:.1e} | {'yes' if r['valid'] else 'no'} |")
-    return "\n".join(lines)
+    return markdown_table(["library", "precision", "n", "GFLOP/s", "rel. error vs float64", "counts"],
+                          [[r["library"], r["precision"], r["n"], f"{r['gflops']:.1f}",
+                            f"{r['relative_error']:.1e}", "yes" if r["valid"] else "no"] for r in results["peak"]])
 
 
-def environment(argv: list[str], results: dict, options) -> dict:
-    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": "python -m benchmarks " + " ".join(argv),
-            "python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_name(),
-            "cores": os.cpu_count(), "threads": options.threads, "device": options.device, "tf32": options.tf32,
-            "git_commit": git_commit(short=True), "backends": results["info"]}
+def run_meta(argv: list[str], results: dict, options) -> dict:
+    """results.json's record of the run: the machine (with the versions the workers reported), the command,
+    the threads, the device and TF32, and each backend's own report."""
+    measured = {name: info[name] for info in results["info"].values() for name in FRAMEWORKS if name in info}
+    return {**machine_record(measured), "command": "python -m benchmarks " + " ".join(argv),
+            "threads": options.threads, "device": options.device, "tf32": options.tf32,
+            "backends": results["info"]}
 
 
 def write_all(out: str, results: dict, table: list[dict], tf32: bool) -> list[str]:
+    """results.json, results.csv and results.md (printed too), each written atomically, and the plot."""
     os.makedirs(out, exist_ok=True)
-    written = []
-    path = os.path.join(out, "results.json")
-    with open(path, "w") as f:
-        json.dump({**results, "rows": table}, f, indent=1)
-    written.append(path)
-    path = os.path.join(out, "results.csv")
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(table)
-    written.append(path)
-    path = os.path.join(out, "results.md")
-    with open(path, "w") as f:
-        f.write(markdown(results, table, tf32))
-    written.append(path)
+    paths = [os.path.join(out, name) for name in ("results.json", "results.csv", "results.md")]
+    write_results(paths[0], json.dumps({**results, "rows": table}, indent=1))
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(table)
+    write_results(paths[1], text.getvalue())
+    publish_results(markdown(results, table, tf32), paths[2])
+    written = list(paths)
     # --roofline-only has no rows to plot
     plotted = plot(table, os.path.join(out, "throughput.png"), results["meta"]) if table else None
     if plotted:
@@ -167,9 +169,10 @@ def write_all(out: str, results: dict, table: list[dict], tf32: bool) -> list[st
 
 
 def markdown(results: dict, table: list[dict], tf32: bool) -> str:
+    """results.md: where it ran, the roofline, the throughput table, the FLOP counts and the measurements."""
     meta = results["meta"]
-    versions = "; ".join(f"{name} {info.get(name, info.get('unavailable', ''))}"
-                         for name, info in meta["backends"].items())
+    unavailable = "".join(f"; {name} unavailable: {info['unavailable']}" for name, info in meta["backends"].items()
+                          if "unavailable" in info)
     peaks = []
     for dtype in sorted({r["dtype"] for r in table}) or ["float32"]:
         peak = peak_for(results, tf32, dtype)
@@ -180,13 +183,13 @@ def markdown(results: dict, table: list[dict], tf32: bool) -> str:
     bandwidth = best_bandwidth(results.get("bandwidth", []))
     bandwidth_line = (f"{bandwidth['gb_per_s']:.1f} GB/s ({bandwidth['library']}, STREAM add, "
                       f"{bandwidth['array_mib']:.0f} MiB arrays)") if bandwidth else "not measured"
-    return (f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['threads']} threads, device {meta['device']}; "
-            f"{versions}; Python {meta['python']}; {meta['date']}; commit {meta['git_commit']}.\n"
-            f"Command: `{meta['command']}`\n\nRoofline (best valid matmul): {peak_line}. Memory bandwidth "
+    return (f"{results_origin(meta['command'], meta)}; {meta['cores']} cores, {meta['threads']} threads, device "
+            f"{meta['device']}, Python {meta['python']}{unavailable}.\n\n"
+            f"Roofline (best valid matmul): {peak_line}. Memory bandwidth "
             f"(best valid): {bandwidth_line}. Attainable = min(matmul peak, arithmetic intensity x bandwidth), "
             "the intensity from the analytic FLOP and byte counts (vae_core/flops.py); a row is compute-bound "
             "where the peak is the lower.\n\n"
-            f"{markdown_table(table)}\n\nFLOP counts per image:\n\n{flop_table(results)}\n\n"
+            f"{throughput_table(table)}\n\nFLOP counts per image:\n\n{flop_table(results)}\n\n"
             f"Matmul peak measurements:\n\n{peak_table(results)}\n\n"
             f"Memory bandwidth measurements:\n\n{bandwidth_table(results)}\n")
 

@@ -13,8 +13,10 @@ from vae_core.checks import PRECISIONS
 from vae_core.flops import inference_flops, train_step_flops
 
 
-class Backend:
-    def __init__(self, mode: str, device: str, threads: int, tf32: bool):
+class TorchBackend:
+    """The torch twin in one benchmark mode (benchmarks/backend.py's Backend)."""
+
+    def __init__(self, mode: str, device: str, threads: int, tf32: bool) -> None:
         if mode not in MODES["torch"]:
             raise ValueError(f"unknown torch mode {mode!r}; modes: {MODES['torch']}")
         self.mode, self.device_name, self.threads, self.tf32 = mode, device, threads, tf32
@@ -40,7 +42,7 @@ class Backend:
             return artifacts.unavailable(self.mode, point)
         return None
 
-    def matmul_peak(self, sizes, precisions) -> list[dict]:
+    def matmul_peak(self, sizes: list[int], precisions: list[str]) -> list[dict]:
         results = []
         for precision in precisions:
             if precision == "tf32" and self.device.type != "cuda":

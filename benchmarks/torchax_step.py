@@ -19,13 +19,8 @@ import argparse
 import contextlib
 import os
 import sys
-import time
 
-
-def torch_version() -> str:
-    import torch
-
-    return torch.__version__
+from twinvae.results import make_results_folder, results_origin, write_results
 
 
 @contextlib.contextmanager
@@ -58,7 +53,6 @@ def build_step(config, learning_rate: float = 1e-3):
     import torch
 
     import vae_torch
-    from vae_torch.losses import _vae_loss
 
     class Loss(torch.nn.Module):
         def __init__(self, model):
@@ -66,8 +60,8 @@ def build_step(config, learning_rate: float = 1e-3):
             self.model = model
 
         def forward(self, x, eps):
-            return _vae_loss(self.model._forward(x, eps), x, config.likelihood, config.beta,
-                             levels=config.levels).total
+            output = self.model(x, eps, check_inputs=False)
+            return vae_torch.vae_loss(output, x, config, check_inputs=False).total
 
     with _allow_removed_overloads() as missing:  # torchax builds its op tables on import and first use
         import torchax
@@ -126,18 +120,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--markdown", metavar="FILE", help="also write what is printed to this file, after the command")
     args = p.parse_args(argv)
+    command = "python -m benchmarks.torchax_step " + " ".join(sys.argv[1:] if argv is None else argv)
     lines = []
 
-    def report(line: str) -> None:
+    def report(line: str) -> None:  # printed, and the file so far written again, whole
         print(line)
         lines.append(line)
         if args.markdown:
-            from twinvae.environment import cpu_name
-
-            command = "python -m benchmarks.torchax_step " + " ".join(sys.argv[1:] if argv is None else argv)
-            with open(args.markdown, "w") as f:
-                f.write(f"Command: `{command}` ({time.strftime('%Y-%m-%d')}; {cpu_name()}; torch "
-                        f"{torch_version()}, jax {jax.__version__})\n\n" + "\n\n".join(lines) + "\n")
+            write_results(args.markdown, f"{results_origin(command)}.\n\n" + "\n\n".join(lines) + "\n")
 
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")
@@ -147,6 +137,7 @@ def main(argv=None) -> int:
 
     from vae_core.config import VAEConfig
 
+    make_results_folder(args.markdown)
     config = VAEConfig()
     weights, loss_fn, step, optimizer, missing = build_step(config)
     report(f"torchax: {len(missing)} removed overloads stood in for: {', '.join(missing)}")
@@ -166,13 +157,13 @@ def main(argv=None) -> int:
         return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_chip)
 
     c, h, w = config.image_shape
-    point = aot.AotPoint(args.aot, "train", "native", "native", args.batch_size, "float32", "default")
+    point = aot.aot_point(args.aot, "train", ("native", "native"), args.batch_size, "float32", config=config)
     x = jax.ShapeDtypeStruct((args.batch_size, c, h, w), jnp.float32, sharding=on_chip)  # NCHW: the torch twin's
     eps = jax.ShapeDtypeStruct((args.batch_size, config.latent_dim), jnp.float32, sharding=on_chip)
     with jax.default_matmul_precision(point.precision):
         compiled = step.lower(jax.tree.map(abstract, weights), jax.tree.map(abstract, optimizer.init(weights)),
                               x, eps).compile()
-    row = aot.analyse(compiled, point, config, device)
+    row = aot.analyse(compiled, point, device)
     report(f"{row['chip']} ({device.device_kind}), torch twin via torchax, training, batch {args.batch_size}, "
           f"float32, precision default: XLA {row['xla_flops'] / 1e9:.1f} GFLOP, {row['xla_bytes'] / 1e9:.3f} GB "
           f"({row['bytes_vs_minimum']:.2f}x the analytic minimum), HBM {row['hbm_total'] / 2**20:.0f} MiB; "

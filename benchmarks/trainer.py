@@ -22,8 +22,15 @@ from pathlib import Path
 
 from twinvae import allocator
 from twinvae.data import DATASET_SHAPES
-from twinvae.environment import make_results_folder, publish_results, results_origin, versions
 from twinvae.presets import PRESETS
+from twinvae.results import (
+    machine_record,
+    make_results_folder,
+    markdown_table,
+    publish_results,
+    results_origin,
+    versions,
+)
 
 MODES = {"torch": "eager-channels-last", "jax": "jit"}  # what `twinvae train` runs in each twin on a CPU
 PARTS = ("input", "step", "readback", "evaluation", "saving", "pictures")
@@ -48,15 +55,12 @@ def harness_step_seconds(backend: str, config, batch_size: int, threads: int, re
     """The harness's training step in the trainer's mode: seconds per step, best of `repeats` timed runs of
     about a second each, after its compile and a warm-up."""
     import vae_torch
+    from benchmarks.backend import backend_class
     from benchmarks.points import Point
 
-    if backend == "torch":
-        from benchmarks.torch_backend import Backend
-    else:
-        from benchmarks.jax_backend import Backend
     weights = Path(tempfile.mkdtemp(prefix="twinvae-bench-trainer-")) / "model.safetensors"
     vae_torch.save_checkpoint(weights, vae_torch.init_model(config, seed=0), config)
-    worker = Backend(MODES[backend], device="cpu", threads=threads, tf32=False)
+    worker = backend_class(backend)(MODES[backend], device="cpu", threads=threads, tf32=False)
     worker.setup(Point(config, batch_size, "float32", "train"), str(weights))
     worker.run(3)
     start = time.perf_counter()
@@ -99,16 +103,17 @@ def _in_fresh_process(backend: str, argv: list[str]) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def table(results: list[dict]) -> list[str]:
-    lines = ["| backend (mode) | harness step | steps x step | trainer's epoch | overhead | "
-             + " | ".join(f"{part} (s, all epochs)" for part in PARTS) + " |",
-             "|" + "---|" * (5 + len(PARTS))]
+def table(results: list[dict]) -> str:
+    """Each twin's harness step, steps x step, the trainer's epoch against it, and the run's breakdown."""
+    header = ["backend (mode)", "harness step", "steps x step", "trainer's epoch", "overhead",
+              *(f"{part} (s, all epochs)" for part in PARTS)]
+    rows = []
     for r in results:
         steps_s = r["steps"] * r["step_s"]
-        lines.append(f"| {r['backend']} ({r['mode']}) | {1e3 * r['step_s']:.2f} ms | {steps_s:.2f} s | "
-                     f"{r['epoch_s']:.2f} s | {100 * (r['epoch_s'] / steps_s - 1):+.1f}% | "
-                     + " | ".join(f"{r['timings'][part]:.2f}" for part in PARTS) + " |")
-    return lines
+        rows.append([f"{r['backend']} ({r['mode']})", f"{1e3 * r['step_s']:.2f} ms", f"{steps_s:.2f} s",
+                     f"{r['epoch_s']:.2f} s", f"{100 * (r['epoch_s'] / steps_s - 1):+.1f}%",
+                     *(f"{r['timings'][part]:.2f}" for part in PARTS)])
+    return markdown_table(header, rows)
 
 
 def main(argv=None) -> int:
@@ -124,10 +129,9 @@ def main(argv=None) -> int:
     make_results_folder(args.out)  # a bad path fails before the minutes of work
     results = [_in_fresh_process(backend, argv) for backend in args.backend or list(MODES)]
     command = "python -m benchmarks.trainer " + " ".join(argv)
-    measured = {name: version for r in results for name, version in r["versions"].items()}
-    text = (f"{results_origin(command, measured)}; seed model, {args.dataset}, batch {args.batch_size}, "
-            f"epoch {args.epochs} of {args.epochs} timed, {args.threads} threads.\n\n"
-            + "\n".join(table(results)) + "\n")
+    machine = machine_record({name: version for r in results for name, version in r["versions"].items()})
+    text = (f"{results_origin(command, machine)}; seed model, {args.dataset}, batch {args.batch_size}, "
+            f"epoch {args.epochs} of {args.epochs} timed, {args.threads} threads.\n\n{table(results)}\n")
     publish_results(text, args.out)
     return 0
 

@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 
+from benchmarks.backend import Backend, backend_class
 from twinvae import allocator
 
 
@@ -48,17 +49,15 @@ def peak_rss_bytes() -> int | None:
 
 
 class Worker:
+    """The coordinator's commands, answered by one backend in one mode."""
+
     def __init__(self, backend_name: str, mode: str):
         from benchmarks.points import Point
 
         self.Point = Point
-        if backend_name == "torch":
-            from benchmarks.torch_backend import Backend
-        else:
-            from benchmarks.jax_backend import Backend
-        self.backend = Backend(mode, device=os.environ["TWINVAE_BENCH_DEVICE"],
-                               threads=int(os.environ["TWINVAE_BENCH_THREADS"]),
-                               tf32=os.environ.get("TWINVAE_BENCH_TF32") == "1")
+        self.backend: Backend = backend_class(backend_name)(
+            mode, device=os.environ["TWINVAE_BENCH_DEVICE"], threads=int(os.environ["TWINVAE_BENCH_THREADS"]),
+            tf32=os.environ.get("TWINVAE_BENCH_TF32") == "1")
         self.steps_per_repeat = 1
 
     def handle(self, msg: dict) -> dict:

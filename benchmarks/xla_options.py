@@ -2,10 +2,10 @@
 
     python -m benchmarks.xla_options --batch-sizes 128,512 --out benchmarks/results/cpu-xla-options.md
 
-Each of the seed model's layers in each of its forms (vae_core.layout.FORMS), forward and backward (the
+Each of the seed model's layers in each of its forms (vae_core.forms.FORMS), forward and backward (the
 gradients with respect to its parameters and its input, as in training), and compile_train_step's step in
 the default and the native forms, each compiled under every variant of VARIANTS: the twin's own options
-(vae_jax.model.compiler_options("cpu")) updated with the variant's. One process, JAX's default threads.
+(vae_jax.forms.compiler_options("cpu")) updated with the variant's. One process, JAX's default threads.
 Each figure is the best of --repeats runs of about --seconds each, after the compile and one untimed call,
 the variants interleaved within each row so that drift touches them alike; beside it, the baseline's time
 over the variant's (above 1: the variant is faster). A variant XLA cannot compile says so in its cell."""
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from twinvae import allocator
-from twinvae.environment import make_results_folder, publish_results, results_origin
 from twinvae.presets import PRESETS
+from twinvae.results import make_results_folder, markdown_table, publish_results, results_origin
 from vae_core.config import VAEConfig
-from vae_core.layout import FORMS, NATIVE_FORMS
+from vae_core.forms import FORMS, NATIVE_FORMS
 
 PROG = "python -m benchmarks.xla_options"
 
@@ -52,7 +52,7 @@ VARIANTS = {
 
 @dataclass(frozen=True)
 class Layer:
-    """A layer of the seed model: its kind in vae_core.layout.FORMS (None: native only), its modules in
+    """A layer of the seed model: its kind in vae_core.forms.FORMS (None: native only), its modules in
     the model, the shapes of what it reads past the batch axis (NHWC), and its native form."""
 
     kind: str | None
@@ -85,7 +85,7 @@ TRAIN_STEP = "training step"
 TRAIN_STEPS = {TRAIN_STEP: VAEConfig(), f"resnet {TRAIN_STEP}": PRESETS["resnet"].config()}
 TRAIN_STEP_FORMS = {"default": {}, "native": NATIVE_FORMS}
 
-# vae_jax.model's function, of (x, kernel, bias), for each form other than the native one
+# vae_jax.forms's function, of (x, kernel, bias), for each form other than the native one
 FORM_FUNCTIONS = {"space_to_depth": "conv_space_to_depth", "subpixel": "conv_transpose_subpixel",
                   "col2im": "conv_transpose_col2im"}
 
@@ -124,7 +124,7 @@ def _batch_sizes(text: str) -> list[int]:
 
 def variant_options(names: list[str]) -> dict[str, dict]:
     """Each variant's compiler options: the twin's own on the CPU, updated with the variant's."""
-    from vae_jax.model import compiler_options
+    from vae_jax.forms import compiler_options
 
     own = compiler_options("cpu")
     return {name: {**own, **VARIANTS[name]} for name in names}
@@ -139,11 +139,11 @@ def layer_forms(target: str) -> tuple[str, ...]:
 
 def _apply(layer: Layer, form: str) -> Callable:
     """The layer's outputs in `form`, a function of (its modules, *its inputs), as the model computes it."""
-    from vae_jax import model
+    from vae_jax import forms
 
     if form == "native":
         return layer.native
-    function = getattr(model, FORM_FUNCTIONS[form])
+    function = getattr(forms, FORM_FUNCTIONS[form])
     return lambda module, x: function(x, module.kernel[...], module.bias[...])
 
 
@@ -257,12 +257,11 @@ def _cell(value: float | str, baseline: float | str) -> str:
     return f"{value:.3g} ms ({baseline / value:.2f}x)"
 
 
-def table(rows: dict[tuple[str, str], dict], variants: list[str]) -> list[str]:
-    lines = ["| target | form | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
-    for (target, form), times in rows.items():
-        lines.append(f"| {target} | {form} | "
-                     + " | ".join(_cell(times[name], times["baseline"]) for name in variants) + " |")
-    return lines
+def table(rows: dict[tuple[str, str], dict], variants: list[str]) -> str:
+    """A row per (target, form), a column per variant."""
+    return markdown_table(["target", "form", *variants],
+                          [[target, form, *(_cell(times[name], times["baseline"]) for name in variants)]
+                           for (target, form), times in rows.items()])
 
 
 def report(command: str, results: dict[int, dict], options: dict[str, dict], args) -> str:
@@ -275,7 +274,7 @@ def report(command: str, results: dict[int, dict], options: dict[str, dict], arg
             f"call (baseline time / variant time: above 1, the variant is faster).", "",
             f"Variants: the twin's own CPU options {own} updated with", *legend]
     for batch, rows in results.items():
-        text += ["", f"Batch {batch}:", "", *table(rows, list(options))]
+        text += ["", f"Batch {batch}:", "", table(rows, list(options))]
     return "\n".join(text) + "\n"
 
 

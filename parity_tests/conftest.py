@@ -5,22 +5,22 @@ import jax
 import pytest
 
 import vae_jax
-from twinvae.parity import harness
+from twinvae.parity import compiles, twins
 
 # The parity tests run on the CPU unless TWINVAE_DEVICE names another device (cuda on a GPU machine).
 # TF32 is set explicitly in both frameworks (off unless TWINVAE_TF32=1): torch's cuDNN default is on.
 os.environ.setdefault("TWINVAE_DEVICE", "cpu")
-harness.set_tf32(os.environ.get("TWINVAE_TF32") == "1")
+twins.set_tf32(os.environ.get("TWINVAE_TF32") == "1")
 
 
 @pytest.fixture(autouse=True)
 def record_compiles(record_property):
     """What the harness compiled during the test, on its report (the root conftest.py lists the costliest
     at the end of the run)."""
-    before = dataclasses.replace(harness.COMPILED)
+    before = dataclasses.replace(compiles.COMPILED)
     yield
-    programs = harness.COMPILED.programs - before.programs
-    seconds = harness.COMPILED.seconds - before.seconds
+    programs = compiles.COMPILED.programs - before.programs
+    seconds = compiles.COMPILED.seconds - before.seconds
     if programs:
         record_property("xla_compiles", [programs, round(seconds, 2)])
 
@@ -39,5 +39,5 @@ def fresh_traces():
 
 def _forget_traces() -> None:
     jax.clear_caches()  # every jitted function's traces, those the twin and the harness keep included
-    vae_jax.model._jitted.cache_clear()  # the twin's jits, its train step's included
-    vae_jax.train._adam_transform.cache_clear()  # a transform built before optax was patched
+    vae_jax.forms.jitted.cache_clear()  # the twin's jits, its train step's included
+    vae_jax.train.adam_transform.cache_clear()  # a transform built before optax was patched

@@ -7,9 +7,10 @@ from PIL import Image
 
 import vae_jax
 import vae_torch
-from twinvae import apps, images, trainer
+from twinvae import apps, images
 from twinvae.cli import main as cli_main
-from twinvae.data import DataError, Dataset, load_dataset
+from twinvae.data import DataError, Dataset, check_classes
+from twinvae.datasets import load_dataset
 from twinvae.trainer import TrainOptions, train
 from vae_core.config import VAEConfig
 
@@ -127,10 +128,10 @@ def test_a_conditional_model_samples_one_row_per_class_or_one_class(conditional_
 
 def test_a_conditional_models_interpolation_pairs_share_a_class(conditional_run, monkeypatch):
     digits = load_dataset("digits")
-    picks = apps._pairs(digits, 6, seed=0, conditional=True)
+    picks = apps.interpolation_pairs(digits, 6, seed=0, conditional=True)
     assert len(set(picks.tolist())) == 12
     assert np.array_equal(digits.test_y[picks[0::2]], digits.test_y[picks[1::2]])
-    assert not np.array_equal(picks, apps._pairs(digits, 6, seed=0, conditional=False))
+    assert not np.array_equal(picks, apps.interpolation_pairs(digits, 6, seed=0, conditional=False))
 
 
 def test_cli_applications_of_a_conditional_model(conditional_run, run, tmp_path, capsys):
@@ -160,7 +161,7 @@ def test_a_conditional_model_needs_labelled_data(conditional_run, tmp_path):
         apps.write_reconstructions(vae_torch, model, unlabelled, tmp_path)
     with pytest.raises(ValueError, match=r"a class-conditional model \(num_classes=10\) needs labelled data; the "
                                          "folder dataset has no labels"):
-        trainer._check_classes(unlabelled, 10, "folder")
+        check_classes(unlabelled, 10, "folder")
     config = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, num_classes=5)
     with pytest.raises(ValueError, match="the digits labels run from 0 to 9: a conditional model of them needs "
                                          r"num_classes 10 \(--num-classes 10\), not 5"):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from twinvae.launcher import free_port
-from twinvae.parity.harness import worst
+from twinvae.parity.measures import worst
 from twinvae.run_folder import read_train_state
 from twinvae.trainer import TrainOptions
 from vae_core.checkpoint import read_checkpoint

@@ -168,7 +168,7 @@ def test_conditional_samples_are_judged_by_a_classifier_of_the_real_data(monkeyp
     decoded with: samples that are real images of that class score as the real test set does; samples of
     another class score near 0."""
     from twinvae import evaluation
-    from twinvae.data import load_dataset
+    from twinvae.datasets import load_dataset
 
     digits = load_dataset("digits")
     model = vae_torch.init_model(VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4,

@@ -7,10 +7,10 @@ over every case."""
 import pytest
 
 import vae_jax.export
-from twinvae.parity import harness
+from twinvae.parity import cases, comparisons, report
 from vae_core import export as export_spec
 
-CASES = {case.name: case for case in harness.CASES}
+CASES = {case.name: case for case in cases.CASES}
 EXPORT_CASES = ["conv 1x28x28 bernoulli (seed)", "conv 1x28x28 residual blocks"]
 
 
@@ -25,10 +25,10 @@ def _expected_rows(dtype: str) -> set:
                  marks=[pytest.mark.fast] if (name, dtype) == (EXPORT_CASES[0], "float32") else [])
     for name in EXPORT_CASES for dtype in ("float32", "bfloat16")])
 def test_every_artifact_computes_what_the_twins_do(name, dtype):
-    rows = harness.compare_exports(CASES[name], dtype)
+    rows = comparisons.compare_exports(CASES[name], dtype)
     assert {(r.quantity, r.twin) for r in rows} == _expected_rows(dtype)
     failed = [r for r in rows if not r.ok]
-    assert not failed, harness.format_table(failed)
+    assert not failed, report.format_table(failed)
 
 
 def test_an_artifact_that_computes_something_else_fails(monkeypatch):
@@ -39,5 +39,6 @@ def test_an_artifact_that_computes_something_else_fails(monkeypatch):
         return lambda *inputs: tuple(out * 1.001 for out in run(*inputs))
 
     monkeypatch.setattr(vae_jax.export, "part_function", off_by_a_thousandth)
-    rows = harness.compare_exports(CASES[EXPORT_CASES[0]], "float32", formats=("stablehlo",), parts=("decoder",))
+    rows = comparisons.compare_exports(CASES[EXPORT_CASES[0]], "float32", formats=("stablehlo",),
+                                       parts=("decoder",))
     assert [r.quantity for r in rows] == ["export.logits"] and not rows[0].ok

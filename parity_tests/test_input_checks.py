@@ -167,11 +167,6 @@ def test_checkpoint_of_another_config_is_refused(twin, tmp_path):
         twin.pkg.load_checkpoint(tmp_path / "missing.safetensors")
 
 
-def test_float64_jax_model_needs_x64():
-    with pytest.raises(ValueError, match="64-bit JAX"):
-        vae_jax.init_model(CONFIG, dtype="float64")
-
-
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_beta_override_weighs_the_kl(twin, compiled):
     x, _ = _good()

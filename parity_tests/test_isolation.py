@@ -39,12 +39,17 @@ print('ok')
 """
 
 
-# Every module of a package, imported; the parity harness (it runs both twins) and the tests aside.
+# Every module of a package, imported; the tests and the parity harness's modules that run both twins aside
+# (its tolerances, cases, measures and tables are framework-free, and imported here).
 IMPORT_ALL = """
 import importlib, pkgutil, {package}
 for m in pkgutil.walk_packages({package}.__path__, '{package}.'):
-    if not m.name.endswith(('_test', '.harness')):
+    if not m.name.endswith(('_test', '.parity.twins', '.parity.comparisons', '.parity.compiles')):
         importlib.import_module(m.name)
+"""
+PARITY_FRAMEWORK_FREE = """
+from twinvae.parity import cases, measures, report, tolerances
+report.format_table([report.Row(cases.CASES[0].name, 'mu', 'float32', 'jax', 0.0)])
 """
 FRAMEWORKS = ("torch", "jax", "jaxlib", "flax", "optax")
 
@@ -55,9 +60,10 @@ FRAMEWORKS = ("torch", "jax", "jaxlib", "flax", "optax")
      "import contextlib, io\n"
      "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
      "    main(['train', '--help'])\n", FRAMEWORKS),
+    (PARITY_FRAMEWORK_FREE, FRAMEWORKS),
     (RUN_TORCH, ("jax", "jaxlib", "flax", "optax")),
     (RUN_JAX, ("torch",)),
-], ids=["vae_core", "twinvae application", "vae_torch", "vae_jax"])
+], ids=["vae_core", "twinvae application", "parity tables", "vae_torch", "vae_jax"])
 def test_one_twin_without_the_other_framework(run, blocked):
     code = BLOCK.format(blocked=blocked) + run + CHECK.format(blocked=blocked)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 import vae_jax.model
-from twinvae.parity import harness
+from twinvae.parity import cases, comparisons
 from vae_core import layout as core
 from vae_core.config import VAEConfig
 
-CASE = harness.Case("conv 3x12x20 (H != W)", VAEConfig(image_shape=(3, 12, 20), conv_channels=(8, 16),
-                                                        latent_dim=6), batch_size=4, steps=0)
-MLP_CASE = harness.Case("mlp 3x8x12", VAEConfig(arch="mlp", image_shape=(3, 8, 12), mlp_widths=(16,),
-                                                latent_dim=4), batch_size=4, steps=0)
+CASE = cases.Case("conv 3x12x20 (H != W)", VAEConfig(image_shape=(3, 12, 20), conv_channels=(8, 16),
+                                                      latent_dim=6), batch_size=4, steps=0)
+MLP_CASE = cases.Case("mlp 3x8x12", VAEConfig(arch="mlp", image_shape=(3, 8, 12), mlp_widths=(16,),
+                                              latent_dim=4), batch_size=4, steps=0)
 # each test patches the twin's code: it must be traced again (conftest.py), not served from an earlier test
 pytestmark = pytest.mark.usefixtures("fresh_traces")
 
@@ -40,7 +40,7 @@ def _then(change):
 
 
 def _assert_fails_loudly(case):
-    rows = harness.compare(case, "float64", forms="each")
+    rows = comparisons.compare(case, "float64", forms="each")
     errors = {}  # the worst twin (or transposed-conv form) per quantity: a bug may live in one form only
     for r in rows:
         if r.quantity in ("logits", "grad"):
@@ -50,7 +50,7 @@ def _assert_fails_loudly(case):
 
 
 def test_correct_mapping_passes():
-    assert all(r.ok for r in harness.compare(CASE, "float64", forms="each"))
+    assert all(r.ok for r in comparisons.compare(CASE, "float64", forms="each"))
 
 
 def test_unflipped_transposed_conv_kernel_fails(monkeypatch):
@@ -87,11 +87,11 @@ def test_wrong_subpixel_taps_fail(monkeypatch, twin):
     # The sub-pixel form with the phases' taps swapped: every output pixel reads the wrong kernel taps.
     import importlib
 
-    monkeypatch.setattr(importlib.import_module(f"{twin}.model"), "SUBPIXEL_TAPS", np.array([[1, 3], [0, 2]]))
+    monkeypatch.setattr(importlib.import_module(f"{twin}.forms"), "SUBPIXEL_TAPS", np.array([[1, 3], [0, 2]]))
     _assert_fails_loudly(CASE)
 
 
-CONDITIONAL_CASE = harness.Case("conv 1x8x8 class-conditional", VAEConfig(
+CONDITIONAL_CASE = cases.Case("conv 1x8x8 class-conditional", VAEConfig(
     image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, num_classes=3), batch_size=4, steps=0)
 
 

@@ -3,7 +3,7 @@
 The JAX twin is broken in five ways, each with pytest's monkeypatch (nothing on disk changes): a transposed
 weight on import, a wrong padding in the encoder's stride-2 conv, a missing ReLU, the KL's sign flipped,
 and Adam's epsilon inside the square root. Each broken twin is compared with the torch reference by
-`harness.compare` on the fast tier's two configs (the 8x8 conv and the 8x8 MLP case of harness.CASES) in
+`comparisons.compare` on the fast tier's two configs (the 8x8 conv and the 8x8 MLP case of cases.CASES) in
 float64, in the twins' default forms on the device, over a few Adam steps. Each mutation must fail the
 quantities that see it (the KL's sign `loss.kl`, Adam's epsilon an `adam.*` row, a layer's bug the forward
 output after that layer) and pass those that cannot see it (a decoder bug leaves `mu` exact, Adam's bug
@@ -29,15 +29,16 @@ import vae_jax.losses
 import vae_jax.model
 import vae_jax.train
 import vae_jax.weights
-from twinvae.parity import harness
+from twinvae.parity import cases, comparisons, report, tolerances, twins
+from vae_core.config import PADDING
 
 STEPS = 3  # Adam steps compared: a few suffice, float64 tells a bug (>= 1e-8) from rounding (~1e-14)
-_CASES = {case.name: case for case in harness.CASES}
+_CASES = {case.name: case for case in cases.CASES}
 CONFIGS = {"conv": _CASES["conv 1x8x8 (digits)"], "mlp": _CASES["mlp 1x8x8 discretized logistic, 17 levels"]}
 
 FORWARD = frozenset({"mu", "logvar", "z", "logits", "reconstruct"})
 DECODER_ONLY = frozenset({"sample", "decode"})  # z (or the seed's z) -> decoder: the encoder never runs
-ADAM = frozenset(q for q in harness.QUANTITY_KIND if q.startswith("adam."))
+ADAM = frozenset(q for q in tolerances.QUANTITY_KIND if q.startswith("adam."))
 
 
 pytestmark = [pytest.mark.fast, pytest.mark.usefixtures("fresh_traces")]  # conftest.py: no stale traces
@@ -76,19 +77,18 @@ def one_sided_padding(monkeypatch) -> None:
     1 on each side (same output size, one pixel off), in both of their forms: the space-to-depth contraction
     (the CPU default), as its input shifted one pixel down and right, and lax's native conv (the GPU
     default), as the nnx.Conv's padding."""
-    native_conv, space_to_depth = vae_jax.model._conv, vae_jax.model.conv_space_to_depth
+    encoder_init, space_to_depth = vae_jax.model.ConvEncoder.__init__, vae_jax.model.conv_space_to_depth
 
-    def conv(cin, cout, kernel, stride, padding, *args):
-        layer = native_conv(cin, cout, kernel, stride, padding, *args)
-        if stride == 2:
-            layer.padding = ((2 * padding, 0),) * 2
-        return layer
+    def encoder_with_one_sided_padding(self, config, **kwargs):  # its convs are the stride-2 ones
+        encoder_init(self, config, **kwargs)
+        for layer in self.convs:
+            layer.padding = ((2 * PADDING, 0),) * 2
 
     def shifted(x, kernel, bias):
         h, w = x.shape[1:3]
         return space_to_depth(jnp.pad(x, ((0, 0), (1, 0), (1, 0), (0, 0)))[:, :h, :w], kernel, bias)
 
-    monkeypatch.setattr(vae_jax.model, "_conv", conv)
+    monkeypatch.setattr(vae_jax.model.ConvEncoder, "__init__", encoder_with_one_sided_padding)
     monkeypatch.setattr(vae_jax.model, "conv_space_to_depth", shifted)
 
 
@@ -114,10 +114,10 @@ def missing_relu(monkeypatch) -> None:
 
 
 def wrong_kl_sign(monkeypatch) -> None:
-    """KL(q || p) negated per latent dimension (vae_jax.losses._kl_per_dim, which the loss, the training step
+    """KL(q || p) negated per latent dimension (vae_jax.losses.kl_per_dim, which the loss, the training step
     and kl_divergence all call)."""
-    kl_per_dim = vae_jax.losses._kl_per_dim
-    monkeypatch.setattr(vae_jax.losses, "_kl_per_dim", lambda mu, logvar: -kl_per_dim(mu, logvar))
+    kl_per_dim = vae_jax.losses.kl_per_dim
+    monkeypatch.setattr(vae_jax.losses, "kl_per_dim", lambda mu, logvar: -kl_per_dim(mu, logvar))
 
 
 def adam_eps_inside_sqrt(monkeypatch) -> None:
@@ -154,15 +154,15 @@ MUTATIONS = [
              FORWARD | DECODER_ONLY | {"loss.reconstruction", "checkpoint"}),
     # only the optimizer: every quantity of the model, its losses and its gradients stays exact
     Mutation("adam-eps-inside-sqrt", adam_eps_inside_sqrt, frozenset({"adam.step1", "adam.params"}),
-             frozenset(harness.QUANTITY_KIND) - ADAM),
+             frozenset(tolerances.QUANTITY_KIND) - ADAM),
 ]
 
 
-def _compare(case: harness.Case) -> list[harness.Row]:
-    return harness.compare(case, "float64", harness.device_from_env(), steps=STEPS, forms="default")
+def _compare(case: cases.Case) -> list[report.Row]:
+    return comparisons.compare(case, "float64", twins.device_from_env(), steps=STEPS, forms="default")
 
 
-def _twin_rows(rows: list[harness.Row], backend: str) -> list[harness.Row]:
+def _twin_rows(rows: list[report.Row], backend: str) -> list[report.Row]:
     """The rows of one backend's twins (all their forms), and for "jax" the checkpoint rows, which read or
     write through the JAX twin's weight import and export."""
     return [r for r in rows
@@ -173,9 +173,9 @@ def _twin_rows(rows: list[harness.Row], backend: str) -> list[harness.Row]:
 def test_unmutated_twins_pass(arch):
     """The control: the very comparison the mutations fail passes every row."""
     rows = _compare(CONFIGS[arch])
-    assert {r.quantity for r in _twin_rows(rows, "jax")} == set(harness.QUANTITY_KIND)  # all compared
+    assert {r.quantity for r in _twin_rows(rows, "jax")} == set(tolerances.QUANTITY_KIND)  # all compared
     failed = [r for r in rows if not r.ok]
-    assert not failed, "\n" + harness.format_table(failed)
+    assert not failed, "\n" + report.format_table(failed)
 
 
 @pytest.mark.parametrize("mutation, arch", [
@@ -183,7 +183,7 @@ def test_unmutated_twins_pass(arch):
 def test_mutated_jax_twin_fails(monkeypatch, mutation, arch):
     mutation.apply(monkeypatch)
     rows = _compare(CONFIGS[arch])
-    table = "\n" + harness.format_table(rows)
+    table = "\n" + report.format_table(rows)
     jax_rows = _twin_rows(rows, "jax")
     failed = {r.quantity for r in jax_rows if not r.ok}
     assert failed, f"{mutation.name} went unnoticed{table}"

@@ -1,7 +1,6 @@
 """Adam's hyperparameters, the steps' scalars and a model too big for memory get the same clear error from
 both twins, naming the argument or the config field, before anything is computed or allocated."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -127,19 +126,3 @@ def test_a_model_that_fits_but_cannot_train_is_refused_by_create_train_state(mon
     refusal = _message_of_both(lambda name, twin: twin.create_train_state(models[name]))
     assert refusal.startswith("training needs ") and "(the parameters, their gradients and Adam's two " \
         "moments)" in refusal and refusal.endswith("lower conv_channels[1]"), refusal
-
-
-X64_WAYS = ("JAX_ENABLE_X64=1", "jax.config.update('jax_enable_x64', True)", "with jax.enable_x64(True):",
-            "dtype=jnp.float32", "--backend torch")
-
-
-def test_float64_without_64_bit_jax_names_every_way_to_it(tmp_path):
-    assert not jax.config.jax_enable_x64
-    with pytest.raises(ValueError, match="a float64 model needs 64-bit JAX") as model_error:
-        vae_jax.init_model(CONFIG, dtype="float64")
-    path = tmp_path / "m.safetensors"
-    vae_torch.save_checkpoint(path, vae_torch.init_model(CONFIG, dtype=torch.float64), CONFIG)
-    with pytest.raises(ValueError, match="holds float64 weights but 64-bit JAX is off") as checkpoint_error:
-        vae_jax.load_checkpoint(path)
-    for error in (model_error, checkpoint_error):
-        assert all(way in str(error.value) for way in X64_WAYS), error.value

@@ -11,7 +11,7 @@ import pytest
 
 import vae_jax
 import vae_torch
-from twinvae.parity import harness
+from twinvae.parity import cases, comparisons, report, tolerances, twins
 
 # The fast tier's two configs (`pytest -m fast`): one conv, one MLP, in float64, every form, every quantity.
 FAST_CASES = ("conv 1x8x8 (digits)", "mlp 1x8x8 discretized logistic, 17 levels")
@@ -20,23 +20,23 @@ FAST_CASES = ("conv 1x8x8 (digits)", "mlp 1x8x8 discretized logistic, 17 levels"
 @pytest.mark.parametrize("case, dtype", [
     pytest.param(case, dtype, id=f"{case.name}-{dtype}",
                  marks=[pytest.mark.fast] if case.name in FAST_CASES and dtype == "float64" else [])
-    for case in harness.CASES for dtype in ("float64", "float32")])
+    for case in cases.CASES for dtype in ("float64", "float32")])
 def test_twins_agree(case, dtype):
     # The whole 50-step Adam trajectory in both dtypes. Every form once in float64, where a form's error
     # would show; float32, which only rounds, in each twin's default forms on the device; `python -m
     # parity_tests` runs every combination in every dtype.
-    rows = harness.compare(case, dtype, harness.device_from_env(),
-                           forms="each" if dtype == "float64" else "default")
-    assert {r.quantity for r in rows} == set(harness.QUANTITY_KIND)  # every quantity was compared
+    rows = comparisons.compare(case, dtype, twins.device_from_env(),
+                               forms="each" if dtype == "float64" else "default")
+    assert {r.quantity for r in rows} == set(tolerances.QUANTITY_KIND)  # every quantity was compared
     failed = [r for r in rows if not r.ok]
-    assert not failed, "\n" + harness.format_table(failed)
+    assert not failed, "\n" + report.format_table(failed)
 
 
 def test_every_form_is_compared():
     """Each conv case puts every form of the resampling convs (native, space-to-depth encoder, sub-pixel
     decoder, col2im output layer) of both twins against the float64 torch reference, in every combination
     a device of either twin's table runs by default (CPU, GPU, TPU); the mlp cases have none."""
-    rows = harness.compare(harness.CASES[3], "float64", steps=0)  # conv 1x8x8 (digits)
+    rows = comparisons.compare(cases.CASES[3], "float64", steps=0)  # conv 1x8x8 (digits)
     assert {r.twin for r in rows if r.quantity == "logits"} == {
         "jax", "jax/space_to_depth+subpixel+col2im", "jax/subpixel+col2im", "torch/space_to_depth+subpixel+col2im",
         "torch/col2im"}
@@ -71,34 +71,34 @@ def test_a_format_1_checkpoint_decodes_as_it_did(twin):
 def test_unknown_form_is_an_error(twin):
     module = importlib.import_module(twin)
     with pytest.raises(ValueError, match=r"transposed_conv must be one of \('native', 'subpixel'\), got 'fft'"):
-        module.init_model(harness.CASES[3].config, transposed_conv="fft")
+        module.init_model(cases.CASES[3].config, transposed_conv="fft")
     with pytest.raises(ValueError, match=r"strided_conv must be one of \('native', 'space_to_depth'\), got 'fft'"):
-        module.init_model(harness.CASES[3].config, strided_conv="fft")
+        module.init_model(cases.CASES[3].config, strided_conv="fft")
     with pytest.raises(ValueError,
                        match=r"output_transposed_conv must be one of \('native', 'col2im'\), got 'subpixel'"):
-        module.init_model(harness.CASES[3].config, output_transposed_conv="subpixel")
-    model = module.init_model(harness.CASES[3].config, strided_conv="space_to_depth", transposed_conv="native",
+        module.init_model(cases.CASES[3].config, output_transposed_conv="subpixel")
+    model = module.init_model(cases.CASES[3].config, strided_conv="space_to_depth", transposed_conv="native",
                               output_transposed_conv="col2im")
     assert model.forms == {"strided_conv": "space_to_depth", "transposed_conv": "native",
                            "output_transposed_conv": "col2im"}
 
 
-MIXED_PRECISION_CASES = [c for c in harness.CASES if c.name in ("conv 1x28x28 residual blocks",
-                                                                 "mlp 1x28x28 bernoulli (pytorch/examples)")]
+MIXED_PRECISION_CASES = [c for c in cases.CASES if c.name in ("conv 1x28x28 residual blocks",
+                                                               "mlp 1x28x28 bernoulli (pytorch/examples)")]
 
 
 @pytest.mark.parametrize("case", MIXED_PRECISION_CASES, ids=[c.name for c in MIXED_PRECISION_CASES])
 def test_mixed_precision_twins_agree(case):
     """compute_dtype="bfloat16" (float32 parameters) in both twins, each in its default forms, against
-    the float64 reference at the tolerance derived in harness.py, over the whole 50-step Adam trajectory
+    the float64 reference at the tolerance derived in tolerances.py, over the whole 50-step Adam trajectory
     (its tolerance is float32's argument). The other cases: `python -m parity_tests --dtype bfloat16`."""
-    rows = harness.compare(case, "bfloat16", harness.device_from_env(), forms="default")
-    assert {r.quantity for r in rows} == set(harness.QUANTITY_KIND) - {"checkpoint"}
+    rows = comparisons.compare(case, "bfloat16", twins.device_from_env(), forms="default")
+    assert {r.quantity for r in rows} == set(tolerances.QUANTITY_KIND) - {"checkpoint"}
     failed = [r for r in rows if not r.ok]
-    assert not failed, "\n" + harness.format_table(failed)
+    assert not failed, "\n" + report.format_table(failed)
     # and bf16 is really in play: the logits carry its rounding, far above float32's ~1e-7
     logits = [r for r in rows if r.quantity == "logits"]
-    assert logits and all(r.error > harness.BF16_UNIT_ROUNDOFF / 8 for r in logits), harness.format_table(logits)
+    assert logits and all(r.error > tolerances.BF16_UNIT_ROUNDOFF / 8 for r in logits), report.format_table(logits)
 
 
 @pytest.mark.parametrize("twin", ["vae_torch", "vae_jax"])
@@ -108,7 +108,7 @@ def test_compute_dtype_is_checked(twin):
     import jax
 
     module = importlib.import_module(twin)
-    config = harness.CASES[3].config
+    config = cases.CASES[3].config
     with pytest.raises(ValueError, match=r"compute_dtype='bfloat16' needs float32 parameters, got float64"), \
             jax.enable_x64(True):
         module.init_model(config, dtype="float64", compute_dtype="bfloat16")

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from twinvae.parity import harness
+from twinvae.parity import cases, comparisons, report
 from vae_core.config import LIKELIHOODS, VAEConfig
 
 SIZES = (8, 16)  # both divide by 2**3, the deepest conv encoder drawn
@@ -58,10 +58,10 @@ def test_random_configs_agree_in_float64(arch, draw, examples):
         (config, batch_size) = shape
         config = dataclasses.replace(config, beta=beta)
         drawn.append((config, weights_seed))
-        case = harness.Case(f"random {config} seed {weights_seed}", config, batch_size=batch_size,
-                            seed=weights_seed)
-        failed = [r for r in harness.compare(case, "float64", forms="default") if not r.ok]
-        assert not failed, "\n" + harness.format_table(failed)
+        case = cases.Case(f"random {config} seed {weights_seed}", config, batch_size=batch_size,
+                          seed=weights_seed)
+        failed = [r for r in comparisons.compare(case, "float64", forms="default") if not r.ok]
+        assert not failed, "\n" + report.format_table(failed)
 
     agree()
     assert len(set(drawn)) == examples  # every example a distinct (architecture, beta, seed)

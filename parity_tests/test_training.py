@@ -10,14 +10,16 @@ import pytest
 
 import vae_jax
 import vae_torch
-from twinvae import trainer
+from twinvae import run_folder
 from twinvae.cli import main as cli_main
+from twinvae.datasets import load_dataset
 from twinvae.evaluation import evaluate_checkpoint
-from twinvae.parity.harness import worst
-from twinvae.trainer import TrainingDiverged, TrainingInterrupted, TrainOptions, beta_at, resume, train
+from twinvae.parity.measures import worst
+from twinvae.trainer import TrainingDiverged, TrainingInterrupted, TrainOptions, resume, train
+from twinvae.trainer.options import beta_at, learning_rate_at
 from vae_core import seeds
 from vae_core.config import VAEConfig
-from vae_core.layout import NATIVE_FORMS
+from vae_core.forms import NATIVE_FORMS
 
 CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, beta=2.0)
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
@@ -118,12 +120,12 @@ def test_divergence_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monke
 
 def test_learning_rate_schedules():
     options = TrainOptions(lr=2.0, lr_warmup=4, lr_schedule="cosine")
-    rates = [trainer.learning_rate_at(s, options, total_steps=12) for s in range(13)]
+    rates = [learning_rate_at(s, options, total_steps=12) for s in range(13)]
     assert rates[:4] == [0.5, 1.0, 1.5, 2.0]  # warm-up
     assert rates[4] == 2.0 and rates[8] == pytest.approx(1.0) and rates[12] == pytest.approx(0.0)
     assert all(a > b for a, b in zip(rates[4:], rates[5:]))  # the cosine only falls
     constant = dataclasses.replace(options, lr_schedule="constant")
-    assert [trainer.learning_rate_at(s, constant, 12) for s in (0, 3, 4, 11)] == [0.5, 2.0, 2.0, 2.0]
+    assert [learning_rate_at(s, constant, 12) for s in (0, 3, 4, 11)] == [0.5, 2.0, 2.0, 2.0]
     with pytest.raises(ValueError, match="lr-schedule must be one of"):
         TrainOptions(lr_schedule="step")
 
@@ -222,7 +224,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path, monkeypatch):
     with pytest.raises(TrainingInterrupted, match=r"stopped by Ctrl-C \(SIGINT\) at step 8; the state is saved"):
         train(CONFIG, part, progress=False, log=lambda *a: None)
     monkeypatch.setattr(seeds, "eps_for_step", real)
-    position = trainer.run_folder.read_train_state(Path(part.out, trainer.run_folder.TRAIN_STATE)).position
+    position = run_folder.read_train_state(Path(part.out, run_folder.TRAIN_STATE)).position
     assert (position.epoch, position.batch, position.step) == (1, 3, 8)
     resume(part.out, progress=False, log=lambda *a: None)
     assert _without_time(_log(part.out)) == _without_time(_log(full.out))
@@ -231,7 +233,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path, monkeypatch):
 def test_checkpoint_every_saves_mid_epoch(tmp_path):
     options = TrainOptions(backend="torch", epochs=1, batch_size=256, checkpoint_every=2, out=str(tmp_path / "r"))
     train(CONFIG, options, progress=False, log=lambda *a: None)
-    position = trainer.run_folder.read_train_state(Path(options.out, trainer.run_folder.TRAIN_STATE)).position
+    position = run_folder.read_train_state(Path(options.out, run_folder.TRAIN_STATE)).position
     assert (position.epoch, position.batch, position.step) == (1, 0, 5)  # the end-of-epoch save is the last
 
 
@@ -243,8 +245,8 @@ def test_resume_errors(tmp_path):
         resume(out, progress=False)
     with pytest.raises(ValueError, match="epochs must be at least 1, got 0"):
         resume(out, epochs=0, progress=False)
-    Path(out, trainer.run_folder.TRAIN_STATE).write_bytes(b"garbage")
-    Path(out, trainer.run_folder.PREVIOUS_STATE).write_bytes(b"garbage")
+    Path(out, run_folder.TRAIN_STATE).write_bytes(b"garbage")
+    Path(out, run_folder.PREVIOUS_STATE).write_bytes(b"garbage")
     with pytest.raises(ValueError, match="no readable checkpoint to resume from: training state .* too short"):
         resume(out, epochs=3, progress=False)
 
@@ -321,7 +323,7 @@ def test_denoising_runs_agree_across_backends_and_report_psnr(tmp_path, capsys):
     from PIL import Image
     files = tmp_path / "files"
     files.mkdir()
-    digits = trainer.load_dataset("digits").test_x[:3]
+    digits = load_dataset("digits").test_x[:3]
     for i, image in enumerate(digits):
         Image.fromarray((image[0] * 255).astype(np.uint8)).save(files / f"d{i}.png")
     assert cli_main(["denoise", str(ckpt), str(files), "--out", str(tmp_path / "dn"), "--backend", "torch"]) == 0
@@ -368,9 +370,9 @@ def test_the_trainers_fastest_forms_train_as_the_plain_ones(tmp_path, backend, m
     else:
         assert forms == {"strided_conv": "space_to_depth", "transposed_conv": "subpixel",
                          "output_transposed_conv": "col2im", "memory_format": "channels_last",
-                         "compiler_options": twin.model.COMPILER_OPTIONS["cpu"]}
-        monkeypatch.setattr(twin.model, "COMPILER_OPTIONS", {})
-    monkeypatch.setitem(twin.model.DEFAULT_FORMS, "cpu", dict(NATIVE_FORMS))
+                         "compiler_options": twin.forms.COMPILER_OPTIONS["cpu"]}
+        monkeypatch.setattr(twin.forms, "COMPILER_OPTIONS", {})
+    monkeypatch.setitem(twin.forms.DEFAULT_FORMS, "cpu", dict(NATIVE_FORMS))
     plain, _ = _run(tmp_path / "plain", backend, "float32")
     assert json.loads(Path(tmp_path / "plain", f"{backend}-float32", "run.json").read_text())["forms"] != forms
     for a, b in zip(fast, plain):

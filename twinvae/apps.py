@@ -81,7 +81,7 @@ def write_interpolations(twin: Twin, model: Model, data: Dataset, out, pairs: in
     if 2 * pairs > len(data.test_x):
         raise DataError(f"{pairs} pairs need {2 * pairs} distinct test images; {data.name} has "
                         f"{len(data.test_x)}: ask for --pairs {len(data.test_x) // 2} or fewer")
-    picks = _pairs(data, pairs, seed, conditional=bool(model.config.num_classes))
+    picks = interpolation_pairs(data, pairs, seed, conditional=bool(model.config.num_classes))
     images, labels = data.test_x[picks], None if data.test_y is None else data.test_y[picks]
     mu, _ = encode_all(twin, model, images, labels=labels)
     t = np.linspace(0.0, 1.0, steps)
@@ -97,7 +97,7 @@ def write_interpolations(twin: Twin, model: Model, data: Dataset, out, pairs: in
     return written
 
 
-def _pairs(data: Dataset, pairs: int, seed: int, conditional: bool) -> np.ndarray:
+def interpolation_pairs(data: Dataset, pairs: int, seed: int, conditional: bool) -> np.ndarray:
     """Indices of 2 * pairs distinct test images, pair i at 2i and 2i + 1 (the 'sample' stream, step 1); for
     a conditional model each image a is followed by the next image of its class in a permutation."""
     draw = seeds.rng(seed, "sample", step=1)

@@ -56,17 +56,6 @@ def test_parity_export_checks_the_users_model_in_the_formats_asked(tmp_path, cap
     assert "6 passed, 0 failed" in out
 
 
-def test_parity_reads_a_config_file(tmp_path):
-    from twinvae.parity.cli import _read_config
-
-    path = tmp_path / "c.json"
-    path.write_text('{"image_shape": [1, 8, 8], "conv_channels": [4], "latent_dim": 2}')
-    assert _read_config(str(path)).conv_channels == (4,)
-    path.write_text('{"image_shape": [1, 8, 8], "colour": "red"}')
-    with pytest.raises(ValueError, match=r"c.json: not a VAEConfig JSON file .*unknown field"):
-        _read_config(str(path))
-
-
 def test_parity_on_a_machine_without_cuda_says_so(capsys):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():

@@ -1,9 +1,9 @@
-"""Datasets as float32 NCHW arrays in [0, 1], with integer labels where the dataset has them.
+"""Datasets as float32 NCHW arrays in [0, 1], with integer labels where the dataset has them: what a dataset
+is (Dataset), the embedded digits, folders of images, binarised data, and the one check of a dataset against
+the model that is to train on it or be judged by it (check_for_model). The datasets by name, and the files of
+those that can be downloaded, are twinvae.datasets'.
 
 - digits: scikit-learn's 8x8 handwritten digits (embedded: no download), a fixed seeded split.
-- fashion-mnist, mnist: IDX files, gzipped or not, from --data-dir, $TWINVAE_DATA, the Debian package's
-  folder, or downloaded (checksum-verified, written atomically) where the network allows.
-- cifar10: the python batches, read with an unpickler that accepts only numpy arrays, lists and strings.
 - folder: any directory of images (the first frame of each file), read by their true range into [0, 1]
   (read_images): 8-bit images over 255, 16-bit grey over 65535, float images when every value lies in
   [0, 1]; transparent pixels are composited on white; a mode that cannot be read exactly is refused.
@@ -17,30 +17,20 @@ same way for every run and evaluation: dynamic from the 'binarize-test' stream o
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import os
-import pickle
-import struct
-import tarfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from vae_core import layout, seeds
-from vae_core.checkpoint import atomic_write_bytes
+from vae_core.config import VAEConfig
 
-DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "folder")
 BINARIZE = ("dynamic", "threshold")
 BINARIZE_TEST_SEED = 0  # the one binarised test set that every run and evaluation of a dataset shares
 # image shape of each named dataset (a folder's comes from the image size and channels asked for)
 DATASET_SHAPES = {"digits": (1, 8, 8), "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 DIGITS_TEST_FRACTION = 0.2
 FOLDER_TEST_FRACTION = 0.1
-NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # PIL modes read by their true range (read_images); every other mode is refused
 EIGHT_BIT_MODES = ("1", "L", "P", "RGB", "CMYK")  # opaque: PIL's own 8-bit convert and resize
@@ -67,209 +57,6 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.train_x.shape[1:])
-
-
-# --- IDX (MNIST, Fashion-MNIST) ---------------------------------------------------------------------------
-
-IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-             "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
-IDX_SOURCES = {  # mirrors and the published MD5 of each gzipped file
-    "fashion-mnist": {
-        "mirrors": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
-        "md5": {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-                "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-                "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
-        "debian": "/usr/share/datasets/fashion-mnist",
-        "classes": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                    "Ankle boot"),
-    },
-    "mnist": {
-        "mirrors": ("https://ossci-datasets.s3.amazonaws.com/mnist/",),
-        "md5": {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-                "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-                "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
-        "debian": None,
-        "classes": tuple(str(d) for d in range(10)),
-    },
-}
-
-
-def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """An IDX file of unsigned bytes (gzipped or not) with `ndim` dimensions."""
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise DataError(f"{path}: corrupt or truncated gzip ({err})") from None
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
-        raise DataError(f"{path}: not an IDX file of unsigned bytes (expected magic 0x0000080{ndim})")
-    if raw[3] != ndim:
-        raise DataError(f"{path}: an IDX file with {raw[3]} dimensions, expected {ndim}")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims))
-    if len(raw) - header != expected:
-        raise DataError(f"{path}: IDX data of shape {dims} needs {expected} bytes, the file holds "
-                        f"{len(raw) - header} (truncated or corrupt)")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
-
-
-def _search_dirs(name: str, data_dir) -> list[Path]:
-    dirs = []
-    if data_dir:
-        dirs += [Path(data_dir), Path(data_dir) / name]
-    if os.environ.get("TWINVAE_DATA"):
-        dirs += [Path(os.environ["TWINVAE_DATA"]), Path(os.environ["TWINVAE_DATA"]) / name]
-    debian = IDX_SOURCES.get(name, {}).get("debian")
-    if debian:
-        dirs.append(Path(debian))
-    return dirs
-
-
-def _cache_dir(name: str, data_dir) -> Path:
-    if data_dir:
-        return Path(data_dir)
-    root = os.environ.get("TWINVAE_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "twinvae")
-    return Path(root) / name
-
-
-def _find(filename: str, dirs: list[Path]) -> Path | None:
-    for folder in dirs:
-        for candidate in (folder / filename, folder / f"{filename}.gz"):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def download(url: str, target: Path, md5: str, timeout: float = 60.0) -> Path:
-    """Fetch url into target, verified against md5 before it is written (atomically)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            data = response.read()
-    except (urllib.error.URLError, OSError) as err:
-        raise DataError(f"could not download {url}: {err}") from None
-    digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-    if digest != md5:
-        raise DataError(f"download of {url} has MD5 {digest}, expected {md5} (corrupt or altered); "
-                        "nothing was written")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(target, data)
-    return target
-
-
-def load_idx(name: str, data_dir=None, download_missing: bool = True) -> Dataset:
-    source = IDX_SOURCES[name]
-    dirs = _search_dirs(name, data_dir)
-    arrays = {}
-    for key, filename in IDX_FILES.items():
-        path = _find(filename, dirs)
-        if path is None and download_missing:
-            path = _download_first(source, f"{filename}.gz", _cache_dir(name, data_dir), dirs)
-        if path is None:
-            raise DataError(f"{name}: {filename}[.gz] not found in {', '.join(map(str, dirs)) or 'no folder'} "
-                            "(pass --data-dir or set $TWINVAE_DATA; downloading is off)")
-        arrays[key] = read_idx(path, ndim=3 if key.endswith("_x") else 1)
-    for split in ("train", "test"):
-        if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
-            raise DataError(f"{name}: {len(arrays[f'{split}_x'])} {split} images but "
-                            f"{len(arrays[f'{split}_y'])} labels")
-    return Dataset(name, _to_float(arrays["train_x"][:, None]), arrays["train_y"].astype(np.int64),
-                   _to_float(arrays["test_x"][:, None]), arrays["test_y"].astype(np.int64), source["classes"])
-
-
-def _download_first(source: dict, filename: str, cache: Path, searched: list[Path]) -> Path:
-    errors = []
-    for mirror in source["mirrors"]:
-        try:
-            return download(mirror + filename, cache / filename, source["md5"][filename])
-        except DataError as err:
-            errors.append(str(err))
-    raise DataError(f"{filename} not found in {', '.join(map(str, searched)) or 'no folder'} and not "
-                    f"downloadable: {'; '.join(errors)}")
-
-
-def _to_float(images: np.ndarray) -> np.ndarray:
-    return (images.astype(np.float32) / 255.0).astype(np.float32)
-
-
-# --- CIFAR-10 ---------------------------------------------------------------------------------------------
-
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-class _ArraysOnly(pickle.Unpickler):
-    """Unpickles numpy arrays, lists, dicts, strings and numbers; refuses every other global, so a
-    malicious batch file cannot run code. (_codecs.encode rebuilds bytes in protocol-2 pickles that
-    Python 3 wrote.)"""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only arrays, lists and strings")
-        if NUMPY_2:  # numpy 2 renamed numpy.core to numpy._core; the batches were pickled before that
-            module = module.replace("numpy.core.", "numpy._core.")
-        return super().find_class(module, name)
-
-
-def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with open(path, "rb") as f:
-            batch = _ArraysOnly(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise DataError(f"{path}: not a readable CIFAR-10 batch ({err})") from None
-    if not isinstance(batch, dict):
-        raise DataError(f"{path}: not a CIFAR-10 batch (expected a dict, got {type(batch).__name__})")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-    data, labels = batch.get("data"), batch.get("labels")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072)")
-    if not isinstance(labels, list) or len(labels) != len(data):
-        raise DataError(f"{path}: 'labels' must be a list of {len(data)} ints")
-    return data.reshape(-1, 3, 32, 32), np.asarray(labels, np.int64)
-
-
-def load_cifar10(data_dir=None, download_missing: bool = True) -> Dataset:
-    dirs = [d / CIFAR10_FOLDER for d in _search_dirs("cifar10", data_dir)] + _search_dirs("cifar10", data_dir)
-    folder = next((d for d in dirs if (d / "test_batch").is_file()), None)
-    if folder is None and download_missing:
-        folder = _download_cifar10(_cache_dir("cifar10", data_dir))
-    if folder is None:
-        raise DataError(f"cifar10: {CIFAR10_FOLDER}/test_batch not found in {', '.join(map(str, dirs))} "
-                        "(pass --data-dir or set $TWINVAE_DATA; downloading is off)")
-    splits = {}
-    for split, names in CIFAR10_BATCHES.items():
-        missing = [n for n in names if not (folder / n).is_file()]
-        if missing:
-            raise DataError(f"cifar10: {folder} lacks {missing}")
-        parts = [read_cifar_batch(folder / n) for n in names]
-        splits[split] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    return Dataset("cifar10", _to_float(splits["train"][0]), splits["train"][1], _to_float(splits["test"][0]),
-                   splits["test"][1], CIFAR10_CLASSES)
-
-
-def _download_cifar10(cache: Path) -> Path:
-    archive = download(CIFAR10_URL, cache / "cifar-10-python.tar.gz", CIFAR10_MD5)
-    wanted = {f"{CIFAR10_FOLDER}/{n}" for names in CIFAR10_BATCHES.values() for n in names}
-    with tarfile.open(archive) as tar:
-        for member in tar.getmembers():  # only the known batch files, never a path from the archive
-            if member.name in wanted and member.isfile():
-                data = tar.extractfile(member).read()
-                target = cache / member.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(target, data)
-    return cache / CIFAR10_FOLDER
 
 
 # --- digits and folders -----------------------------------------------------------------------------------
@@ -325,15 +112,6 @@ def grid_levels(images: np.ndarray) -> int:
         if np.all(np.abs(scaled - np.round(scaled)) < 1e-2):  # float32's rounding of k / 65535: 4e-3
             return levels
     return 0
-
-
-def data_files(folder) -> list[Path]:
-    """The files under a --data-dir that a dataset reads: image files, IDX files (gzipped or not), CIFAR-10's
-    batches and archive; what a command must not write over."""
-    names = {*IDX_FILES.values(), *(f"{n}.gz" for n in IDX_FILES.values()),
-             *(n for batches in CIFAR10_BATCHES.values() for n in batches), Path(CIFAR10_URL).name}
-    return sorted(p for p in Path(folder).rglob("*")
-                  if (p.suffix.lower() in IMAGE_SUFFIXES or p.name in names) and p.is_file())
 
 
 def image_paths(folder: Path) -> list[Path]:
@@ -483,23 +261,6 @@ def _resize_float(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack(resized), 0, 1)
 
 
-def load_dataset(name: str, data_dir=None, *, download_missing: bool = True, image_size: int | None = None,
-                 channels: int = 1, seed: int = 0) -> Dataset:
-    """Load one of DATASETS; for 'folder', data_dir is the image folder and image_size is required."""
-    if name == "digits":
-        return load_digits(seed)
-    if name in IDX_SOURCES:
-        return load_idx(name, data_dir, download_missing)
-    if name == "cifar10":
-        return load_cifar10(data_dir, download_missing)
-    if name == "folder":
-        if not data_dir or image_size is None:
-            raise DataError("the folder dataset needs --data-dir (the image folder) and --image-size")
-        return load_folder(data_dir, image_size, channels, seed)
-    raise DataError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-
-
-
 # --- binarised data ---------------------------------------------------------------------------------------
 
 def binarize(images: np.ndarray, mode: str, seed: int, step: int, purpose: str = "binarize") -> np.ndarray:
@@ -525,3 +286,29 @@ def binarized(data: Dataset, mode: str) -> Dataset:
     test_x = binarize(data.test_x, mode, BINARIZE_TEST_SEED, 0, "binarize-test")
     train_x = binarize(data.train_x, mode, 0, 0) if mode == "threshold" else data.train_x
     return replace(data, train_x=train_x, test_x=test_x, levels=2)
+
+
+# --- the dataset against the model ------------------------------------------------------------------------
+
+def check_classes(data: Dataset, num_classes: int, name: str) -> None:
+    """A class-conditional model's data: labels in both splits, every one a class of the model."""
+    if data.train_y is None or data.test_y is None:
+        raise DataError(f"a class-conditional model (num_classes={num_classes}) needs labelled data; the {name} "
+                        "dataset has no labels")
+    top = int(max(data.train_y.max(), data.test_y.max()))
+    if top >= num_classes:
+        raise DataError(f"the {name} labels run from 0 to {top}: a conditional model of them needs num_classes "
+                        f"{top + 1} (--num-classes {top + 1}), not {num_classes}")
+
+
+def check_for_model(data: Dataset, config: VAEConfig, name: str) -> None:
+    """That a dataset fits the model that is to train on it or be judged by it: the model's image shape
+    (C, H, W) in both splits, and for a class-conditional model labels in both, each a class of the model
+    (check_classes). `name`: the dataset as the command names it."""
+    for split in ("train", "test"):
+        shape = tuple(int(n) for n in getattr(data, f"{split}_x").shape[1:])
+        if shape != config.image_shape:
+            raise DataError(f"the {name} {split} images are {shape} (C, H, W), the model takes "
+                            f"{config.image_shape}")
+    if config.num_classes:
+        check_classes(data, config.num_classes, name)

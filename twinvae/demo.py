@@ -11,6 +11,8 @@ import numpy as np
 
 from twinvae.compare import relative_error
 from twinvae.data import load_digits
+from twinvae.results import markdown_table
+from twinvae.twin import Model, Twin, load_twin
 from vae_core import seeds
 from vae_core.config import VAEConfig
 
@@ -24,19 +26,7 @@ def run_demo(out: str = "runs/demo", seed: int = 0, steps: int = 20, batch_size:
     for name, value in (("steps", steps), ("batch size", batch_size)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    import jax
-
-    with jax.enable_x64(dtype == "float64"):
-        return _demo(out, seed, steps, batch_size, dtype)
-
-
-def _demo(out, seed, steps, batch_size, dtype) -> int:
-    import jax.numpy as jnp
-    import torch
-
-    import vae_jax
-    import vae_torch
-
+    torch_twin, jax_twin = (load_twin(backend, float64=dtype == "float64") for backend in ("torch", "jax"))
     config = DIGITS_CONFIG
     digits = load_digits()
     train_x, test_x = digits.train_x.astype(dtype), digits.test_x.astype(dtype)
@@ -50,57 +40,35 @@ def _demo(out, seed, steps, batch_size, dtype) -> int:
         batches.append(train_x[order[k * batch_size:(k + 1) * batch_size]])
     eps = [seeds.eps_for_step(seed, i, batch_size, config.latent_dim, dtype) for i in range(2 * steps)]
 
-    def nhwc(a):
-        return jnp.asarray(a.transpose(0, 2, 3, 1))
-
     print(f"config: {config.to_json()}\ndata: digits, {len(train_x)} train / {len(test_x)} test, {dtype}")
     start = time.perf_counter()
-    state = vae_torch.create_train_state(vae_torch.init_model(config, seed, getattr(torch, dtype)))
-    for i in range(steps):
-        state, losses = vae_torch.train_step(state, torch.as_tensor(batches[i]), torch.as_tensor(eps[i]))
+    model, losses = _train(torch_twin, torch_twin.init_model(config, seed, dtype), batches[:steps], eps[:steps])
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "torch_model.safetensors")
-    vae_torch.save_checkpoint(path, state.model, config, {"trained_by": "torch", "steps": steps})
-    print(f"torch: {steps} Adam steps ({time.perf_counter() - start:.1f}s), loss {float(losses.total):.3f}, "
+    torch_twin.save_checkpoint(path, model, config, {"trained_by": "torch", "steps": steps})
+    print(f"torch: {steps} Adam steps ({time.perf_counter() - start:.1f}s), loss {losses[-1]:.3f}, "
           f"checkpoint written to {path}")
 
-    torch_model, _, _ = vae_torch.load_checkpoint(path)
-    jax_model, _, metadata = vae_jax.load_checkpoint(path)
+    torch_model, _, _ = torch_twin.load_checkpoint(path)
+    jax_model, _, metadata = jax_twin.load_checkpoint(path)
     print(f"jax: read the checkpoint (metadata {metadata})\n")
     x = test_x[:batch_size]
     e = seeds.eps_for_step(seed + 1, 0, len(x), config.latent_dim, dtype)
-    with torch.no_grad():
-        t_out = torch_model(torch.as_tensor(x), torch.as_tensor(e))
-        t_loss = vae_torch.vae_loss(t_out, torch.as_tensor(x), config)
-    j_out = jax_model(nhwc(x), jnp.asarray(e))
-    j_loss = vae_jax.vae_loss(j_out, nhwc(x), config)
-    rows = [(name, np.asarray(t_out[i]), np.asarray(j_out[i])) for i, name in enumerate(("mu", "logvar", "z"))]
-    rows.append(("logits", t_out.logits.numpy(), np.asarray(j_out.logits).transpose(0, 3, 1, 2)))
-    rows += [(f"loss.{n}", float(t_loss[i]), float(j_loss[i])) for i, n in enumerate(t_loss._fields)]
-    rows.append(("sample(8, seed=1)", torch_model.sample(8, seed=1).numpy(),
-                 np.asarray(jax_model.sample(8, seed=1)).transpose(0, 3, 1, 2)))
-
-    t_state = vae_torch.create_train_state(torch_model)
-    j_state = vae_jax.create_train_state(jax_model)
-    j_step = vae_jax.compile_train_step(j_state)
-    t_losses, j_losses = [], []
-    for i in range(steps, 2 * steps):
-        t_state, t_l = vae_torch.train_step(t_state, torch.as_tensor(batches[i]), torch.as_tensor(eps[i]))
-        j_state, j_l = j_step(j_state, nhwc(batches[i]), jnp.asarray(eps[i]))
-        t_losses.append(float(t_l.total))
-        j_losses.append(float(j_l.total))
+    rows = [(name, t, j) for (name, t), (_, j) in zip(_held_out(torch_twin, torch_model, x, e),
+                                                      _held_out(jax_twin, jax_model, x, e))]
     checked = len(rows)  # the rows above must agree within TOLERANCE; training rows are shown, not judged
+    t_model, t_losses = _train(torch_twin, torch_model, batches[steps:], eps[steps:])
+    j_model, j_losses = _train(jax_twin, jax_model, batches[steps:], eps[steps:], compiled=True)
     rows.append((f"{steps} more Adam steps: losses", np.array(t_losses), np.array(j_losses)))
-    t_w = vae_torch.export_weights(t_state.model)
-    j_w = vae_jax.export_weights(j_state.model)
+    t_w, j_w = torch_twin.export_weights(t_model), jax_twin.export_weights(j_model)
     rows.append((f"{steps} more Adam steps: params", np.concatenate([t_w[k].ravel() for k in t_w]),
                  np.concatenate([j_w[k].ravel() for k in t_w])))
 
-    print(f"| quantity ({len(x)} held-out digits) | torch | jax | max|jax-torch|/max|torch| |")
-    print("|---|---|---|---|")
-    for name, t, j in rows:
-        show = (lambda v: f"{v:.4f}") if np.ndim(t) == 0 else (lambda v: f"shape {np.shape(v)}")
-        print(f"| {name} | {show(t)} | {show(j)} | {relative_error(j, t):.1e} |")
+    def show(v):
+        return f"{v:.4f}" if np.ndim(v) == 0 else f"shape {np.shape(v)}"
+
+    print(markdown_table([f"quantity ({len(x)} held-out digits)", "torch", "jax", "max|jax-torch|/max|torch|"],
+                         [[name, show(t), show(j), f"{relative_error(j, t):.1e}"] for name, t, j in rows]))
     print(f"\nfinal losses: torch {t_losses[-1]:.4f}, jax {j_losses[-1]:.4f}")
     worst = max(relative_error(j, t) for _, t, j in rows[:checked])
     if not worst <= TOLERANCE[dtype]:
@@ -108,3 +76,26 @@ def _demo(out, seed, steps, batch_size, dtype) -> int:
         return 1
     print(f"the twins agree: largest error {worst:.1e} <= {TOLERANCE[dtype]:.0e}")
     return 0
+
+
+def _train(twin: Twin, model: Model, batches: list, eps: list, compiled: bool = False) -> tuple[Model, list]:
+    """Adam from a fresh state, one step per batch and eps: the trained model and each step's loss.
+    compiled: the twin's compiled step (JAX's, as the trainer runs it), else its eager one (torch's)."""
+    state = twin.create_train_state(model)
+    step = twin.compile_train_step(state) if compiled else twin.train_step
+    losses = []
+    for x, e in zip(batches, eps):
+        state, loss = step(state, twin.as_input(x, model), twin.as_input(e, model))
+        losses.append(float(loss.total))
+    return state.model, losses
+
+
+def _held_out(twin: Twin, model: Model, x, e) -> list[tuple[str, object]]:
+    """What the table compares on held-out digits x (eps e), in canonical numpy: the forward pass, its
+    losses and 8 samples."""
+    images = twin.as_input(x, model)
+    out = model(images, twin.as_input(e, model))
+    losses = twin.vae_loss(out, images, model.config)
+    values = [(name, twin.to_numpy(value)) for name, value in out._asdict().items()]
+    values += [(f"loss.{name}", float(twin.to_numpy(value))) for name, value in losses._asdict().items()]
+    return [*values, ("sample(8, seed=1)", twin.to_numpy(model.sample(8, seed=1)))]

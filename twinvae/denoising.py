@@ -110,7 +110,7 @@ def denoise_files(twin, model, paths, out, sigma: float, seed: int = 0, label: i
     denoised = denoise(twin, model, noisy, labels=None if label is None else np.full(len(files), label))
     out = Path(out)
     (out / "denoised").mkdir(parents=True, exist_ok=True)
-    names = _unique_names(files)
+    names = unique_names(files)
     written = [save_png(out / "denoised" / f"{name}.png", denoised[i:i + 1], scale=1, pad=0)
                for i, name in enumerate(names)]
     ncol = min(len(files), 16)
@@ -123,7 +123,7 @@ def denoise_files(twin, model, paths, out, sigma: float, seed: int = 0, label: i
     return result
 
 
-def _unique_names(files: list[Path]) -> list[str]:
+def unique_names(files: list[Path]) -> list[str]:
     """File stems, with a counter where two files share one (a/x.png and b/x.png)."""
     names, taken = [], set()
     for path in files:

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from twinvae.data import DataError, read_images
-from twinvae.denoising import _unique_names, add_noise, image_files, psnr
+from twinvae.denoising import add_noise, image_files, psnr, unique_names
 
 
 def test_add_noise_is_seeded_clipped_and_keeps_the_dtype():
@@ -37,7 +37,7 @@ def test_image_files_and_read_images(tmp_path):
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "x.jpg")
     (tmp_path / "a" / "notes.txt").write_text("not an image")
     files = image_files([tmp_path / "a", tmp_path / "x.jpg"])
-    assert [p.name for p in files] == ["x.png", "x.jpg"] and _unique_names(files) == ["x", "x-1"]
+    assert [p.name for p in files] == ["x.png", "x.jpg"] and unique_names(files) == ["x", "x-1"]
     images = read_images(files, (1, 8, 6))
     assert images.shape == (2, 1, 8, 6) and images.dtype == np.float32
     assert images[0].min() == 1.0 and images[1].max() == 0.0

@@ -16,12 +16,13 @@ import warnings
 import numpy as np
 
 from twinvae.apps import encode_all, mean_images
-from twinvae.data import DataError, Dataset, binarized, load_dataset
+from twinvae.data import Dataset, binarized, check_for_model
+from twinvae.datasets import load_dataset
 from twinvae.denoising import denoising_figures, training_noise
 from twinvae.progress import Progress
+from twinvae.results import markdown_table, results_origin
 from twinvae.twin import DEFAULT_BACKEND, Model, Twin, dtype_name, model_labels, twin_for_checkpoint
 from vae_core import checks, seeds
-from vae_core.config import VAEConfig
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 SAMPLES_PER_CHUNK = 20_000  # images x K per draw of eps (the draws, and so the figures, depend on it)
@@ -145,16 +146,14 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
     if not name:
         raise ValueError(f"checkpoint {path} names no dataset in its metadata; pass --dataset")
     data = load_dataset(name, data_dir, image_size=config.image_shape[1], channels=config.image_shape[0])
-    if data.image_shape != config.image_shape:
-        raise ValueError(f"checkpoint {path} takes images {config.image_shape}, the {name} images are "
-                         f"{data.image_shape}")
+    check_for_model(data, config, name)
     binarize = binarize or metadata.get("binarize")
     if binarize:
         data = binarized(data, binarize)
     if config.likelihood == "discretized_logistic" and data.levels != config.levels:
         raise ValueError(f"checkpoint {path} is a discretized logistic over {config.levels} levels; the {name} "
                          f"test images{' as binarised' if binarize else ''} take {data.levels} levels")
-    labels = check_labels(data, config, f"checkpoint {path}")
+    labels = data.test_y if config.num_classes else None
     dtype = dtype_name(model)
     images = data.test_x
     elbo = negative_elbo(twin, model, images, seed, dtype, labels)
@@ -183,20 +182,6 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
             "num_classes": config.num_classes, "conditional_samples": samples}
 
 
-def check_labels(data: Dataset, config: VAEConfig, who: str) -> np.ndarray | None:
-    """The test labels a conditional model takes (None for an unconditional one), checked: the dataset
-    has them and they are classes of the model."""
-    if not config.num_classes:
-        return None
-    if data.test_y is None:
-        raise DataError(f"{who} is class-conditional (num_classes={config.num_classes}) and the {data.name} "
-                        "dataset has no labels")
-    top = int(data.test_y.max())
-    if top >= config.num_classes:
-        raise DataError(f"{who} has {config.num_classes} classes, the {data.name} labels run to {top}")
-    return data.test_y
-
-
 def _check_finite(path, dataset: str, quantity: str, value: float) -> None:
     if not math.isfinite(value):
         raise ValueError(f"checkpoint {path}: its {quantity} on the {dataset} test set is {value}, not a figure "
@@ -221,7 +206,8 @@ def format_report(r: dict) -> str:
 
 
 def report_markdown(r: dict, command: str) -> str:
-    """The figures as a results file for the docs: the command, then one table row."""
+    """The figures as a results file for the docs: the provenance line (twinvae.results: the command, this
+    process's machine and versions) with what was measured, then one table row."""
     d = r.get("denoising")
     header = ["checkpoint", "backend", "test images", "K", "negative ELBO", "bits/dim", "IWAE -log p(x)",
               "bits/dim", "reconstruction", "KL", "active units"]
@@ -235,10 +221,8 @@ def report_markdown(r: dict, command: str) -> str:
     if samples:  # the classifier's accuracy on the samples, then on the real test set
         header += ["class accuracy of samples", "of the real test set"]
         cells += [f"{samples['sample_accuracy']:.1%}", f"{samples['real_test_accuracy']:.1%}"]
-    return (f"Command: `{command}`; {r['measure']} per image{_given_labels(r)} on the {r['dataset']} test set"
-            f"{_binarised(r)}."
-            f"\n\n"
-            f"| {' | '.join(header)} |\n|{'---|' * len(header)}\n| {' | '.join(cells)} |\n")
+    return (f"{results_origin(command)}; {r['measure']} per image{_given_labels(r)} on the {r['dataset']} test "
+            f"set{_binarised(r)}.\n\n{markdown_table(header, [cells])}\n")
 
 
 def _samples_line(r: dict) -> str:

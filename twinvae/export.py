@@ -22,7 +22,7 @@ from vae_core import checks
 from vae_core import export as spec
 from vae_core.checkpoint import read_checkpoint
 from vae_core.config import VAEConfig
-from vae_core.layout import NATIVE_FORMS
+from vae_core.forms import NATIVE_FORMS
 
 
 def default_path(checkpoint: str | Path, format: str, part: str) -> Path:

@@ -314,7 +314,7 @@ def test_image_size_zero_and_ctrl_c_at_start_up(images, tmp_path, capsys, monkey
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("twinvae.trainer.load_dataset", interrupted)
+    monkeypatch.setattr("twinvae.trainer.runs.load_dataset", interrupted)
     code, said = _train(capsys, images, tmp_path / "run")
     assert code == 130 and "interrupted (Ctrl-C) before training started" in said and "Traceback" not in said
 
@@ -393,14 +393,14 @@ def test_a_hard_link_in_a_run_folder_is_not_written_through(images, tmp_path, ca
 
 def test_a_run_folder_inside_the_data_folder_resumes_and_overwrites(tmp_path, capsys):
     """The data files are kept from being written over; the run's own files under --data-dir are not data."""
-    from twinvae.data import IDX_FILES
-    from twinvae.data_test import _idx
+    from twinvae.datasets import IDX_FILES
+    from twinvae.datasets_test import idx_bytes
 
     rng = np.random.default_rng(0)
     shapes = {"train_x": (64, 28, 28), "train_y": (64,), "test_x": (8, 28, 28), "test_y": (8,)}
     for key, filename in IDX_FILES.items():
-        (tmp_path / filename).write_bytes(_idx(rng.integers(0, 10 if key.endswith("_y") else 256, shapes[key],
-                                                            dtype=np.uint8)))
+        (tmp_path / filename).write_bytes(idx_bytes(rng.integers(0, 10 if key.endswith("_y") else 256, shapes[key],
+                                                                 dtype=np.uint8)))
     before = _digest(tmp_path / f for f in IDX_FILES.values())
     out = tmp_path / "runs" / "a"
     argv = ["train", "--backend", "torch", "--dataset", "mnist", "--data-dir", tmp_path, "--latent-dim", "2",

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twinvae import run_folder, trainer
+from twinvae import run_folder
 from twinvae.cli import main
-from twinvae.data_test import _idx
+from twinvae.datasets_test import idx_bytes
 from twinvae.faults_test import write_image_folder
-from twinvae.trainer import TrainingDiverged, TrainOptions, resume, train
+from twinvae.trainer import TrainingDiverged, TrainOptions, loop, resume, train
+from twinvae.twin import load_twin
 from vae_core import seeds
 from vae_core.checkpoint_test import flip_bit
 from vae_core.config import VAEConfig
@@ -62,7 +63,7 @@ def _records(out):
 def test_a_state_that_turned_non_finite_is_not_saved_over_the_last_good_one(images, tmp_path, monkeypatch):
     """The loss can be finite at a step whose gradients overflowed Adam's second moment: the save finds it."""
     options = _options(images, tmp_path / "run", checkpoint_every=2)
-    export = trainer.load_twin("torch").export_optimizer_state
+    export = load_twin("torch").export_optimizer_state
 
     def overflowing(state):
         arrays = export(state)
@@ -70,13 +71,13 @@ def test_a_state_that_turned_non_finite_is_not_saved_over_the_last_good_one(imag
             arrays["exp_avg_sq.fc_mu.weight"][:] = np.inf
         return arrays
 
-    monkeypatch.setattr(trainer.load_twin("torch"), "export_optimizer_state", overflowing)
+    monkeypatch.setattr(load_twin("torch"), "export_optimizer_state", overflowing)
     with pytest.raises(TrainingDiverged, match=r"Adam's state 'exp_avg_sq.fc_mu.weight' holds NaN or inf at "
                                                r"step 4: the run diverged; not saved. The last good checkpoint "
                                                rf"\({options.out}, step 3\) is intact"):
         train(CONFIG, options, progress=False, log=_quiet)
     assert run_folder.read_train_state(Path(options.out) / run_folder.TRAIN_STATE).position.step == 3
-    monkeypatch.setattr(trainer.load_twin("torch"), "export_optimizer_state", export)
+    monkeypatch.setattr(load_twin("torch"), "export_optimizer_state", export)
     resume(options.out, progress=False, log=_quiet)
     assert [r["epoch"] for r in run_folder.read_log(Path(options.out))] == [1, 2]
 
@@ -97,10 +98,11 @@ def test_a_small_test_set_gets_fewer_interpolation_pairs_and_too_few_is_refused_
 def test_test_images_of_another_size_are_refused_before_training(tmp_path):
     rng = np.random.default_rng(0)
     shapes = {"train_x": (40, 28, 28), "train_y": (40,), "test_x": (8, 10, 10), "test_y": (8,)}
-    from twinvae.data import IDX_FILES
+    from twinvae.datasets import IDX_FILES
 
     for key, filename in IDX_FILES.items():
-        (tmp_path / f"{filename}.gz").write_bytes(gzip.compress(_idx(rng.integers(0, 255, shapes[key], np.uint8))))
+        array = rng.integers(0, 255, shapes[key], np.uint8)
+        (tmp_path / f"{filename}.gz").write_bytes(gzip.compress(idx_bytes(array)))
     config = VAEConfig(image_shape=(1, 28, 28), conv_channels=(4,), latent_dim=2)
     with pytest.raises(ValueError, match=r"the mnist test images are \(1, 10, 10\) \(C, H, W\), the model takes "
                                          r"\(1, 28, 28\)"):
@@ -181,12 +183,12 @@ def test_inspect_names_folders_and_training_states(finished, capsys):
 
 def test_evaluate_refuses_a_corrupt_file_and_an_unwritable_output_before_the_work(finished, tmp_path, capsys,
                                                                                    monkeypatch):
-    import twinvae.cli
+    import twinvae.checkpoint_commands
 
     def evaluate_checkpoint(path, *, k=1000, seed=0, **options):  # the parser reads k's and seed's defaults
         pytest.fail("evaluated")
 
-    monkeypatch.setattr(twinvae.cli, "evaluate_checkpoint", evaluate_checkpoint)
+    monkeypatch.setattr(twinvae.checkpoint_commands, "evaluate_checkpoint", evaluate_checkpoint)
     code, said = _cli(capsys, "evaluate", str(finished / "model.safetensors"), "--json",
                       str(tmp_path / "no" / "such" / "folder.json"))
     assert code == 2 and "cannot write" in said and "does not exist" in said
@@ -254,13 +256,13 @@ def test_a_run_records_where_its_time_went(images, tmp_path, monkeypatch):
     shows in its own figure."""
     import time
 
-    real = trainer.negative_elbo
+    real = loop.negative_elbo
 
     def slow_evaluation(*args, **kwargs):
         time.sleep(0.3)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "negative_elbo", slow_evaluation)
+    monkeypatch.setattr(loop, "negative_elbo", slow_evaluation)
     options = _options(images, tmp_path / "run")
     train(CONFIG, options, progress=False, log=_quiet)
     timings = json.loads((Path(options.out) / run_folder.RECORD).read_text())["timings"]
@@ -276,14 +278,14 @@ def test_a_run_records_where_its_time_went(images, tmp_path, monkeypatch):
 def test_losses_read_back_in_groups_give_the_records_of_a_read_back_every_step(images, tmp_path, monkeypatch,
                                                                                 backend):
     reads = []
-    real_read_back = trainer._read_back
-    monkeypatch.setattr(trainer, "_read_back", lambda run, pending, *a: reads.append(len(pending)) or
+    real_read_back = loop.read_back
+    monkeypatch.setattr(loop, "read_back", lambda run, pending, *a: reads.append(len(pending)) or
                         real_read_back(run, pending, *a))
     options = _options(images, tmp_path / "grouped", backend=backend, batch_size=10, epochs=2)  # 9 steps an epoch
-    monkeypatch.setattr(trainer, "READBACK_EVERY", 4)
+    monkeypatch.setattr(loop, "READBACK_EVERY", 4)
     train(CONFIG, options, progress=False, log=_quiet)
     assert reads == [4, 4, 1, 4, 4, 1]  # groups of 4, and each epoch's end
-    monkeypatch.setattr(trainer, "READBACK_EVERY", 1)
+    monkeypatch.setattr(loop, "READBACK_EVERY", 1)
     every = dataclasses.replace(options, out=str(tmp_path / "every"))
     train(CONFIG, every, progress=False, log=_quiet)
     assert _records(options.out) == _records(every.out)  # the train sums bitwise the same

@@ -36,14 +36,17 @@ class Model(Protocol):
     @property
     def compiler_options(self) -> dict[str, str]: ...
 
-    # labels: a class-conditional model's (config.num_classes > 0) class indices, as_labels' arrays
-    def encode(self, x, *, labels=None) -> tuple[Any, Any]: ...
+    # labels: a class-conditional model's (config.num_classes > 0) class indices, as_labels' arrays;
+    # check_inputs=False: the same computation without the input checks (for data checked once)
+    def __call__(self, x, eps, *, labels=None, check_inputs: bool = True) -> Any: ...  # a VAEOutput
 
-    def decode(self, z, *, labels=None) -> Any: ...
+    def encode(self, x, *, labels=None, check_inputs: bool = True) -> tuple[Any, Any]: ...
+
+    def decode(self, z, *, labels=None, check_inputs: bool = True) -> Any: ...
 
     def sample(self, n: int, seed: int = 0, *, labels=None) -> Any: ...
 
-    def reconstruct(self, x, *, labels=None) -> Any: ...
+    def reconstruct(self, x, *, labels=None, check_inputs: bool = True) -> Any: ...
 
 
 class Distributed(Protocol):
@@ -62,12 +65,20 @@ class Distributed(Protocol):
     def shutdown(self, wait_for_peers: bool = True) -> None: ...
 
 
+class Likelihoods(Protocol):
+    """A twin's likelihoods.py: each likelihood's loss per pixel (the parity harness sizes a loss's
+    rounding by its terms)."""
+
+    def pixel_losses(self, logits, x, likelihood: str, levels: int | None = None) -> Any: ...
+
+
 @runtime_checkable
 class Twin(Protocol):
     """A twin module, as the application uses it (the twins' full public API is larger)."""
 
     LAYOUT: str
     distributed: Distributed
+    likelihoods: Likelihoods
 
     def init_model(self, config: VAEConfig, seed: int = 0, dtype=..., strided_conv: str | None = None,
                    transposed_conv: str | None = None, output_transposed_conv: str | None = None,
@@ -98,6 +109,10 @@ class Twin(Protocol):
     def import_optimizer_state(self, state, arrays: dict) -> Any: ...
 
     def evaluate(self, model: Model, x, eps, labels=None) -> VAELoss: ...
+
+    def vae_loss(self, output, x, config: VAEConfig, beta=None) -> VAELoss: ...
+
+    def kl_divergence(self, mu, logvar) -> Any: ...
 
     def importance_log_weights(self, model: Model, x, eps, labels=None) -> Any: ...
 

@@ -1,6 +1,6 @@
 """twinvae's spec: what both twins implement and import (config, outputs, seeds, input checks, likelihood,
-FLOP counts, the canonical weight layout, the checkpoint format, data-parallel slices). Never imports torch,
-jax or the application (twinvae)."""
+FLOP counts, the canonical weight layout, the layer forms, the checkpoint format, data-parallel slices).
+Never imports torch, jax or the application (twinvae)."""
 
 from vae_core.checkpoint import CheckpointError
 from vae_core.config import VAEConfig

@@ -148,17 +148,6 @@ def check_adam(learning_rate, betas, eps) -> tuple[float, tuple[float, float], f
     return rate, (float(betas[0]), float(betas[1])), _finite_non_negative(eps, "eps")
 
 
-def check_form(kind: str, value, default: str) -> str:
-    """How a twin computes one layer kind (a key of vae_core.layout.FORMS): one of its forms; None is the
-    twin's default."""
-    from vae_core.layout import FORMS
-
-    value = default if value is None else value
-    if value not in FORMS[kind]:
-        raise ValueError(f"{kind} must be one of {FORMS[kind]}, got {value!r}")
-    return value
-
-
 COMPUTE_DTYPES = ("bfloat16",)  # mixed precision: the layers compute in this, parameters stay float32
 # A precision by name -> (the parameters' and data's dtype, compute_dtype), as the trainer, the benchmark
 # harness and the parity suite name them: "bfloat16" is mixed precision.

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import numbers
 from dataclasses import dataclass
+from pathlib import Path
 
 ARCHS = ("conv", "mlp")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "discretized_logistic")
@@ -120,6 +121,28 @@ class VAEConfig:
         except (TypeError, json.JSONDecodeError) as err:
             raise ValueError(f"VAEConfig: not valid JSON ({err})") from None
         return cls.from_dict(data, complete)
+
+    @classmethod
+    def from_json_file(cls, path, label: str = "config file", **defaults) -> VAEConfig:
+        """A VAEConfig from a JSON file of its fields, the one reader of every config file. Fields the file
+        leaves out take `defaults` (a dataset's image_shape), else VAEConfig's. A ValueError names the file
+        as `label` PATH (label: how the command names it, e.g. "--config") and what is wrong with it: it
+        cannot be read, is not JSON, holds no JSON object, or has unknown or invalid fields."""
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as err:
+            raise ValueError(f"cannot read {label} {path}: {err.strerror}") from None
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{label} {path} is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{label} {path} must hold a JSON object of VAEConfig fields, not a "
+                             f"{type(data).__name__}")
+        try:
+            return cls.from_dict({**defaults, **data})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{label} {path}: {err}") from None
 
 
 def _plain(value):

@@ -60,6 +60,31 @@ def test_from_json_rejects_unknown_fields_and_bad_json():
         VAEConfig.from_json("{")
 
 
+def test_a_config_file_is_read_and_each_fault_named(tmp_path):
+    """VAEConfig.from_json_file, the reader of every --config: defaults for what the file leaves out, and a
+    message naming the file for each way it can be wrong."""
+    path = tmp_path / "c.json"
+    path.write_text('{"image_shape": [1, 8, 8], "conv_channels": [4], "latent_dim": 2}')
+    assert VAEConfig.from_json_file(str(path)).conv_channels == (4,)
+    path.write_text('{"conv_channels": [4]}')
+    assert VAEConfig.from_json_file(path, image_shape=(3, 8, 8)).image_shape == (3, 8, 8)  # the caller's default
+    path.write_text('{"image_shape": [1, 8, 8], "colour": "red"}')
+    with pytest.raises(ValueError, match=r"c.json: VAEConfig: unknown field"):
+        VAEConfig.from_json_file(str(path))
+    for text, words in (('{"latent_dim": 3,', f"--config {path} is not valid JSON: Expecting property name"),
+                        ("[1, 2]", f"--config {path} must hold a JSON object of VAEConfig fields, not a list"),
+                        (b"\xff\xfe\x00", f"--config {path} is not valid JSON"),
+                        ('{"latent_dim": -3}', f"--config {path}: VAEConfig.latent_dim must be a positive int"),
+                        ('{"conv_channels": "wide"}', f"--config {path}: VAEConfig.conv_channels must be")):
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(ValueError) as info:
+            VAEConfig.from_json_file(path, "--config")
+        assert words in str(info.value)
+    for missing in (tmp_path / "missing.json", tmp_path):  # no file, a folder
+        with pytest.raises(ValueError, match=f"cannot read --config {missing}: "):
+            VAEConfig.from_json_file(missing, "--config")
+
+
 def test_a_complete_config_may_lack_only_fields_added_after_format_1():
     """Checkpoints written before `res_blocks` and `decoder_fc_relu` existed still load, meaning no
     residual blocks and no ReLU after the decoder's fc, though a new config has that ReLU; any other

@@ -1,5 +1,6 @@
 """Canonical weights: PyTorch `state_dict` names and shapes, the layout rules that map the JAX twin onto
-them, the canonical initialisation and the weights' validation. The file format is vae_core/checkpoint.py."""
+them, the canonical initialisation and the weights' validation. The file format is vae_core/checkpoint.py;
+the other ways a twin may compute a layer from the same weights (its forms) are vae_core/forms.py."""
 
 from __future__ import annotations
 
@@ -39,44 +40,7 @@ class WeightsError(ValueError):
 # A class-conditional model (num_classes > 0) gives fc_mu, fc_logvar and decoder.fc num_classes more input
 # columns, the one-hot label's, after the features (or z): in linear_from_image only the image's columns
 # are permuted, and the label's follow them unchanged (weight[:, C*H*W:].T are the kernel's last rows).
-#
-# How a twin computes a transposed conv is its own choice; the weight stays the canonical W either way.
-# TRANSPOSED_CONVS, for every transposed conv but the decoder's last (OUTPUT_TRANSPOSED_CONVS, below):
-# "native" (ConvTranspose2d / lax's lhs-dilated conv, which multiplies the inserted zeros too) or
-# "subpixel": for k=4, s=2, p=1, output pixel (2i+a, 2j+b) (phase a, b in {0, 1}) reads the
-# 2x2 input window rows i-1+a+r, columns j-1+b+s (r, s in {0, 1}) through kernel tap
-# (SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s]). So one stride-1 2x2 conv over the input padded by 1, with
-# weight K[(a, b, c_out), c_in, r, s] = W[c_in, c_out, SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s]], gives
-# every phase as a block of 4*c_out channels on an (H+1) x (W+1) grid; phase (a, b) is the window at
-# offset (a, b), and interleaving the four gives the (2H, 2W) output (torch's order). Or, the same sums in
-# the other order (JAX's: XLA's CPU convolutions are slow, its dots are not): one matmul of every input
-# pixel with all 16 taps, W as (c_in, (kh, kw, c_out)), then phase (a, b) adds the four tap planes
-# (SUBPIXEL_TAPS[a][r], SUBPIXEL_TAPS[b][s]) shifted by (a+r-1, b+s-1). Either does the useful work (the
-# conv order also the grid's one extra row and column), where the native form on XLA also multiplies the
-# zeros it inserts.
-#
-# Likewise the encoder's stride-2 convs. STRIDED_CONVS: "native" (Conv2d / lax's conv) or
-# "space_to_depth": the input padded by 1 and folded 2x2 into 4x the channels, so the k=4, s=2 conv is a
-# stride-1 2x2 conv over the folded grid, kernel tap (2r+p, 2s+q) for window (r, s), folded channel
-# (p, q, c): one matmul per window, no strided gathers.
-#
-# The decoder's last transposed conv, into the image's few channels (the logits'), is a kind of its own:
-# there a convolution library's kernels are at their worst (oneDNN's 32 -> 1 ConvTranspose2d ran at
-# ~4.5 GFLOP/s) while a matmul is not. OUTPUT_TRANSPOSED_CONVS: "native" (as for the hidden ones) or
-# "col2im": one matmul of every input pixel with all 16 taps, W as (c_in, (c_out, kh, kw)), then col2im,
-# each output pixel summing the four taps that reach it (the second order above; torch: F.fold).
-#
-# FORMS names every layer kind a twin may compute in more than one way, with its forms ("native" first).
-# Which form a twin uses on which device is that twin's table (its model.DEFAULT_FORMS), not the model's.
 # ---------------------------------------------------------------------------------------------------------
-
-TRANSPOSED_CONVS = ("native", "subpixel")
-OUTPUT_TRANSPOSED_CONVS = ("native", "col2im")
-STRIDED_CONVS = ("native", "space_to_depth")
-FORMS = {"strided_conv": STRIDED_CONVS, "transposed_conv": TRANSPOSED_CONVS,
-         "output_transposed_conv": OUTPUT_TRANSPOSED_CONVS}
-NATIVE_FORMS = dict.fromkeys(FORMS, "native")  # read-only: take dict(NATIVE_FORMS) to change one
-SUBPIXEL_TAPS = np.array([[3, 1], [2, 0]])  # kernel row (or column) of phase a, window row r: 3 - a - 2r
 
 
 @dataclass(frozen=True)

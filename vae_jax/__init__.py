@@ -3,18 +3,10 @@
 from vae_core.config import VAEConfig
 from vae_core.outputs import VAELoss, VAEOutput
 from vae_jax.export import export_part, load_part, part_function, part_signature
+from vae_jax.forms import compiler_options, default_forms
 from vae_jax.likelihoods import mean_image
 from vae_jax.losses import kl_divergence, log_likelihood, reconstruction_loss, vae_loss
-from vae_jax.model import (
-    LAYOUT,
-    VAE,
-    as_input,
-    as_labels,
-    compiler_options,
-    default_forms,
-    reparameterize,
-    to_numpy,
-)
+from vae_jax.model import LAYOUT, VAE, as_input, as_labels, reparameterize, to_numpy
 from vae_jax.train import (
     TrainState,
     compile_train_step,

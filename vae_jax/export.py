@@ -10,7 +10,8 @@ import numpy as np
 
 from vae_core import export as spec
 from vae_core.checkpoint import atomic_write_bytes
-from vae_jax.model import LAYOUT, VAE, compiler_options
+from vae_jax.forms import compiler_options
+from vae_jax.model import LAYOUT, VAE
 
 FORMATS = ("stablehlo",)
 LABEL_DTYPE = "int32"  # as_labels' dtype
@@ -25,10 +26,10 @@ def part_function(model: VAE, part: str):
     def run(*inputs):
         labels = inputs[-1] if conditional else None
         if part == "encoder":
-            return model._encode(inputs[0], labels)
+            return model.encode(inputs[0], labels=labels, check_inputs=False)
         if part == "decoder":
-            return (model._decode(inputs[0], labels),)
-        out = model._forward(inputs[0], inputs[1], labels)
+            return (model.decode(inputs[0], labels=labels, check_inputs=False),)
+        out = model(inputs[0], inputs[1], labels=labels, check_inputs=False)
         return out.mu, out.logvar, out.logits
 
     return run

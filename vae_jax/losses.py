@@ -11,8 +11,8 @@ from vae_core import checks
 from vae_core.config import VAEConfig
 from vae_core.likelihood import gaussian_normaliser
 from vae_core.outputs import VAELoss, VAEOutput
+from vae_jax.checks import as_array, check_values, dtype_name
 from vae_jax.likelihoods import pixel_losses
-from vae_jax.model import _as_array, check_values
 
 
 def reconstruction_loss(logits, x, likelihood: str, levels: int | None = None):
@@ -31,33 +31,33 @@ def log_likelihood(logits, x, likelihood: str, levels: int | None = None):
 
 def kl_divergence(mu, logvar):
     """KL(N(mu, exp(logvar)) || N(0, I)) per image, shape (N,)."""
-    return _kl_per_dim(mu, logvar).sum(axis=1)
+    return kl_per_dim(mu, logvar).sum(axis=1)
 
 
-def _kl_per_dim(mu, logvar):
+def kl_per_dim(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) per image and latent dimension, shape (N, latent_dim)."""
     return -0.5 * (1 + logvar - mu**2 - jnp.exp(logvar))
 
 
-def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None) -> VAELoss:
-    """Total, reconstruction and KL, each averaged over the batch; beta defaults to config.beta."""
-    x, dtype = _as_array("x", x)
-    c, h, w = config.image_shape
-    images = (output.logits.shape[0], h, w, c)
-    if tuple(x.shape) != images:
-        raise ValueError(f"x has shape {tuple(x.shape)} but the logits are of images {images}")
-    checks.check_dtype("x", dtype, str(output.logits.dtype))
-    check_values("x", x, bounds=(0.0, 1.0))
-    return _vae_loss(output, x, config.likelihood, config.beta if beta is None else beta, levels=config.levels)
-
-
-def _vae_loss(output: VAEOutput, x, likelihood: str, beta, free_bits: float = 0.0,
-              levels: int | None = None) -> VAELoss:
-    """vae_loss without the input checks: for the training step, which checks its batch once. With free
+def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None, *, free_bits: float = 0.0,
+             check_inputs: bool = True) -> VAELoss:
+    """Total, reconstruction and KL, each averaged over the batch; beta defaults to config.beta. With free
     bits (Kingma et al. 2016) the KL the objective weighs is, per latent dimension, its batch mean but at
     least `free_bits` nats, so no dimension is pushed all the way to the prior; the KL returned stays the
-    true one, so total = reconstruction + beta * KL only when free_bits is 0."""
-    reconstruction = reconstruction_loss(output.logits, x, likelihood, levels).mean()
-    kl_per_dim = _kl_per_dim(output.mu, output.logvar)
-    kl = kl_per_dim.sum(axis=1).mean()
-    objective = jnp.maximum(kl_per_dim.mean(0), free_bits).sum() if free_bits > 0 else kl
+    true one, so total = reconstruction + beta * KL only when free_bits is 0. check_inputs=False skips the
+    checks of x (type, shape, dtype, range) and computes the same: for the training step, which checks its
+    batch once."""
+    if check_inputs:
+        x, dtype = as_array("x", x)
+        c, h, w = config.image_shape
+        images = (output.logits.shape[0], h, w, c)
+        if tuple(x.shape) != images:
+            raise ValueError(f"x has shape {tuple(x.shape)} but the logits are of images {images}")
+        checks.check_dtype("x", dtype, dtype_name(output.logits.dtype))
+        check_values("x", x, bounds=(0.0, 1.0))
+    beta = config.beta if beta is None else beta
+    reconstruction = reconstruction_loss(output.logits, x, config.likelihood, config.levels).mean()
+    per_dim = kl_per_dim(output.mu, output.logvar)
+    kl = per_dim.sum(axis=1).mean()
+    objective = jnp.maximum(per_dim.mean(0), free_bits).sum() if free_bits > 0 else kl
     return VAELoss(reconstruction + beta * objective, reconstruction, kl)

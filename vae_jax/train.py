@@ -14,8 +14,10 @@ from flax import nnx, struct
 
 from vae_core import checks, layout
 from vae_core.outputs import VAELoss
-from vae_jax.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
-from vae_jax.model import VAE, _jit_for, _jitted
+from vae_jax.checks import dtype_name
+from vae_jax.forms import jit_for, jitted
+from vae_jax.losses import kl_divergence, log_likelihood, reconstruction_loss, vae_loss
+from vae_jax.model import VAE
 from vae_jax.weights import import_weights, to_canonical
 
 LOG_2PI = math.log(2 * math.pi)
@@ -28,7 +30,7 @@ class TrainState(struct.PyTreeNode):
     learning_rate: jax.Array  # the last one used: train_step's learning_rate argument overrides it
     graphdef: nnx.GraphDef = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
-    free_bits: float = struct.field(pytree_node=False, default=0.0)  # nats per latent dim (see _vae_loss)
+    free_bits: float = struct.field(pytree_node=False, default=0.0)  # nats per latent dim (see vae_loss)
     mesh: jax.sharding.Mesh | None = struct.field(pytree_node=False, default=None)  # distributed.replicate
 
     @property
@@ -45,10 +47,10 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     >= 0 nats per latent dimension for the training objective."""
     learning_rate, betas, eps = checks.check_adam(learning_rate, betas, eps)
     free_bits = checks.check_free_bits(free_bits)
-    tx = _adam_transform(*betas, eps)
+    tx = adam_transform(*betas, eps)
     graphdef, params = nnx.split(model, nnx.Param)
     if all(d.platform == "cpu" for d in jax.tree.leaves(params)[0].devices()):  # else an accelerator's memory
-        layout.check_fits_in_memory(model.config, str(model.dtype), model.dtype.itemsize, training=True)
+        layout.check_fits_in_memory(model.config, dtype_name(model.dtype), model.dtype.itemsize, training=True)
     params = jax.tree.map(jnp.copy, params)
     return _where_params_are(TrainState(
         params=params, opt_state=tx.init(params), step=jnp.zeros((), jnp.int32),
@@ -56,7 +58,7 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
 
 
 @functools.cache
-def _adam_transform(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
+def adam_transform(b1: float, b2: float, eps: float) -> optax.GradientTransformation:
     """One transform per set of hyperparameters: it is a static field of TrainState, compared by identity, so
     states made alike share one compiled step (compile_train_step) instead of tracing and compiling it again."""
     return optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
@@ -106,7 +108,7 @@ def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None
     batch checks, for loops that validated their data once (under jit they see only shapes)."""
     model = nnx.merge(state.graphdef, state.params)
     if check_inputs:
-        x, eps, target, labels = model._check_batch(x, eps, target, labels)
+        x, eps, target, labels = model.check_batch(x, eps, target, labels)
         if learning_rate is not None:  # concrete values here: under jit check_inputs is off
             checks.check_learning_rate(learning_rate)
         if beta is not None:
@@ -115,8 +117,8 @@ def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None
     target = x if target is None else target
 
     def loss_fn(params):
-        output = nnx.merge(state.graphdef, params)._forward(x, eps, labels)
-        losses = _vae_loss(output, target, model.config.likelihood, beta, state.free_bits, model.config.levels)
+        output = nnx.merge(state.graphdef, params)(x, eps, labels=labels, check_inputs=False)
+        losses = vae_loss(output, target, model.config, beta, free_bits=state.free_bits, check_inputs=False)
         return losses.total, losses
 
     grads, losses = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -126,7 +128,7 @@ def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1, learning_rate=lr), losses
 
 
-# one object, so that _jitted's cache shares its jit between every compile_train_step
+# one object, so that jitted's cache shares its jit between every compile_train_step
 _unchecked_train_step = functools.partial(train_step, check_inputs=False)
 
 
@@ -138,14 +140,14 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler
     the bare jitted function (it has `.lower` for ahead-of-time compilation)."""
     model = state.model
     options = model.compiler_options if compiler_options is None else compiler_options
-    compiled = _jitted(_unchecked_train_step, tuple(sorted(options.items())), static_argnums=(),
-                       donate_argnums=0)
+    compiled = jitted(_unchecked_train_step, tuple(sorted(options.items())), static_argnums=(),
+                      donate_argnums=0)
     if not check_inputs:
         return compiled
 
     def step(state: TrainState, x, eps, beta=None, *, labels=None, target=None, learning_rate=None,
              ) -> tuple[TrainState, VAELoss]:
-        x, eps, target, labels = model._check_batch(x, eps, target, labels)
+        x, eps, target, labels = model.check_batch(x, eps, target, labels)
         beta = jnp.asarray(model.config.beta if beta is None else checks.check_beta(beta), model.dtype)
         if learning_rate is not None:
             learning_rate = jnp.asarray(checks.check_learning_rate(learning_rate), model.dtype)
@@ -157,12 +159,12 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler
 def evaluate(model: VAE, x, eps, labels=None) -> VAELoss:
     """Per-image negative ELBO terms at beta = 1 (shape (N,) each), for test-set figures; unchecked."""
     graphdef, params = nnx.split(model)
-    return _jit_for(_evaluate, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps), _labels(labels))
+    return jit_for(_evaluate, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps), _labels(labels))
 
 
 def _evaluate(graphdef, params, x, eps, labels) -> VAELoss:
     model = nnx.merge(graphdef, params)
-    out = model._forward(x, eps, labels)
+    out = model(x, eps, labels=labels, check_inputs=False)
     reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood, model.config.levels)
     kl = kl_divergence(out.mu, out.logvar)
     return VAELoss(reconstruction + kl, reconstruction, kl)
@@ -173,16 +175,17 @@ def importance_log_weights(model: VAE, x, eps, labels=None):
     Their log-mean-exp over K is the IWAE bound on log p(x) (on log p(x | label) for a conditional model);
     unchecked."""
     graphdef, params = nnx.split(model)
-    return _jit_for(_importance_log_weights, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps),
-                                                 _labels(labels))
+    return jit_for(_importance_log_weights, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps),
+                                                _labels(labels))
 
 
 def _importance_log_weights(graphdef, params, x, eps, labels):
     model = nnx.merge(graphdef, params)
-    mu, logvar = model._encode(x, labels)
+    mu, logvar = model.encode(x, labels=labels, check_inputs=False)
     k, n, latent = eps.shape
     z = mu + jnp.exp(0.5 * logvar) * eps
-    logits = model._decode(z.reshape(k * n, latent), None if labels is None else jnp.tile(labels, k))
+    logits = model.decode(z.reshape(k * n, latent), labels=None if labels is None else jnp.tile(labels, k),
+                          check_inputs=False)
     images = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * n, *x.shape[1:])
     log_px = log_likelihood(logits, images, model.config.likelihood, model.config.levels).reshape(k, n)
     log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)

@@ -11,7 +11,8 @@ from flax import nnx
 from vae_core import layout
 from vae_core.checkpoint import read_checkpoint, write_checkpoint
 from vae_core.config import VAEConfig
-from vae_jax.model import ENABLE_X64, VAE, X64_CLI
+from vae_jax.checks import ENABLE_X64, X64_CLI
+from vae_jax.model import VAE
 
 
 def _nnx_path(layer_name: str) -> tuple:

@@ -3,18 +3,10 @@
 from vae_core.config import VAEConfig
 from vae_core.outputs import VAELoss, VAEOutput
 from vae_torch.export import export_part, load_part, part_function, part_signature
+from vae_torch.forms import compiler_options, default_forms
 from vae_torch.likelihoods import mean_image
 from vae_torch.losses import kl_divergence, log_likelihood, reconstruction_loss, vae_loss
-from vae_torch.model import (
-    LAYOUT,
-    VAE,
-    as_input,
-    as_labels,
-    compiler_options,
-    default_forms,
-    reparameterize,
-    to_numpy,
-)
+from vae_torch.model import LAYOUT, VAE, as_input, as_labels, reparameterize, to_numpy
 from vae_torch.train import (
     TrainState,
     compile_train_step,

@@ -61,7 +61,7 @@ def replicate(state: TrainState, workers: int | None = None) -> TrainState:
         raise ValueError("free bits clamp the KL's mean over the global batch per latent dimension, which a "
                          "DistributedDataParallel process does not see; train with free_bits=0, or in JAX")
     if dist.get_backend() == "nccl":  # one GPU per process (initialize picked it): the model and all of
-        single._move_train_state(state, torch.device("cuda", torch.cuda.current_device()))  # Adam's state
+        single.move_train_state(state, torch.device("cuda", torch.cuda.current_device()))  # Adam's state
     device = state.model.fc_mu.weight.device
     state.ddp = DistributedDataParallel(state.model, device_ids=[device] if device.type == "cuda" else None)
     return state

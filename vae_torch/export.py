@@ -45,7 +45,7 @@ _SIZE_TERM = r"Symbol\('s\d+', positive=True, integer=True\)|Integer\(-?\d+\)"
 _SIZE_SYNTAX = r"(Mul\(|Add\(|, |\))*"
 _INPUT_SIZE = r"L\['inputs'\]\[\d+\]\.size\(\)\[\d+\]"
 _GUARD = rf"{_INPUT_SIZE} (==|!=|<=|>=|<|>) ({_INPUT_SIZE}|-?\d+)"
-_PICKLE_GLOBALS = {("torch._utils", "_rebuild_tensor_v2"), ("torch", "FloatStorage"), ("torch", "LongStorage"),
+PICKLE_GLOBALS = {("torch._utils", "_rebuild_tensor_v2"), ("torch", "FloatStorage"), ("torch", "LongStorage"),
                    ("collections", "OrderedDict")}
 
 
@@ -60,10 +60,10 @@ class _Part(nn.Module):
     def forward(self, *inputs):
         labels = inputs[-1] if self.model.config.num_classes else None
         if self.part == "encoder":
-            return self.model._encode(inputs[0], labels)
+            return self.model.encode(inputs[0], labels=labels, check_inputs=False)
         if self.part == "decoder":
-            return (self.model._decode(inputs[0], labels),)
-        out = self.model._forward(inputs[0], inputs[1], labels)
+            return (self.model.decode(inputs[0], labels=labels, check_inputs=False),)
+        out = self.model(inputs[0], inputs[1], labels=labels, check_inputs=False)
         return out.mu, out.logvar, out.logits
 
 
@@ -153,7 +153,7 @@ def _signature(program) -> tuple[tuple[spec.TensorSpec, ...], tuple[spec.TensorS
 def _check_archive(path, data: bytes) -> None:
     """Refuse the .pt2 at path (data: its bytes, those torch is then given) unless it holds only the records
     this twin's programs hold, no payload marked for unpickling, and a sample-inputs pickle that imports
-    only _PICKLE_GLOBALS: torch.export.load would unpickle anything else in full, running any code it
+    only PICKLE_GLOBALS: torch.export.load would unpickle anything else in full, running any code it
     names. Read as a zip and a pickle's opcodes, never loaded."""
     for name, kind, content in _records(str(path), data, _PT2_RECORDS, "a torch.export archive"):
         if kind == "payload config":
@@ -236,14 +236,14 @@ def _values_of(tree, key: str):
 
 
 def _check_pickle(path, member: str, data: bytes) -> None:
-    """The pickle in data imports only _PICKLE_GLOBALS (spec.pickle_globals: from its opcodes, unloaded)."""
-    allowed = ", ".join(".".join(g) for g in sorted(_PICKLE_GLOBALS))
+    """The pickle in data imports only PICKLE_GLOBALS (spec.pickle_globals: from its opcodes, unloaded)."""
+    allowed = ", ".join(".".join(g) for g in sorted(PICKLE_GLOBALS))
     try:
         imported = spec.pickle_globals(data)
     except ValueError as err:
         raise spec.ExportError(f"refused {path}: its archive member {member} is a pickle whose globals "
                                f"cannot be named ({err}); this twin's import only {allowed}") from None
-    refused = sorted(imported - _PICKLE_GLOBALS)
+    refused = sorted(imported - PICKLE_GLOBALS)
     if refused:
         raise spec.ExportError(f"refused {path}: its archive member {member} imports {'.'.join(refused[0])}, "
                                f"which unpickling would run; this twin's programs import only {allowed}")

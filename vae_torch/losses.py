@@ -11,8 +11,8 @@ from vae_core import checks
 from vae_core.config import VAEConfig
 from vae_core.likelihood import gaussian_normaliser
 from vae_core.outputs import VAELoss, VAEOutput
+from vae_torch.checks import as_array, check_values, dtype_name
 from vae_torch.likelihoods import pixel_losses
-from vae_torch.model import _dtype_name, check_values
 
 
 def reconstruction_loss(logits, x, likelihood: str, levels: int | None = None):
@@ -31,33 +31,32 @@ def log_likelihood(logits, x, likelihood: str, levels: int | None = None):
 
 def kl_divergence(mu, logvar):
     """KL(N(mu, exp(logvar)) || N(0, I)) per image, shape (N,)."""
-    return _kl_per_dim(mu, logvar).sum(dim=1)
+    return kl_per_dim(mu, logvar).sum(dim=1)
 
 
-def _kl_per_dim(mu, logvar):
+def kl_per_dim(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, I)) per image and latent dimension, shape (N, latent_dim)."""
     return -0.5 * (1 + logvar - mu**2 - torch.exp(logvar))
 
 
-def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None) -> VAELoss:
-    """Total, reconstruction and KL, each averaged over the batch; beta defaults to config.beta."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    images = (output.logits.shape[0], *config.image_shape)
-    if tuple(x.shape) != images:
-        raise ValueError(f"x has shape {tuple(x.shape)} but the logits are of images {images}")
-    checks.check_dtype("x", _dtype_name(x.dtype), _dtype_name(output.logits.dtype))
-    check_values("x", x, bounds=(0.0, 1.0))
-    return _vae_loss(output, x, config.likelihood, config.beta if beta is None else beta, levels=config.levels)
-
-
-def _vae_loss(output: VAEOutput, x, likelihood: str, beta, free_bits: float = 0.0,
-              levels: int | None = None) -> VAELoss:
-    """vae_loss without the input checks: for the training step, which checks its batch once. With free
+def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None, *, free_bits: float = 0.0,
+             check_inputs: bool = True) -> VAELoss:
+    """Total, reconstruction and KL, each averaged over the batch; beta defaults to config.beta. With free
     bits (Kingma et al. 2016) the KL the objective weighs is, per latent dimension, its batch mean but at
     least `free_bits` nats, so no dimension is pushed all the way to the prior; the KL returned stays the
-    true one, so total = reconstruction + beta * KL only when free_bits is 0."""
-    reconstruction = reconstruction_loss(output.logits, x, likelihood, levels).mean()
-    kl_per_dim = _kl_per_dim(output.mu, output.logvar)
-    kl = kl_per_dim.sum(dim=1).mean()
-    objective = torch.clamp(kl_per_dim.mean(0), min=free_bits).sum() if free_bits > 0 else kl
+    true one, so total = reconstruction + beta * KL only when free_bits is 0. check_inputs=False skips the
+    checks of x (type, shape, dtype, range) and computes the same: for the training step, which checks its
+    batch once."""
+    if check_inputs:
+        x, dtype = as_array("x", x)
+        images = (output.logits.shape[0], *config.image_shape)
+        if tuple(x.shape) != images:
+            raise ValueError(f"x has shape {tuple(x.shape)} but the logits are of images {images}")
+        checks.check_dtype("x", dtype, dtype_name(output.logits.dtype))
+        check_values("x", x, bounds=(0.0, 1.0))
+    beta = config.beta if beta is None else beta
+    reconstruction = reconstruction_loss(output.logits, x, config.likelihood, config.levels).mean()
+    per_dim = kl_per_dim(output.mu, output.logvar)
+    kl = per_dim.sum(dim=1).mean()
+    objective = torch.clamp(per_dim.mean(0), min=free_bits).sum() if free_bits > 0 else kl
     return VAELoss(reconstruction + beta * objective, reconstruction, kl)

@@ -11,8 +11,9 @@ import torch
 
 from vae_core import checks, layout
 from vae_core.outputs import VAELoss
-from vae_torch.losses import _vae_loss, kl_divergence, log_likelihood, reconstruction_loss
-from vae_torch.model import VAE, _dtype_name
+from vae_torch.checks import dtype_name
+from vae_torch.losses import kl_divergence, log_likelihood, reconstruction_loss, vae_loss
+from vae_torch.model import VAE
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -22,7 +23,7 @@ class TrainState:
     model: VAE
     optimizer: torch.optim.Adam
     step: int = 0
-    free_bits: float = 0.0  # nats per latent dimension, in the training objective only (see _vae_loss)
+    free_bits: float = 0.0  # nats per latent dimension, in the training objective only (see vae_loss)
     ddp: torch.nn.Module | None = None  # the model's DistributedDataParallel wrapper (distributed.replicate)
 
 
@@ -37,7 +38,7 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     free_bits = checks.check_free_bits(free_bits)
     device = next(model.parameters()).device
     if device.type == "cpu":  # Adam's state lives beside the parameters: host memory only for a CPU model
-        layout.check_fits_in_memory(model.config, _dtype_name(model.dtype), model.dtype.itemsize, training=True)
+        layout.check_fits_in_memory(model.config, dtype_name(model.dtype), model.dtype.itemsize, training=True)
     rate = torch.tensor(learning_rate, dtype=model.dtype, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=rate, betas=betas, eps=eps, fused=True)
     for p in model.parameters():
@@ -45,7 +46,7 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     return TrainState(model, optimizer, free_bits=free_bits)
 
 
-def _move_train_state(state: TrainState, device: torch.device) -> TrainState:
+def move_train_state(state: TrainState, device: torch.device) -> TrainState:
     """The model and all of Adam's state (moments, step counts, learning rate) to `device`, in place:
     fused Adam needs every one of them beside the parameters."""
     state.model.to(device)  # moves each parameter's data; the Parameters, Adam's keys, stay the same
@@ -119,7 +120,7 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
              ) -> tuple[TrainState, VAELoss]:
         model = state.model
         if check_inputs:  # here, before beta becomes a tensor (a str would fail in torch.as_tensor)
-            model._check_batch(x, eps, target, labels)
+            model.check_batch(x, eps, target, labels)
             beta = None if beta is None else checks.check_beta(beta)
         beta = torch.as_tensor(model.config.beta if beta is None else beta, dtype=model.dtype, device=x.device)
         return _run(compiled, state, x, eps, beta, labels, target, learning_rate, check_inputs=False)
@@ -130,7 +131,7 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
 @torch.no_grad()
 def evaluate(model: VAE, x, eps, labels=None) -> VAELoss:
     """Per-image negative ELBO terms at beta = 1 (shape (N,) each), for test-set figures; unchecked."""
-    out = model._forward(x, eps, labels)
+    out = model(x, eps, labels=labels, check_inputs=False)
     reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood, model.config.levels)
     kl = kl_divergence(out.mu, out.logvar)
     return VAELoss(reconstruction + kl, reconstruction, kl)
@@ -141,10 +142,11 @@ def importance_log_weights(model: VAE, x, eps, labels=None):
     """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, latent): (K, N).
     Their log-mean-exp over K is the IWAE bound on log p(x) (on log p(x | label) for a conditional model);
     unchecked."""
-    mu, logvar = model._encode(x, labels)
+    mu, logvar = model.encode(x, labels=labels, check_inputs=False)
     k, n, latent = eps.shape
     z = mu + torch.exp(0.5 * logvar) * eps
-    logits = model._decode(z.reshape(k * n, latent), None if labels is None else labels.repeat(k))
+    logits = model.decode(z.reshape(k * n, latent), labels=None if labels is None else labels.repeat(k),
+                          check_inputs=False)
     images = x.expand(k, *x.shape).reshape(k * n, *x.shape[1:])
     log_px = log_likelihood(logits, images, model.config.likelihood, model.config.levels).reshape(k, n)
     log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
@@ -156,7 +158,7 @@ def _run(body, state: TrainState, x, eps, beta, labels, target, learning_rate, c
          ) -> tuple[TrainState, VAELoss]:
     model = state.model
     if check_inputs:
-        model._check_batch(x, eps, target, labels)
+        model.check_batch(x, eps, target, labels)
         if beta is not None:
             checks.check_beta(beta)
     if learning_rate is not None:  # in place: the compiled step reads the same tensor
@@ -175,9 +177,10 @@ def _step_body(model, optimizer, x, eps, beta, free_bits, target, labels) -> VAE
     # model: the VAE, or its DistributedDataParallel wrapper, whose forward sets up the gradients'
     # all-reduce in backward
     vae = getattr(model, "module", model)
-    output = vae._forward(x, eps, labels) if vae is model else model(x, eps, labels=labels)
+    # (DDP's forward passes keywords on, and checks the batch inside it as before: unchanged there)
+    output = vae(x, eps, labels=labels, check_inputs=False) if vae is model else model(x, eps, labels=labels)
     optimizer.zero_grad(set_to_none=True)
-    losses = _vae_loss(output, target, vae.config.likelihood, beta, free_bits, vae.config.levels)
+    losses = vae_loss(output, target, vae.config, beta, free_bits=free_bits, check_inputs=False)
     losses.total.backward()
     optimizer.step()
     return VAELoss(*(loss.detach() for loss in losses))

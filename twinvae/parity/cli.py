@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
 
-from twinvae.environment import cpu_name, versions
+from twinvae.parity.cases import CASES, Case
+from twinvae.parity.report import format_groups, format_summary, format_table
 from twinvae.presets import PRESETS
+from twinvae.results import machine_record, results_origin, write_results
 from vae_core import export as export_spec
-from vae_core.checkpoint import atomic_write_bytes, inputs_kept, refuse_input
+from vae_core.checkpoint import inputs_kept, refuse_input
 from vae_core.checks import PRECISIONS
 from vae_core.config import VAEConfig
 
@@ -52,30 +53,31 @@ def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
     _check_outputs(p, args)
-    from twinvae.parity import harness  # imports torch and jax: after --help and bad options
+    from twinvae.parity import comparisons, twins  # import torch and jax: after --help and bad options
 
-    cases = _cases(p, args, harness)
-    device = _device(p, args, harness)
-    harness.set_tf32(args.tf32)
+    cases = chosen_cases(p, args)
+    device = _device(p, args, twins)
+    twins.set_tf32(args.tf32)
     steps = args.steps
     rows = []
     for case in cases:
         for dtype in _dtypes(p, args):
             start = time.perf_counter()
             if args.export is not None:
-                rows += harness.compare_exports(case, dtype, device, formats=_formats(p, args))
+                rows += comparisons.compare_exports(case, dtype, device, formats=_formats(p, args))
             else:
-                rows += harness.compare(case, dtype, device, steps=steps, forms="default" if args.quick else "all")
+                rows += comparisons.compare(case, dtype, device, steps=steps,
+                                            forms="default" if args.quick else "all")
             print(f"  {case.name} {dtype}: {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
-    table = harness.format_summary(rows) if args.summary else harness.format_table(rows)
+    table = format_summary(rows) if args.summary else format_table(rows)
     print(f"device: {device}, TF32 {'on' if args.tf32 else 'off'}")
     print(table)
     failed = [r for r in rows if not r.ok]
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
     origin = _origin(sys.argv[1:] if argv is None else argv, device)
-    for path, text in ((args.markdown, table), (args.brief, harness.format_groups(rows))):
+    for path, text in ((args.markdown, table), (args.brief, format_groups(rows))):
         if path:
-            atomic_write_bytes(path, f"{origin}\n\n{text}\n".encode())
+            write_results(path, f"{origin}\n\n{text}\n")
     return 1 if failed else 0
 
 
@@ -113,47 +115,40 @@ def _formats(p: argparse.ArgumentParser, args) -> list[str]:
 
 
 def _origin(argv: list[str], device: str) -> str:
-    """The line a results file starts with: the command, the machine, the versions, the date."""
-    where = cpu_name() if device == "cpu" else device
-    return (f"Command: `twinvae parity {' '.join(argv)}` ({time.strftime('%Y-%m-%d')}; {where}; "
-            + ", ".join(f"{k} {v}" for k, v in versions().items()) + ").")
+    """The line a results file starts with (twinvae.results), naming the device compared on where it is not
+    the CPU."""
+    machine = machine_record()
+    return results_origin(f"twinvae parity {' '.join(argv)}",
+                          machine if device == "cpu" else {**machine, "cpu": f"{device} ({machine['cpu']})"}) + "."
 
 
-def _device(p: argparse.ArgumentParser, args, harness) -> str:
+def _device(p: argparse.ArgumentParser, args, twins) -> str:
     """The device both twins run on: it must exist for torch and for JAX."""
     try:
-        device = harness.device_from_env(args.device)
-        if device == "cuda" and not harness.torch.cuda.is_available():
-            raise ValueError("torch sees no CUDA device here")
-        harness.jax.devices(device)
+        device = twins.device_from_env(args.device)
+        twins.check_device(device)
     except (ValueError, RuntimeError) as err:
         p.error(f"device {args.device or '$TWINVAE_DEVICE'}: {err}")
     return device
 
 
-def _cases(p: argparse.ArgumentParser, args, harness) -> list:
+def chosen_cases(p: argparse.ArgumentParser, args) -> list[Case]:
+    """The cases the options pick: the model of --config or --preset, or the standard cases (--case, --quick),
+    at --batch-size."""
     if args.batch_size < 1 or (args.steps is not None and args.steps < 0):
         p.error("--batch-size must be at least 1 and --steps at least 0")
     if args.config or args.preset:
         if args.case:
             p.error("--case picks standard cases; it does not go with --config or --preset")
         try:
-            config = _read_config(args.config) if args.config else PRESETS[args.preset].config()
-        except (OSError, ValueError) as err:
+            config = (VAEConfig.from_json_file(args.config, "--config") if args.config
+                      else PRESETS[args.preset].config())
+        except ValueError as err:
             p.error(str(err))
-        return [harness.Case(args.config or f"preset {args.preset}", config, args.batch_size)]
-    standard = harness.CASES[:1] if args.quick and not args.case else harness.CASES
+        return [Case(args.config or f"preset {args.preset}", config, args.batch_size)]
+    standard = CASES[:1] if args.quick and not args.case else CASES
     cases = [dataclasses.replace(c, batch_size=args.batch_size) for c in standard
              if not args.case or any(s in c.name for s in args.case)]
     if not cases:
-        p.error(f"no case matches {args.case}; cases: {[c.name for c in harness.CASES]}")
+        p.error(f"no case matches {args.case}; cases: {[c.name for c in CASES]}")
     return cases
-
-
-def _read_config(path: str) -> VAEConfig:
-    with open(path) as f:
-        text = f.read()
-    try:
-        return VAEConfig.from_dict(json.loads(text))
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path}: not a VAEConfig JSON file ({err})") from None
