@@ -271,8 +271,9 @@ def test_profile_refuses_a_mode_the_backend_lacks():
 
 
 def test_iwae_speed_table_names_every_form_and_allocator(tmp_path):
-    """Each allocator in a process of its own: the one that keeps freed memory maps no pages per call, so
-    its share of kernel time is below the default's."""
+    """Each allocator in a process of its own: the one that keeps freed memory maps fewer fresh pages per
+    call than the default (a count of page faults, which other processes on the cores do not move, unlike
+    the kernel's share of the time)."""
     from benchmarks import iwae
 
     out = tmp_path / "new folder" / "iwae.md"  # made by the run
@@ -284,8 +285,9 @@ def test_iwae_speed_table_names_every_form_and_allocator(tmp_path):
     assert [row[1:3] for row in rows] == [["default (col2im)", kept], ["native (native)", kept],
                                           ["default (col2im)", default], ["native (native)", default]]
     assert all(float(row[3].replace(",", "")) > 0 for row in rows) and "torch 2." in text.splitlines()[0]
-    shares = [float(row[4].rstrip("%")) for row in rows]
-    assert max(shares[:2]) < min(shares[2:])
+    assert all(0 <= float(row[4].rstrip("%")) <= 100 for row in rows)
+    faults = [float(row[5].replace(",", "")) for row in rows]
+    assert max(faults[:2]) < min(faults[2:]) / 2, faults
     with pytest.raises(SystemExit, match="at least 1"):
         iwae.main(["--k", "0"])
 
