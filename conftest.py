@@ -90,13 +90,19 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
-def pytest_terminal_summary(terminalreporter):
-    """The ten tests whose parity comparisons compiled the most (parity_tests/conftest.py records each)."""
-    costs = [(props["xla_compiles"], report.nodeid) for outcome in ("", "passed", "failed", "error")
-             for report in terminalreporter.stats.get(outcome, [])  # "": setup and teardown (it records there)
+def costliest_compiles(stats: dict, n: int = 10) -> list[tuple[float, int, str]]:
+    """(seconds, programs, test) of the n tests whose parity comparisons compiled the longest, from a
+    terminal reporter's stats (each report's xla_compiles property, recorded by parity_tests/conftest.py)."""
+    costs = [(*props["xla_compiles"][::-1], report.nodeid) for outcome in ("", "passed", "failed", "error")
+             for report in stats.get(outcome, [])  # "": setup and teardown (it records there)
              for props in [dict(report.user_properties)] if "xla_compiles" in props]
-    if not costs:
-        return
-    terminalreporter.section("the costliest compiles (XLA programs, seconds)")
-    for (programs, seconds), nodeid in sorted(costs, key=lambda c: -c[0][1])[:10]:
+    return sorted(costs, key=lambda cost: -cost[0])[:n]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The ten tests whose parity comparisons compiled the most."""
+    costs = costliest_compiles(terminalreporter.stats)
+    if costs:
+        terminalreporter.section("the costliest compiles (XLA programs, seconds)")
+    for seconds, programs, nodeid in costs:
         terminalreporter.write_line(f"{seconds:7.1f} s  {programs:4d} programs  {nodeid}")
