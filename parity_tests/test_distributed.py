@@ -138,6 +138,20 @@ def test_jax_on_two_hosts_trains_as_one_device(single_run, tmp_path):
     _same_run(tmp_path / "hosts", single_run)
 
 
+def test_the_iwae_bound_trains_data_parallel_as_on_one_device(tmp_path):
+    """eps of K = 3 samples split on its batch axis (each worker's images, every sample of them, labels
+    repeated over K): torch's processes and JAX's devices train the IWAE bound as one torch process does."""
+    iwae = ["train", "--dataset", "digits", "--batch-size", "64", "--dtype", "float64", "--no-progress",
+            "--lr-warmup", "5", "--num-classes", "10", "--objective", "iwae", "--train-samples", "3",
+            "--epochs", "1"]
+    _cli([*iwae, "--backend", "torch", "--out", str(tmp_path / "one")])
+    _cli([*iwae, "--backend", "torch", "--nproc", "2", "--out", str(tmp_path / "ddp")])
+    _cli([*iwae, "--backend", "jax", "--devices", "all", "--out", str(tmp_path / "mesh")],
+         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    _same_run(tmp_path / "ddp", tmp_path / "one")
+    _same_run(tmp_path / "mesh", tmp_path / "one")
+
+
 def test_a_dead_worker_stops_the_run_and_leaves_whole_files(tmp_path):
     """Kill one of two torch workers mid-run: the run stops with an error naming it, and the checkpoint
     and training state on disk load (each is written atomically, by rank 0 only)."""

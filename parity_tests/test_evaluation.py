@@ -23,7 +23,7 @@ from vae_core.layout import init_weights
 CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4)
 
 
-def _reference_log_weights(config, weights, x, eps, y=None):
+def reference_log_weights(config, weights, x, eps, y=None):
     """numpy: log p(x|z) + log p(z) - log q(z|x), with mu, logvar and logits from the torch twin (given
     labels y, each latent decoded with its image's)."""
     model = vae_torch.import_weights(vae_torch.VAE(config, dtype="float64"), weights)
@@ -58,7 +58,7 @@ def test_importance_weights_match_numpy_and_each_other(likelihood, num_classes):
     rng = np.random.default_rng(0)
     x, eps = rng.random((3, 1, 8, 8)), rng.standard_normal((5, 3, 4))
     y = np.array([2, 0, 1]) if num_classes else None
-    reference = _reference_log_weights(config, weights, x, eps, y)
+    reference = reference_log_weights(config, weights, x, eps, y)
     torch_model = vae_torch.import_weights(vae_torch.VAE(config, dtype="float64"), weights)
     torch_w = vae_torch.to_numpy(vae_torch.importance_log_weights(
         torch_model, vae_torch.as_input(x, torch_model), vae_torch.as_input(eps, torch_model),

@@ -1,5 +1,5 @@
 """Every standard case, float64 and float32: forward, losses, gradients, sampling, checkpoints, Adam steps;
-bf16 mixed precision on two cases."""
+bf16 mixed precision on three cases."""
 
 import dataclasses
 import importlib
@@ -83,8 +83,9 @@ def test_unknown_form_is_an_error(twin):
                            "output_transposed_conv": "col2im"}
 
 
-MIXED_PRECISION_CASES = [c for c in cases.CASES if c.name in ("conv 1x28x28 residual blocks",
-                                                               "mlp 1x28x28 bernoulli (pytorch/examples)")]
+MIXED_PRECISION_CASES = [c for c in cases.CASES if c.name in (
+    "conv 1x28x28 residual blocks", "mlp 1x28x28 bernoulli (pytorch/examples)",
+    "conv 1x8x8 iwae K=3, class-conditional, 3 classes")]
 
 
 @pytest.mark.parametrize("case", MIXED_PRECISION_CASES, ids=[c.name for c in MIXED_PRECISION_CASES])

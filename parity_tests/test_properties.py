@@ -3,11 +3,12 @@ torch vs jitted JAX in float64 over the whole 50-step Adam trajectory, each twin
 device (test_parity.py compares every form on the standard cases).
 
 An example is an architecture (everything that fixes the compiled programs' shapes: image, widths, depth,
-residual blocks, latent size, classes, likelihood, batch) with a beta and a seed of the weights, batches and
-eps. The architectures are drawn once, from a fixed seed, few per test (ARCHITECTURES_PER_DRAW), and
-hypothesis draws the examples over them: examples that share an architecture share its compiled programs
-(the harness's and the twins' jits take beta and the data as arguments), so the 50 steps of each are nearly
-free. The split into three tests lets two test processes share the work."""
+residual blocks, latent size, classes, likelihood, the objective and its samples, batch) with a beta (1 for
+the IWAE bound, which has none) and a seed of the weights, batches and eps. The architectures are drawn
+once, from a fixed seed, few per test (ARCHITECTURES_PER_DRAW), and hypothesis draws the examples over
+them: examples that share an architecture share its compiled programs (the harness's and the twins' jits
+take beta and the data as arguments), so the 50 steps of each are nearly free. The split into three tests
+lets two test processes share the work."""
 
 import dataclasses
 
@@ -23,6 +24,7 @@ SIZES = (8, 16)  # both divide by 2**3, the deepest conv encoder drawn
 WIDTHS = (1, 5, 12)  # conv channels, and (x4) mlp widths
 BETAS = (0.0, 0.5, 1.0, 3.0)
 SEEDS = (0, 1)
+TRAIN_SAMPLES = (1, 1, 2, 3)  # K > 1: the IWAE bound of K samples; 1: the ELBO
 ARCHITECTURES_PER_DRAW = 3
 
 
@@ -41,9 +43,23 @@ def architecture(rng: np.random.Generator, arch: str) -> tuple[VAEConfig, int]:
     ), int(rng.choice((1, 3)))
 
 
+def with_objective(drawn: tuple[VAEConfig, int], rng: np.random.Generator) -> tuple[VAEConfig, int]:
+    """The architecture with a random number of training samples, the IWAE bound's where it is above 1
+    (from a stream of its own, so the other draws are those of before the objective existed)."""
+    config, batch_size = drawn
+    k = int(rng.choice(TRAIN_SAMPLES))
+    return dataclasses.replace(config, objective="iwae" if k > 1 else "elbo", train_samples=k), batch_size
+
+
 def architectures(arch: str, draw: int) -> list[tuple[VAEConfig, int]]:
     rng = np.random.default_rng([20261127, draw, ["conv", "mlp"].index(arch)])
-    return [architecture(rng, arch) for _ in range(ARCHITECTURES_PER_DRAW)]
+    objectives = np.random.default_rng([20261127, draw, ["conv", "mlp"].index(arch), 1])
+    return [with_objective(architecture(rng, arch), objectives) for _ in range(ARCHITECTURES_PER_DRAW)]
+
+
+def betas(shape: tuple[VAEConfig, int]):
+    """The betas an architecture is trained with: any of BETAS, but 1 for the IWAE bound."""
+    return st.sampled_from((1.0,) if shape[0].importance_weighted else BETAS)
 
 
 @pytest.mark.parametrize("arch, draw, examples", [("conv", 0, 6), ("conv", 1, 6), ("mlp", 0, 8)])
@@ -52,10 +68,10 @@ def test_random_configs_agree_in_float64(arch, draw, examples):
 
     @seed(20261127 + draw)
     @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(shape=st.sampled_from(architectures(arch, draw)), beta=st.sampled_from(BETAS),
-           weights_seed=st.sampled_from(SEEDS))
-    def agree(shape, beta, weights_seed):
-        (config, batch_size) = shape
+    @given(shape_and_beta=st.sampled_from(architectures(arch, draw)).flatmap(
+        lambda shape: st.tuples(st.just(shape), betas(shape))), weights_seed=st.sampled_from(SEEDS))
+    def agree(shape_and_beta, weights_seed):
+        (config, batch_size), beta = shape_and_beta
         config = dataclasses.replace(config, beta=beta)
         drawn.append((config, weights_seed))
         case = cases.Case(f"random {config} seed {weights_seed}", config, batch_size=batch_size,

@@ -105,8 +105,8 @@ def test_training_lowers_the_test_loss_and_records_the_run(tmp_path):
 def test_divergence_names_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     real = seeds.eps_for_step
 
-    def poisoned(seed, step, *args):
-        eps = real(seed, step, *args)
+    def poisoned(seed, step, *args, **kwargs):
+        eps = real(seed, step, *args, **kwargs)
         return eps * np.nan if step >= 7 else eps  # epoch 2 (5 steps per epoch) goes bad at step 8
 
     monkeypatch.setattr(seeds, "eps_for_step", poisoned)
@@ -214,10 +214,10 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches(tmp_path, monkeypatch):
     train(CONFIG, full, progress=False, log=lambda *a: None)
     real = seeds.eps_for_step
 
-    def ctrl_c_at_step_7(seed, step, *args):
+    def ctrl_c_at_step_7(seed, step, *args, **kwargs):
         if step == 7:
             signal.raise_signal(signal.SIGINT)  # lands while step 8 is under way
-        return real(seed, step, *args)
+        return real(seed, step, *args, **kwargs)
 
     monkeypatch.setattr(seeds, "eps_for_step", ctrl_c_at_step_7)
     part = dataclasses.replace(full, out=str(tmp_path / "part"))

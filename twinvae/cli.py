@@ -29,7 +29,7 @@ from twinvae.trainer.options import DEFAULT_OUT, DEFAULT_PRESET, LR_SCHEDULES, r
 from twinvae.twin import BACKENDS
 from vae_core import checks
 from vae_core.checkpoint import inputs_kept
-from vae_core.config import ARCHS, LIKELIHOODS, VAEConfig
+from vae_core.config import ARCHS, LIKELIHOODS, OBJECTIVES, VAEConfig
 
 HANDED_OVER = {"bench": "the benchmark harness: `twinvae bench --help` (same as python -m benchmarks)",
                "parity": "check that the twins agree on your model and device: `twinvae parity --help`"}
@@ -177,6 +177,12 @@ def _model_flags(p) -> None:
     p.add_argument("--num-classes", type=int, metavar="N",
                    help="a class-conditional VAE of the dataset's N classes (default "
                         f"{VAEConfig.num_classes}: unconditional)")
+    p.add_argument("--objective", choices=OBJECTIVES,
+                   help="elbo, or iwae: the importance-weighted bound of --train-samples samples per image "
+                        f"(Burda et al. 2015; beta 1, no KL warm-up, no free bits); default {VAEConfig.objective}")
+    p.add_argument("--train-samples", type=int, metavar="K",
+                   help="iwae: importance samples of z per image in training (default "
+                        f"{VAEConfig.train_samples}: the ELBO)")
 
 
 def _optimisation_flags(p) -> None:

@@ -38,7 +38,7 @@ def _quiet(*args):
 
 def test_a_run_that_failed_in_its_first_epoch_can_be_resumed_or_started_again(images, tmp_path, monkeypatch):
     real = seeds.eps_for_step
-    monkeypatch.setattr(seeds, "eps_for_step", lambda seed, step, *a: real(seed, step, *a) * np.nan)
+    monkeypatch.setattr(seeds, "eps_for_step", lambda seed, step, *a, **k: real(seed, step, *a, **k) * np.nan)
     options = _options(images, tmp_path / "run")
     with pytest.raises(TrainingDiverged, match="at step 1 .* No checkpoint was written yet"):
         train(CONFIG, options, progress=False, log=_quiet)
@@ -156,10 +156,40 @@ def test_resume_applies_and_records_what_may_change(images, tmp_path, capsys):
     (["train", "--image-size", "16"], "--image-size applies to the folder dataset only; digits images are (1,"),
     (["train", "--channels", "3"], "--channels applies to the folder dataset only"),
     (["train", "--backend", "torch", "--nproc", "0"], "nproc must be at least 1 (processes), got 0"),
+    (["train", "--objective", "iwae", "--train-samples", "3", "--kl-warmup", "10"],
+     "a KL warm-up (kl_warmup) = 10 conflicts with objective='iwae' and train_samples=3"),
+    (["train", "--objective", "iwae", "--train-samples", "3", "--free-bits", "0.5"],
+     "free bits = 0.5 conflicts with objective='iwae'"),
+    (["train", "--objective", "iwae", "--train-samples", "3", "--beta", "2"], "beta = 2.0 conflicts"),
+    (["train", "--train-samples", "3"], "train_samples = 3 needs objective 'iwae'"),
 ])
 def test_bad_training_flags_are_named(argv, words, capsys):
     code, said = _cli(capsys, *argv)
     assert code == 2 and words in said
+
+
+def test_one_importance_sample_trains_as_the_elbo_and_k_samples_train_the_bound(images, tmp_path, capsys):
+    """objective iwae with train_samples 1 is the ELBO, bitwise: the same eps, the same steps, the same log.
+    With K = 3 (the flags of `twinvae train`) the steps take eps of 3 samples, the training loss is the
+    bound's (at most the K samples' reconstruction + KL), the test figure stays the negative ELBO, and the
+    checkpoint holds the objective (`twinvae inspect` shows it)."""
+    train(CONFIG, _options(images, tmp_path / "elbo", epochs=1), progress=False, log=_quiet)
+    one = dataclasses.replace(CONFIG, objective="iwae")
+    train(one, _options(images, tmp_path / "one", epochs=1), progress=False, log=_quiet)
+    assert _records(tmp_path / "one") == _records(tmp_path / "elbo")
+    (tmp_path / "c.json").write_text(json.dumps(CONFIG.to_dict()))
+    code, said = _cli(capsys, "train", "--config", str(tmp_path / "c.json"), "--dataset", "folder", "--data-dir",
+                      str(images), "--image-size", "8", "--epochs", "1", "--batch-size", "30", "--backend",
+                      "torch", "--objective", "iwae", "--train-samples", "3", "--out", str(tmp_path / "iwae"),
+                      "--no-progress")
+    assert code == 0, said
+    (iwae,), (elbo,) = _records(tmp_path / "iwae"), _records(tmp_path / "elbo")
+    assert iwae["train"]["total"] <= iwae["train"]["reconstruction"] + iwae["train"]["kl"]
+    assert iwae["train"] != elbo["train"]
+    test = iwae["test"]  # the negative ELBO, beta 1
+    assert test["total"] == pytest.approx(test["reconstruction"] + test["kl"], rel=1e-6) and test["kl"] > 0
+    code, said = _cli(capsys, "inspect", str(tmp_path / "iwae" / "model.safetensors"))
+    assert code == 0 and '"objective": "iwae"' in said and '"train_samples": 3' in said
 
 
 def test_a_broken_config_file_is_named(tmp_path, capsys):
@@ -296,8 +326,8 @@ def test_a_non_finite_loss_inside_a_group_stops_before_the_save_that_follows_it(
     the run stops naming step 4, with the checkpoint of step 3 left as it was."""
     real = seeds.eps_for_step
 
-    def poisoned(seed, step, *args):
-        return real(seed, step, *args) * (np.nan if step == 3 else 1.0)
+    def poisoned(seed, step, *args, **kwargs):
+        return real(seed, step, *args, **kwargs) * (np.nan if step == 3 else 1.0)
 
     monkeypatch.setattr(seeds, "eps_for_step", poisoned)
     options = _options(images, tmp_path / "run", batch_size=10, checkpoint_every=3)

@@ -23,7 +23,10 @@ from vae_core.config import VAEConfig
 from vae_core.layout import WeightsError, check_weights
 
 FORMAT_NAME = "twinvae"
-FORMAT_VERSION = 2  # 2: the config may hold fields format 1 lacks (LATER_FIELDS), which 1 reads as before
+# 2: the config may hold fields format 1 lacks (LATER_FIELDS), which 1 reads as before; 3: also the training
+# objective's (objective, train_samples), which 2 lacks. Every earlier version loads, its missing fields as
+# LATER_FIELDS says; a newer one is refused.
+FORMAT_VERSION = 3
 TEMP_SUFFIX = ".twinvae.tmp"  # atomic_write_bytes' temp files: .<name>.<random>.twinvae.tmp beside the target
 # a temp file of NAME, as this version writes it and as earlier ones did (.NAME.<8 of mkstemp's characters>.tmp
 # and .NAME.link.tmp); remove_temp_files removes only these, and only for the names it is given

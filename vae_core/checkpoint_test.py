@@ -89,9 +89,8 @@ def _rewrite_header(path, change, reseal: bool = True):
     if reseal and core.HEADER_CHECKSUM in metadata:
         metadata[core.HEADER_CHECKSUM] = core.header_checksum(metadata, load(data))
     text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (n - len(text)) if len(text) <= n else b""
-    assert len(text) == n, "test rewrite must keep the header length"
-    path.write_bytes(data[:8] + text + data[8 + n:])
+    text += b" " * (-len(text) % 8)  # padded as safetensors pads it; the tensors' offsets are after the header
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n:])
 
 
 def test_checkpoint_gets_a_plain_file_mode(tmp_path):
@@ -133,6 +132,28 @@ def test_newer_format_and_mismatched_config(tmp_path):
     _rewrite_header(path, lambda h: h["__metadata__"].update(
         config=h["__metadata__"]["config"].replace('"latent_dim": 2', '"latent_dim": 3')))
     with pytest.raises(core.CheckpointError, match=r"fc_mu.weight' has shape \(2, 64\), expected \(3, 64\)"):
+        core.read_checkpoint(path)
+
+
+def test_format_3_holds_the_objective_and_format_2_loads_as_the_elbo(tmp_path):
+    """Version 3 came with `objective` and `train_samples`: it writes them; a version-2 file, whose config
+    lacks them, loads as the ELBO of one sample; a version above 3 is refused."""
+    path = tmp_path / "m.safetensors"
+    iwae = VAEConfig(image_shape=(1, 8, 8), conv_channels=(4,), latent_dim=2, objective="iwae", train_samples=5)
+    _write(path, iwae)
+    assert core.FORMAT_VERSION == 3 and core.read_checkpoint(path)[1] == iwae
+    _write(path)
+
+    def as_version_2(header):
+        config = json.loads(header["__metadata__"]["config"])
+        del config["objective"], config["train_samples"]
+        header["__metadata__"].update(format_version="2", config=json.dumps(config))
+
+    _rewrite_header(path, as_version_2)
+    config = core.read_checkpoint(path)[1]
+    assert config.objective == "elbo" and config.train_samples == 1
+    _rewrite_header(path, lambda h: h["__metadata__"].update(format_version="4"))
+    with pytest.raises(core.CheckpointError, match=r"format version 4 is newer than this twinvae reads \(3\)"):
         core.read_checkpoint(path)
 
 

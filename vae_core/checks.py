@@ -31,14 +31,31 @@ def check_image_batch(name: str, shape: tuple[int, ...], dtype: str, chw: tuple[
 
 
 def check_latent_batch(name: str, shape: tuple[int, ...], dtype: str, latent_dim: int, model_dtype: str,
-                       batch_size: int | None = None) -> None:
-    """z or eps must be (N, latent_dim), with N equal to the image batch where there is one."""
+                       batch_size: int | None = None, samples: bool = False) -> None:
+    """z or eps must be (N, latent_dim), with N equal to the image batch where there is one; with
+    `samples` (eps of the forward pass) also (K, N, latent_dim), K draws per image."""
     shape = tuple(int(s) for s in shape)
     n = "N" if batch_size is None else str(batch_size)
-    if len(shape) != 2 or shape[1] != latent_dim or shape[0] < 1 or (
-            batch_size is not None and shape[0] != batch_size):
-        raise ValueError(f"{name} has shape {shape}, expected ({n}, {latent_dim})")
+    rows = shape[-2:-1] if len(shape) in ((2, 3) if samples else (2,)) else ()
+    if not rows or shape[-1] != latent_dim or min(shape) < 1 or (
+            batch_size is not None and rows[0] != batch_size):
+        expected = f"({n}, {latent_dim})" + (f" or (K, {n}, {latent_dim})" if samples else "")
+        raise ValueError(f"{name} has shape {shape}, expected {expected}")
     check_dtype(name, dtype, model_dtype)
+
+
+def check_train_samples(name: str, shape: tuple[int, ...] | None, train_samples: int) -> None:
+    """A training step's eps holds the config's train_samples draws per image: (N, latent_dim) for one,
+    (K, N, latent_dim) for K > 1 (vae_core.seeds.eps_for_step draws either); None: none was given."""
+    if shape is None:
+        raise ValueError(f"{name} is required: the IWAE bound of train_samples={train_samples} computes log "
+                         f"q(z|x) from it; pass the forward pass's, of shape ({train_samples}, N, latent_dim)")
+    shape = tuple(int(s) for s in shape)
+    given = shape[0] if len(shape) == 3 else 1
+    if given != train_samples or (train_samples == 1 and len(shape) != 2):
+        expected = "(N, latent_dim)" if train_samples == 1 else f"({train_samples}, N, latent_dim)"
+        raise ValueError(f"{name} has shape {shape}, but the model trains on train_samples={train_samples} "
+                         f"sample(s) of z per image: expected {expected}")
 
 
 def check_labels_given(given: bool, num_classes: int) -> None:

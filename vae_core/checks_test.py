@@ -46,3 +46,22 @@ def test_adam_refuses_what_torch_refuses_naming_the_argument(learning_rate, beta
     with pytest.raises(ValueError) as info:
         checks.check_adam(learning_rate, betas, eps)
     assert str(info.value) == message
+
+
+def test_eps_of_the_forward_may_hold_k_samples_of_each_image():
+    checks.check_latent_batch("eps", (3, 4, 2), "float32", 2, "float32", batch_size=4, samples=True)
+    checks.check_latent_batch("eps", (4, 2), "float32", 2, "float32", batch_size=4, samples=True)
+    for shape, samples in (((3, 4, 2), False), ((3, 5, 2), True), ((0, 4, 2), True), ((1, 3, 4, 2), True)):
+        with pytest.raises(ValueError, match=r"eps has shape .*, expected \(4, 2\)"):
+            checks.check_latent_batch("eps", shape, "float32", 2, "float32", batch_size=4, samples=samples)
+
+
+@pytest.mark.parametrize("shape, train_samples, expected", [
+    ((4, 2), 3, r"expected \(3, N, latent_dim\)"), ((2, 4, 2), 3, r"expected \(3, N, latent_dim\)"),
+    ((1, 4, 2), 1, r"expected \(N, latent_dim\)"), (None, 3, "eps is required: the IWAE bound"),
+])
+def test_a_training_step_takes_the_configs_samples(shape, train_samples, expected):
+    checks.check_train_samples("eps", (3, 4, 2), 3)
+    checks.check_train_samples("eps", (4, 2), 1)
+    with pytest.raises(ValueError, match=expected):
+        checks.check_train_samples("eps", shape, train_samples)

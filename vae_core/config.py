@@ -10,11 +10,13 @@ from pathlib import Path
 
 ARCHS = ("conv", "mlp")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "discretized_logistic")
+OBJECTIVES = ("elbo", "iwae")  # the training objective: the ELBO, or the IWAE bound (Burda et al. 2015)
 KERNEL, STRIDE, PADDING = 4, 2, 1  # every resampling conv and transposed conv of the conv architecture
 RES_KERNEL = 3  # the residual blocks' convs: 3x3, stride 1, padding 1 (the size stays)
 # Fields added after checkpoint format 1 came out, with the value that files written before them (format 1
 # checkpoints, run records) meant: a stored config that lacks one is read with that value, not the default.
-LATER_FIELDS = {"res_blocks": 0, "decoder_fc_relu": False, "levels": 256, "num_classes": 0}
+LATER_FIELDS = {"res_blocks": 0, "decoder_fc_relu": False, "levels": 256, "num_classes": 0, "objective": "elbo",
+                "train_samples": 1}
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,9 @@ class VAEConfig:
     0 for an unconditional VAE; else a class-conditional one, whose one-hot label enters fc_mu / fc_logvar
     beside the encoder's flattened features and the decoder's fc beside z (its columns last in each).
     `levels`: the data's grey levels, which the discretized logistic's bins are (the others ignore it).
-    Only the fields of the chosen `arch` are used.
+    `objective`: "elbo", or "iwae", the importance-weighted bound of `train_samples` = K samples of z per
+    image (Burda et al. 2015; K = 1 is the ELBO, and trains exactly as "elbo" does). Only the fields of the
+    chosen `arch` are used.
     """
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
@@ -44,6 +48,8 @@ class VAEConfig:
     likelihood: str = "bernoulli"
     levels: int = 256
     beta: float = 1.0
+    objective: str = "elbo"
+    train_samples: int = 1
 
     def __post_init__(self):
         # Normalise lists (from JSON) to tuples and numpy scalars to Python numbers, so configs hash,
@@ -52,7 +58,7 @@ class VAEConfig:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(_plain(v) for v in value))
-        for name in ("latent_dim", "res_blocks", "num_classes", "levels", "beta"):
+        for name in ("latent_dim", "res_blocks", "num_classes", "levels", "beta", "train_samples"):
             object.__setattr__(self, name, _plain(getattr(self, name)))
         _validate(self)
 
@@ -73,6 +79,12 @@ class VAEConfig:
     def output_size(self) -> int:
         c, h, w = self.output_shape
         return c * h * w
+
+    @property
+    def importance_weighted(self) -> bool:
+        """Whether training takes the IWAE bound of K > 1 samples per image, with eps (K, N, latent); else
+        the ELBO (K = 1: objective "elbo", or "iwae" with one sample), with eps (N, latent)."""
+        return self.objective == "iwae" and self.train_samples > 1
 
     @property
     def total_stride(self) -> int:
@@ -145,6 +157,22 @@ class VAEConfig:
             raise ValueError(f"{label} {path}: {err}") from None
 
 
+def check_bound_terms(config: VAEConfig, *, beta=None, free_bits: float = 0.0, kl_warmup: int = 0) -> None:
+    """The IWAE bound of K > 1 samples (config.importance_weighted) has no KL term to weigh, warm up or
+    clamp: beta other than 1 (None: config.beta), free bits or a KL warm-up with it are refused, naming the
+    conflict. The same message wherever one is asked for: the config, a train state, a step, a run."""
+    if not config.importance_weighted:
+        return
+    beta = config.beta if beta is None else beta
+    for name, value, neutral in (("beta", beta, 1), ("free bits", free_bits, 0), ("a KL warm-up (kl_warmup)",
+                                                                                 kl_warmup, 0)):
+        if value != neutral:
+            raise ValueError(f"{name} = {value!r} conflicts with objective='iwae' and train_samples="
+                             f"{config.train_samples}: the IWAE bound has no KL term to weigh, warm up or clamp "
+                             "(it takes beta 1, no free bits, no KL warm-up); train with objective 'elbo' or "
+                             "drop it")
+
+
 def _plain(value):
     """numpy integers and floats -> int and float; anything else unchanged (validation judges it)."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -187,6 +215,15 @@ def _validate(cfg: VAEConfig) -> None:
     if isinstance(cfg.beta, bool) or not isinstance(cfg.beta, (int, float)) or not cfg.beta >= 0 \
             or cfg.beta == float("inf"):
         raise ValueError(f"VAEConfig.beta must be a finite number >= 0, got {cfg.beta!r}")
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"VAEConfig.objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
+    if not _is_int(cfg.train_samples) or cfg.train_samples < 1:
+        raise ValueError(f"VAEConfig.train_samples must be an int >= 1 (importance samples per image), got "
+                         f"{cfg.train_samples!r}")
+    if cfg.objective == "elbo" and cfg.train_samples != 1:
+        raise ValueError(f"VAEConfig.train_samples = {cfg.train_samples} needs objective 'iwae': the ELBO is "
+                         "trained on one sample per image")
+    check_bound_terms(cfg)
     _positive_ints("conv_channels", cfg.conv_channels)
     _positive_ints("mlp_widths", cfg.mlp_widths)
     if cfg.arch == "conv":

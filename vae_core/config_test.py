@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from vae_core.config import VAEConfig
+from vae_core.config import VAEConfig, check_bound_terms
 
 
 def test_defaults_are_the_seed_model():
@@ -42,6 +42,12 @@ def test_json_round_trip():
     ({"res_blocks": 1.5}, "res_blocks must be an int >= 0, got 1.5"),
     ({"decoder_fc_relu": 1}, "decoder_fc_relu must be true or false, got 1"),
     ({"mlp_widths": (400, -1)}, "mlp_widths must hold positive ints, got (400, -1)"),
+    ({"objective": "vlb"}, "objective must be one of ('elbo', 'iwae'), got 'vlb'"),
+    ({"objective": "iwae", "train_samples": 0}, "train_samples must be an int >= 1 (importance samples"),
+    ({"objective": "iwae", "train_samples": 2.0}, "train_samples must be an int >= 1 (importance samples"),
+    ({"train_samples": 5}, "train_samples = 5 needs objective 'iwae'"),
+    ({"objective": "iwae", "train_samples": 5, "beta": 0.5},
+     "beta = 0.5 conflicts with objective='iwae' and train_samples=5: the IWAE bound has no KL term"),
 ])
 def test_invalid_configs_name_the_field_and_value(kwargs, words):
     with pytest.raises(ValueError) as info:
@@ -97,3 +103,27 @@ def test_a_complete_config_may_lack_only_fields_added_after_format_1():
     del old["latent_dim"]
     with pytest.raises(ValueError, match=r"missing field\(s\) \['latent_dim'\]"):
         VAEConfig.from_dict(old, complete=True)
+
+
+def test_the_iwae_bound_refuses_what_weighs_its_kl_and_one_sample_is_the_elbo():
+    """beta, free bits and a KL warm-up act on the ELBO's KL term, which the IWAE bound of K > 1 samples
+    has not: each is refused with it, by name; with one sample (the ELBO) and the ELBO itself they pass."""
+    iwae = VAEConfig(objective="iwae", train_samples=4)
+    assert iwae.importance_weighted and not VAEConfig(objective="iwae").importance_weighted
+    for kwargs, words in (({"beta": 2.0}, "beta = 2.0 conflicts"), ({"free_bits": 0.5}, "free bits = 0.5"),
+                          ({"kl_warmup": 100}, "a KL warm-up (kl_warmup) = 100")):
+        with pytest.raises(ValueError, match="train_samples=4: the IWAE bound has no KL term") as info:
+            check_bound_terms(iwae, **kwargs)
+        assert words in str(info.value)
+        check_bound_terms(VAEConfig(objective="iwae", beta=0.5), **kwargs)  # one sample: the ELBO's terms
+        check_bound_terms(VAEConfig(beta=0.5), **kwargs)
+    check_bound_terms(iwae, beta=1.0, free_bits=0.0, kl_warmup=0)
+
+
+def test_a_stored_config_without_the_objective_is_the_elbo():
+    """Checkpoints and run records written before `objective` and `train_samples` existed load as the
+    ELBO, one sample; a config with them round-trips."""
+    old = {k: v for k, v in VAEConfig().to_dict().items() if k not in ("objective", "train_samples")}
+    assert VAEConfig.from_dict(old, complete=True) == VAEConfig()
+    iwae = VAEConfig(objective="iwae", train_samples=5)
+    assert VAEConfig.from_json(iwae.to_json(), complete=True) == iwae

@@ -38,6 +38,12 @@ def gaussian_normaliser(pixels: int) -> float:
     return 0.5 * pixels * math.log(2 * math.pi * GAUSSIAN_VARIANCE)
 
 
+def nats_offset(likelihood: str, pixels: int) -> float:
+    """What -log p(x | z) adds to the reconstruction loss of an image of `pixels` values: the Gaussian's
+    normaliser, 0 for the others (their loss is exactly -log p(x | z))."""
+    return gaussian_normaliser(pixels) if likelihood == "gaussian" else 0.0
+
+
 def polynomial(coefficients: tuple[float, ...], u):
     """sum_k coefficients[k] * u^k by Horner's rule; u a float or either twin's array."""
     total = coefficients[-1]

@@ -14,8 +14,15 @@ def check_divisible_batch(batch_size: int, workers: int, what: str) -> int:
     return batch_size // workers
 
 
-def worker_slice(array, rank: int, workers: int, what: str = "processes"):
-    """Worker `rank`'s equal slice of a global batch (images, eps, target) along its first axis: rows
-    [rank * k, (rank + 1) * k), k = batch / workers (not DistributedSampler's strided, padded split)."""
-    size = check_divisible_batch(len(array), workers, what)
-    return array[rank * size:(rank + 1) * size]
+def batch_axis(name: str, array) -> int:
+    """The axis along which a global batch's array `name` is split: the first, but eps's second to last
+    (eps is (N, latent), or (K, N, latent) for the IWAE bound's K samples of each image)."""
+    return len(array.shape) - 2 if name == "eps" else 0
+
+
+def worker_slice(array, rank: int, workers: int, what: str = "processes", axis: int = 0):
+    """Worker `rank`'s equal slice of a global batch (images, eps, target) along its batch axis (batch_axis):
+    rows [rank * k, (rank + 1) * k), k = batch / workers (not DistributedSampler's strided, padded split)."""
+    size = check_divisible_batch(array.shape[axis], workers, what)
+    index = (slice(None),) * axis + (slice(rank * size, (rank + 1) * size),)
+    return array[index]

@@ -35,9 +35,13 @@ def standard_normal(seed: int, purpose: str, step: int, shape: tuple[int, ...],
     return rng(seed, purpose, step).standard_normal(shape).astype(dtype)
 
 
-def eps_for_step(seed: int, step: int, batch_size: int, latent_dim: int, dtype=np.float64) -> np.ndarray:
-    """The reparameterisation noise of training step `step`: shape (batch_size, latent_dim)."""
-    return standard_normal(seed, "eps", step, (batch_size, latent_dim), dtype)
+def eps_for_step(seed: int, step: int, batch_size: int, latent_dim: int, dtype=np.float64, *,
+                 samples: int = 1) -> np.ndarray:
+    """The reparameterisation noise of training step `step`: shape (batch_size, latent_dim), or (samples,
+    batch_size, latent_dim) for a config's train_samples K > 1 (the IWAE bound's K draws per image). One
+    sample is the same draw as it was before K existed, so runs of one sample are unchanged."""
+    shape = (batch_size, latent_dim) if samples == 1 else (samples, batch_size, latent_dim)
+    return standard_normal(seed, "eps", step, shape, dtype)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:

@@ -15,6 +15,16 @@ def test_derived_seeds_are_stable_and_distinct():
 GOLDEN_EPS = [[-1.501921, -0.777819, -0.85469]]
 
 
+def test_one_sample_is_the_draw_of_old_and_k_samples_a_draw_of_their_own():
+    """eps of one sample per image is bitwise today's (N, latent) draw, so runs of the ELBO are unchanged;
+    K samples are (K, N, latent), from the same step of the same stream."""
+    assert np.array_equal(seeds.eps_for_step(3, 2, 4, 5, samples=1), seeds.eps_for_step(3, 2, 4, 5))
+    assert seeds.eps_for_step(0, 0, 1, 3, samples=1).round(6).tolist() == GOLDEN_EPS
+    k = seeds.eps_for_step(3, 2, 4, 5, samples=3)
+    assert k.shape == (3, 4, 5)
+    assert np.array_equal(k, seeds.standard_normal(3, "eps", 2, (3, 4, 5)))
+
+
 def test_steps_are_counter_based_and_dtypes_agree():
     a = seeds.eps_for_step(7, 5, 4, 3)
     assert np.array_equal(a, seeds.eps_for_step(7, 5, 4, 3))

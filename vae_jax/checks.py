@@ -75,9 +75,9 @@ def check_images(model, name, x):
     return x
 
 
-def check_latents(model, name, z, batch_size=None):
+def check_latents(model, name, z, batch_size=None, samples=False):
     z, dtype = as_array(name, z)
     checks.check_latent_batch(name, z.shape, dtype, model.config.latent_dim, dtype_name(model.dtype),
-                              batch_size)
+                              batch_size, samples)
     check_values(name, z, bounds=None)
     return z

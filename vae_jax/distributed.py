@@ -14,7 +14,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vae_core.parallel import check_divisible_batch, worker_slice
+from vae_core.parallel import batch_axis, check_divisible_batch, worker_slice
 from vae_jax import train as single
 from vae_jax.train import TrainState
 
@@ -80,15 +80,17 @@ def shutdown(wait_for_peers: bool = True) -> None:
         jax.distributed.shutdown()
 
 
-def _shard(mesh: Mesh, *arrays):
-    """Global batches split along their first axis over the mesh, never padded: a batch that does not
-    divide by the number of devices is an error. Each process supplies its own rows."""
-    sharding = NamedSharding(mesh, P(AXIS))
+def _shard(mesh: Mesh, x, eps, labels, target):
+    """Global batches split along their batch axis over the mesh (vae_core.parallel.batch_axis: eps of K
+    importance samples along its second), never padded: a batch that does not divide by the number of
+    devices is an error. Each process supplies its own rows."""
     out = []
-    for array in arrays:
+    for name, array in (("x", x), ("eps", eps), ("labels", labels), ("target", target)):
         if array is not None:
-            check_divisible_batch(len(array), mesh.devices.size, "devices")
-            local = worker_slice(np.asarray(array), jax.process_index(), jax.process_count())
+            axis = batch_axis(name, array)
+            check_divisible_batch(np.shape(array)[axis], mesh.devices.size, "devices")
+            local = worker_slice(np.asarray(array), jax.process_index(), jax.process_count(), axis=axis)
+            sharding = NamedSharding(mesh, P(*(None,) * axis, AXIS))
             array = jax.make_array_from_process_local_data(sharding, local, np.shape(array))
         out.append(array)
     return tuple(out)

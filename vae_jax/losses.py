@@ -1,18 +1,22 @@
-"""Negative ELBO: reconstruction summed over pixels + beta * KL summed over latent dims, each averaged
-over the batch. Mirrors vae_torch/losses.py."""
+"""The training objectives. The negative ELBO: reconstruction summed over pixels + beta * KL summed over
+latent dims, each averaged over the batch; or the negative IWAE bound of K samples per image (Burda et al.
+2015), averaged over the batch. Mirrors vae_torch/losses.py."""
 
 from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 
 from vae_core import checks
-from vae_core.config import VAEConfig
-from vae_core.likelihood import gaussian_normaliser
+from vae_core.config import VAEConfig, check_bound_terms
+from vae_core.likelihood import nats_offset
 from vae_core.outputs import VAELoss, VAEOutput
 from vae_jax.checks import as_array, check_values, dtype_name
 from vae_jax.likelihoods import pixel_losses
+
+LOG_2PI = math.log(2 * math.pi)
 
 
 def reconstruction_loss(logits, x, likelihood: str, levels: int | None = None):
@@ -26,7 +30,8 @@ def log_likelihood(logits, x, likelihood: str, levels: int | None = None):
     """log p(x | z) per image, shape (N,), in nats: minus the reconstruction loss, plus for the Gaussian
     the normaliser of its fixed variance (vae_core/likelihood.py), so every likelihood gives real nats."""
     log_p = -reconstruction_loss(logits, x, likelihood, levels)
-    return log_p - gaussian_normaliser(math.prod(x.shape[1:])) if likelihood == "gaussian" else log_p
+    offset = nats_offset(likelihood, math.prod(x.shape[1:]))
+    return log_p - offset if offset else log_p
 
 
 def kl_divergence(mu, logvar):
@@ -39,25 +44,57 @@ def kl_per_dim(mu, logvar):
     return -0.5 * (1 + logvar - mu**2 - jnp.exp(logvar))
 
 
-def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None, *, free_bits: float = 0.0,
+def importance_terms(output: VAEOutput, x, eps, config: VAEConfig):
+    """The terms of each sample's importance log-weight log w = log p(x|z) + log p(z) - log q(z|x), from the
+    forward pass (output) of images x with eps (K, N, latent): (reconstruction, log p(z), log q(z|x)), each
+    (K, N). The reconstruction is reconstruction_loss's, -log p(x|z) up to nats_offset (the Gaussian's
+    constant); log q(z|x) is taken at z = mu + sigma * eps from eps itself. The one computation of the
+    weights, for the IWAE objective (vae_loss) and for evaluation (train.importance_log_weights)."""
+    k, n, _ = eps.shape
+    images = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * n, *x.shape[1:])
+    reconstruction = reconstruction_loss(output.logits, images, config.likelihood, config.levels).reshape(k, n)
+    log_pz = -0.5 * (output.z**2 + LOG_2PI).sum(-1)
+    log_qz = -0.5 * (eps**2 + LOG_2PI + output.logvar).sum(-1)
+    return reconstruction, log_pz, log_qz
+
+
+def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None, *, eps=None, free_bits: float = 0.0,
              check_inputs: bool = True) -> VAELoss:
-    """Total, reconstruction and KL, each averaged over the batch; beta defaults to config.beta. With free
-    bits (Kingma et al. 2016) the KL the objective weighs is, per latent dimension, its batch mean but at
-    least `free_bits` nats, so no dimension is pushed all the way to the prior; the KL returned stays the
-    true one, so total = reconstruction + beta * KL only when free_bits is 0. check_inputs=False skips the
-    checks of x (type, shape, dtype, range) and computes the same: for the training step, which checks its
-    batch once."""
+    """The training objective's total, reconstruction and KL, each averaged over the batch. The ELBO's
+    (config.objective "elbo", or "iwae" of one sample): beta defaults to config.beta. With free bits
+    (Kingma et al. 2016) the KL the objective weighs is, per latent dimension, its batch mean but at least
+    `free_bits` nats, so no dimension is pushed all the way to the prior; the KL returned stays the true
+    one, so total = reconstruction + beta * KL only when free_bits is 0.
+    The IWAE bound's (config.importance_weighted: K = train_samples > 1; the output of eps (K, N, latent),
+    given as `eps`): total = -log (1/K) sum_k w_k per image (a logsumexp over K, minus log K), the
+    reconstruction and the KL the K samples' means of the reconstruction loss and of log q(z|x) - log p(z),
+    so total <= reconstruction + KL, their ELBO estimate. Its -log p(x|z) is the reconstruction loss, as
+    the ELBO's total (the Gaussian's nats_offset left out); it has no beta (1) and no free bits.
+    check_inputs=False skips the checks of x (type, shape, dtype, range) and eps and computes the same:
+    for the training step, which checks its batch once."""
     if check_inputs:
         x, dtype = as_array("x", x)
         c, h, w = config.image_shape
-        images = (output.logits.shape[0], h, w, c)
+        images = (output.mu.shape[0], h, w, c)
         if tuple(x.shape) != images:
             raise ValueError(f"x has shape {tuple(x.shape)} but the logits are of images {images}")
         checks.check_dtype("x", dtype, dtype_name(output.logits.dtype))
         check_values("x", x, bounds=(0.0, 1.0))
+        check_bound_terms(config, beta=beta, free_bits=free_bits)
+        if config.importance_weighted:
+            checks.check_train_samples("eps", None if eps is None else tuple(eps.shape), config.train_samples)
+    if config.importance_weighted:
+        return _importance_weighted_loss(output, x, eps, config)
     beta = config.beta if beta is None else beta
     reconstruction = reconstruction_loss(output.logits, x, config.likelihood, config.levels).mean()
     per_dim = kl_per_dim(output.mu, output.logvar)
     kl = per_dim.sum(axis=1).mean()
     objective = jnp.maximum(per_dim.mean(0), free_bits).sum() if free_bits > 0 else kl
     return VAELoss(reconstruction + beta * objective, reconstruction, kl)
+
+
+def _importance_weighted_loss(output: VAEOutput, x, eps, config: VAEConfig) -> VAELoss:
+    reconstruction, log_pz, log_qz = importance_terms(output, x, eps, config)
+    log_w = -reconstruction + log_pz - log_qz
+    bound = jax.nn.logsumexp(log_w, axis=0) - math.log(eps.shape[0])  # log of the mean of the K weights, per image
+    return VAELoss(-bound.mean(), reconstruction.mean(), (log_qz - log_pz).mean())

@@ -272,6 +272,9 @@ class VAE(nnx.Module):
         return _compiled(self, _decoded, z, labels)
 
     def __call__(self, x, eps, *, labels=None, check_inputs: bool = True) -> VAEOutput:
+        """x (N, H, W, C), eps (N, latent) or (K, N, latent): K samples of z per image (the IWAE bound's),
+        each decoded; then z is (K, N, latent) and the logits (K * N, H, W, C), sample-major (row k * N + n
+        decodes z[k, n])."""
         if check_inputs:
             x, eps, _, labels = self.check_batch(x, eps, labels=labels)
         return _compiled(self, _forwarded, x, eps, labels)
@@ -296,7 +299,7 @@ class VAE(nnx.Module):
         """A training batch's checks (images x, noise eps, the reconstruction's target, labels), as the
         training step runs them once before it computes; returns them as jax arrays."""
         x = check_images(self, "x", x)
-        eps = check_latents(self, "eps", eps, batch_size=x.shape[0])
+        eps = check_latents(self, "eps", eps, batch_size=x.shape[0], samples=True)
         labels = check_labels(self, labels, x.shape[0])
         if target is not None:
             target = check_images(self, "target", target)
@@ -332,7 +335,9 @@ def _decoded(model: VAE, z, labels):
 def _forwarded(model: VAE, x, eps, labels) -> VAEOutput:
     mu, logvar = _encoded(model, x, labels)
     z = reparameterize(mu, logvar, eps)
-    return VAEOutput(mu, logvar, z, _decoded(model, z, labels))
+    if z.ndim == 3:  # K samples per image: one decoder batch of K * N, each image's label K times
+        labels = None if labels is None else jnp.tile(labels, z.shape[0])
+    return VAEOutput(mu, logvar, z, _decoded(model, z.reshape(-1, z.shape[-1]), labels))
 
 
 def _mean_decoding(model: VAE, z, labels):

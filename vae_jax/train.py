@@ -4,7 +4,6 @@ vae_torch/train.py: `state, losses = train_step(state, x, eps)` in both twins.""
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -13,14 +12,14 @@ import optax
 from flax import nnx, struct
 
 from vae_core import checks, layout
+from vae_core.config import check_bound_terms
+from vae_core.likelihood import nats_offset
 from vae_core.outputs import VAELoss
 from vae_jax.checks import dtype_name
 from vae_jax.forms import jit_for, jitted
-from vae_jax.losses import kl_divergence, log_likelihood, reconstruction_loss, vae_loss
+from vae_jax.losses import importance_terms, kl_divergence, reconstruction_loss, vae_loss
 from vae_jax.model import VAE
 from vae_jax.weights import import_weights, to_canonical
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 class TrainState(struct.PyTreeNode):
@@ -47,6 +46,7 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     >= 0 nats per latent dimension for the training objective."""
     learning_rate, betas, eps = checks.check_adam(learning_rate, betas, eps)
     free_bits = checks.check_free_bits(free_bits)
+    check_bound_terms(model.config, free_bits=free_bits)
     tx = adam_transform(*betas, eps)
     graphdef, params = nnx.split(model, nnx.Param)
     if all(d.platform == "cpu" for d in jax.tree.leaves(params)[0].devices()):  # else an accelerator's memory
@@ -104,21 +104,21 @@ def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None
     (before the update). Pure: jit it whole (compile_train_step does, with donation). labels: a
     class-conditional model's class indices (N,). The reconstruction is scored against `target` (default
     x): a denoising VAE encodes noisy images x and reconstructs the clean target. learning_rate (a number
-    or 0-d array) replaces the state's from this step on, as a schedule does. check_inputs=False skips the
+    or 0-d array) replaces the state's from this step on, as a schedule does. eps: (N, latent), or (K, N,
+    latent) for config.train_samples K > 1 (the IWAE bound; beta then 1). check_inputs=False skips the
     batch checks, for loops that validated their data once (under jit they see only shapes)."""
     model = nnx.merge(state.graphdef, state.params)
     if check_inputs:
-        x, eps, target, labels = model.check_batch(x, eps, target, labels)
+        x, eps, target, labels, beta = _check_step(model, x, eps, target, labels, beta)
         if learning_rate is not None:  # concrete values here: under jit check_inputs is off
             checks.check_learning_rate(learning_rate)
-        if beta is not None:
-            checks.check_beta(beta)
     beta = model.config.beta if beta is None else beta
     target = x if target is None else target
 
     def loss_fn(params):
         output = nnx.merge(state.graphdef, params)(x, eps, labels=labels, check_inputs=False)
-        losses = vae_loss(output, target, model.config, beta, free_bits=state.free_bits, check_inputs=False)
+        losses = vae_loss(output, target, model.config, beta, eps=eps, free_bits=state.free_bits,
+                          check_inputs=False)
         return losses.total, losses
 
     grads, losses = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -147,8 +147,8 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler
 
     def step(state: TrainState, x, eps, beta=None, *, labels=None, target=None, learning_rate=None,
              ) -> tuple[TrainState, VAELoss]:
-        x, eps, target, labels = model.check_batch(x, eps, target, labels)
-        beta = jnp.asarray(model.config.beta if beta is None else checks.check_beta(beta), model.dtype)
+        x, eps, target, labels, beta = _check_step(model, x, eps, target, labels, beta)
+        beta = jnp.asarray(model.config.beta if beta is None else beta, model.dtype)
         if learning_rate is not None:
             learning_rate = jnp.asarray(checks.check_learning_rate(learning_rate), model.dtype)
         return compiled(state, x, eps, beta, labels=labels, target=target, learning_rate=learning_rate)
@@ -171,9 +171,9 @@ def _evaluate(graphdef, params, x, eps, labels) -> VAELoss:
 
 
 def importance_log_weights(model: VAE, x, eps, labels=None):
-    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, latent): (K, N).
-    Their log-mean-exp over K is the IWAE bound on log p(x) (on log p(x | label) for a conditional model);
-    unchecked."""
+    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, latent): (K, N),
+    in nats (losses.importance_terms, the IWAE objective's terms). Their log-mean-exp over K is the IWAE
+    bound on log p(x) (on log p(x | label) for a conditional model); unchecked."""
     graphdef, params = nnx.split(model)
     return jit_for(_importance_log_weights, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps),
                                                 _labels(labels))
@@ -181,16 +181,22 @@ def importance_log_weights(model: VAE, x, eps, labels=None):
 
 def _importance_log_weights(graphdef, params, x, eps, labels):
     model = nnx.merge(graphdef, params)
-    mu, logvar = model.encode(x, labels=labels, check_inputs=False)
-    k, n, latent = eps.shape
-    z = mu + jnp.exp(0.5 * logvar) * eps
-    logits = model.decode(z.reshape(k * n, latent), labels=None if labels is None else jnp.tile(labels, k),
-                          check_inputs=False)
-    images = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * n, *x.shape[1:])
-    log_px = log_likelihood(logits, images, model.config.likelihood, model.config.levels).reshape(k, n)
-    log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
-    log_qz = -0.5 * (eps**2 + LOG_2PI + logvar).sum(-1)
+    out = model(x, eps, labels=labels, check_inputs=False)
+    reconstruction, log_pz, log_qz = importance_terms(out, x, eps, model.config)
+    offset = nats_offset(model.config.likelihood, model.config.num_pixels)
+    log_px = -reconstruction - offset if offset else -reconstruction
     return log_px + log_pz - log_qz
+
+
+def _check_step(model: VAE, x, eps, target, labels, beta):
+    """A training step's checks: its batch (model.check_batch), eps of the config's train_samples and beta
+    (a number, 1 for the IWAE bound); returns the batch as jax arrays and beta, checked (None stays None)."""
+    x, eps, target, labels = model.check_batch(x, eps, target, labels)
+    checks.check_train_samples("eps", tuple(eps.shape), model.config.train_samples)
+    if beta is not None:
+        beta = checks.check_beta(beta)
+        check_bound_terms(model.config, beta=beta)
+    return x, eps, target, labels, beta
 
 
 def _labels(labels):

@@ -3,9 +3,10 @@ on CPU, NCCL on GPU), launched by torchrun (`torchrun --nproc-per-node N -m twin
 or by `twinvae train --backend torch --nproc N`. Mirrors vae_jax/distributed.py (a jax.sharding mesh).
 
 Every process gets the same global batch and eps and takes its own rows (vae_core.parallel.worker_slice;
-not DistributedSampler's strided, padded split); its loss is its slice's mean, and DDP averages the
-gradients over the processes during backward: the mean of equal slices' means is the global mean, so N
-processes compute what one would on the same global batches (to rounding)."""
+eps of K importance samples along its batch axis; not DistributedSampler's strided, padded split); its
+loss is its slice's mean, and DDP averages the gradients over the processes during backward: the mean of
+equal slices' means is the global mean, so N processes compute what one would on the same global batches
+(to rounding)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from vae_core.parallel import worker_slice
+from vae_core.parallel import batch_axis, worker_slice
 from vae_torch import train as single
 from vae_torch.train import TrainState
 
@@ -78,8 +79,9 @@ def compile_train_step(state: TrainState, mode: str | None = None, *, check_inpu
     rank, world_size = dist.get_rank(), dist.get_world_size()
 
     def step(state: TrainState, x, eps, beta=None, *, labels=None, target=None, learning_rate=None):
-        x, eps, labels, target = (None if a is None else worker_slice(a, rank, world_size)
-                                  for a in (x, eps, labels, target))
+        x, eps, labels, target = (
+            None if a is None else worker_slice(a, rank, world_size, axis=batch_axis(name, a))
+            for name, a in (("x", x), ("eps", eps), ("labels", labels), ("target", target)))
         state, losses = inner(state, x, eps, beta, labels=labels, target=target, learning_rate=learning_rate,
                               **kwargs)
         return state, _mean_over_processes(losses)

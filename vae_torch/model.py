@@ -233,11 +233,16 @@ class VAE(nn.Module):
         return logits.to(self.dtype)
 
     def forward(self, x, eps, *, labels=None, check_inputs: bool = True) -> VAEOutput:
+        """x (N, C, H, W), eps (N, latent) or (K, N, latent): K samples of z per image (the IWAE bound's),
+        each decoded; then z is (K, N, latent) and the logits (K * N, C, H, W), sample-major (row k * N + n
+        decodes z[k, n])."""
         if check_inputs:
             self.check_batch(x, eps, labels=labels)
         mu, logvar = self.encode(x, labels=labels, check_inputs=False)
         z = reparameterize(mu, logvar, eps)
-        return VAEOutput(mu, logvar, z, self.decode(z, labels=labels, check_inputs=False))
+        if z.ndim == 3:  # K samples per image: one decoder batch of K * N, each image's label K times
+            labels = None if labels is None else labels.repeat(z.shape[0])
+        return VAEOutput(mu, logvar, z, self.decode(z.flatten(0, -2), labels=labels, check_inputs=False))
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, *, labels=None):
@@ -263,7 +268,7 @@ class VAE(nn.Module):
         """A training batch's checks (images x, noise eps, the reconstruction's target, labels), as the
         training step runs them once before it computes; returns them."""
         check_images(self, "x", x)
-        check_latents(self, "eps", eps, batch_size=x.shape[0])
+        check_latents(self, "eps", eps, batch_size=x.shape[0], samples=True)
         check_labels(self, labels, x.shape[0])
         if target is not None:
             check_images(self, "target", target)

@@ -3,19 +3,18 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from vae_core import checks, layout
+from vae_core.config import check_bound_terms
+from vae_core.likelihood import nats_offset
 from vae_core.outputs import VAELoss
 from vae_torch.checks import dtype_name
-from vae_torch.losses import kl_divergence, log_likelihood, reconstruction_loss, vae_loss
+from vae_torch.losses import importance_terms, kl_divergence, reconstruction_loss, vae_loss
 from vae_torch.model import VAE
-
-LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
@@ -36,6 +35,7 @@ def create_train_state(model: VAE, learning_rate: float = 1e-3, betas=(0.9, 0.99
     Create the state after moving the model to its device: Adam's state lives beside the parameters."""
     learning_rate, betas, eps = checks.check_adam(learning_rate, betas, eps)
     free_bits = checks.check_free_bits(free_bits)
+    check_bound_terms(model.config, free_bits=free_bits)
     device = next(model.parameters()).device
     if device.type == "cpu":  # Adam's state lives beside the parameters: host memory only for a CPU model
         layout.check_fits_in_memory(model.config, dtype_name(model.dtype), model.dtype.itemsize, training=True)
@@ -98,7 +98,8 @@ def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None
     step's losses (before the update, detached). labels: a class-conditional model's class indices (N,).
     The reconstruction is scored against `target` (default x): a denoising VAE encodes noisy images x and
     reconstructs the clean target. learning_rate replaces the optimizer's from this step on, as a schedule
-    does. check_inputs=False skips the batch checks, for loops that validated their data once."""
+    does. eps: (N, latent), or (K, N, latent) for config.train_samples K > 1 (the IWAE bound; beta then 1).
+    check_inputs=False skips the batch checks, for loops that validated their data once."""
     return _run(_step_body, state, x, eps, beta, labels, target, learning_rate, check_inputs)
 
 
@@ -120,8 +121,7 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
              ) -> tuple[TrainState, VAELoss]:
         model = state.model
         if check_inputs:  # here, before beta becomes a tensor (a str would fail in torch.as_tensor)
-            model.check_batch(x, eps, target, labels)
-            beta = None if beta is None else checks.check_beta(beta)
+            beta = _check_step(model, x, eps, target, labels, beta)
         beta = torch.as_tensor(model.config.beta if beta is None else beta, dtype=model.dtype, device=x.device)
         return _run(compiled, state, x, eps, beta, labels, target, learning_rate, check_inputs=False)
 
@@ -139,28 +139,32 @@ def evaluate(model: VAE, x, eps, labels=None) -> VAELoss:
 
 @torch.no_grad()
 def importance_log_weights(model: VAE, x, eps, labels=None):
-    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, latent): (K, N).
-    Their log-mean-exp over K is the IWAE bound on log p(x) (on log p(x | label) for a conditional model);
-    unchecked."""
-    mu, logvar = model.encode(x, labels=labels, check_inputs=False)
-    k, n, latent = eps.shape
-    z = mu + torch.exp(0.5 * logvar) * eps
-    logits = model.decode(z.reshape(k * n, latent), labels=None if labels is None else labels.repeat(k),
-                          check_inputs=False)
-    images = x.expand(k, *x.shape).reshape(k * n, *x.shape[1:])
-    log_px = log_likelihood(logits, images, model.config.likelihood, model.config.levels).reshape(k, n)
-    log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
-    log_qz = -0.5 * (eps**2 + LOG_2PI + logvar).sum(-1)
+    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, latent): (K, N),
+    in nats (losses.importance_terms, the IWAE objective's terms). Their log-mean-exp over K is the IWAE
+    bound on log p(x) (on log p(x | label) for a conditional model); unchecked."""
+    out = model(x, eps, labels=labels, check_inputs=False)
+    reconstruction, log_pz, log_qz = importance_terms(out, x, eps, model.config)
+    offset = nats_offset(model.config.likelihood, model.config.num_pixels)
+    log_px = -reconstruction - offset if offset else -reconstruction
     return log_px + log_pz - log_qz
+
+
+def _check_step(model: VAE, x, eps, target, labels, beta):
+    """A training step's checks: its batch (model.check_batch), eps of the config's train_samples and beta
+    (a number, 1 for the IWAE bound); returns beta, checked (None stays None)."""
+    model.check_batch(x, eps, target, labels)
+    checks.check_train_samples("eps", tuple(eps.shape), model.config.train_samples)
+    if beta is not None:
+        beta = checks.check_beta(beta)
+        check_bound_terms(model.config, beta=beta)
+    return beta
 
 
 def _run(body, state: TrainState, x, eps, beta, labels, target, learning_rate, check_inputs: bool,
          ) -> tuple[TrainState, VAELoss]:
     model = state.model
     if check_inputs:
-        model.check_batch(x, eps, target, labels)
-        if beta is not None:
-            checks.check_beta(beta)
+        _check_step(model, x, eps, target, labels, beta)
     if learning_rate is not None:  # in place: the compiled step reads the same tensor
         rate = checks.check_learning_rate(learning_rate)
         for group in state.optimizer.param_groups:
@@ -180,7 +184,7 @@ def _step_body(model, optimizer, x, eps, beta, free_bits, target, labels) -> VAE
     # (DDP's forward passes keywords on, and checks the batch inside it as before: unchanged there)
     output = vae(x, eps, labels=labels, check_inputs=False) if vae is model else model(x, eps, labels=labels)
     optimizer.zero_grad(set_to_none=True)
-    losses = vae_loss(output, target, vae.config, beta, free_bits=free_bits, check_inputs=False)
+    losses = vae_loss(output, target, vae.config, beta, eps=eps, free_bits=free_bits, check_inputs=False)
     losses.total.backward()
     optimizer.step()
     return VAELoss(*(loss.detach() for loss in losses))

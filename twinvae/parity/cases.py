@@ -44,12 +44,16 @@ CASES = [
     Case("mlp 1x8x12 class-conditional, 3 classes, gaussian",
          VAEConfig(arch="mlp", image_shape=(1, 8, 12), mlp_widths=(32,), latent_dim=4, num_classes=3,
                    likelihood="gaussian")),
+    Case("conv 1x8x8 iwae K=3, class-conditional, 3 classes",
+         VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, num_classes=3, objective="iwae",
+                   train_samples=3)),
 ]
 
 
 def case_data(case: Case, seed: int = 0):
     """Deterministic batches (4 distinct, cycled) in [0, 1], their labels (None for an unconditional
-    model) and the eps of every step, in float64; for the discretized logistic on its grid of levels."""
+    model) and the eps of every step (K samples per image for the IWAE bound's train_samples K), in float64;
+    for the discretized logistic on its grid of levels."""
     rng = np.random.default_rng(seed)
     batches = [rng.random((case.batch_size, *case.config.image_shape)) for _ in range(4)]
     if case.config.likelihood == "discretized_logistic":
@@ -57,8 +61,8 @@ def case_data(case: Case, seed: int = 0):
         batches = [np.round(b * steps) / steps for b in batches]
     classes = case.config.num_classes
     labels = [rng.integers(0, classes, case.batch_size) if classes else None for _ in batches]
-    eps = [seeds.eps_for_step(seed, step, case.batch_size, case.config.latent_dim)
-           for step in range(max(case.steps, 1))]
+    eps = [seeds.eps_for_step(seed, step, case.batch_size, case.config.latent_dim,
+                              samples=case.config.train_samples) for step in range(max(case.steps, 1))]
     return batches, labels, eps
 
 

@@ -118,13 +118,21 @@ class ComparedTwin:
 
     def loss_scales(self, x, eps, y=None) -> dict:
         """The size of each loss's terms: the batch mean of the pixels' |loss| summed, the KL (>= 0), and
-        the reconstruction's plus beta times the KL's for the total."""
-        config, x = self.config, self.input(x)
-        out = self.model(x, self.input(eps), labels=self.labels(y), check_inputs=False)
-        pixels = self.twin.to_numpy(self.twin.likelihoods.pixel_losses(out.logits, x, config.likelihood,
+        the reconstruction's plus beta times the KL's for the total. For the IWAE bound (eps of K samples)
+        the pixels of every sample's decoding, and for its KL estimate the mean of |log p(z)| + |log q(z|x)|,
+        the terms its rounding comes from (their difference, near the small KL at init, would not size it)."""
+        config, images, eps = self.config, self.input(x), self.input(np.asarray(eps))
+        out = self.model(images, eps, labels=self.labels(y), check_inputs=False)
+        decoded = self.input(np.concatenate([x] * (len(eps) if eps.ndim == 3 else 1)))  # as the logits' rows
+        pixels = self.twin.to_numpy(self.twin.likelihoods.pixel_losses(out.logits, decoded, config.likelihood,
                                                                         config.levels))
         reconstruction = float(np.abs(pixels).reshape(len(pixels), -1).sum(1).mean())
-        kl = float(self.twin.to_numpy(self.twin.kl_divergence(out.mu, out.logvar)).mean())
+        if config.importance_weighted:
+            terms = self.twin.importance_terms(out, images, eps, config)
+            _, log_pz, log_qz = (self.twin.to_numpy(t) for t in terms)
+            kl = float((np.abs(log_pz) + np.abs(log_qz)).mean())
+        else:
+            kl = float(self.twin.to_numpy(self.twin.kl_divergence(out.mu, out.logvar)).mean())
         return {"total": reconstruction + config.beta * kl, "reconstruction": reconstruction, "kl": kl}
 
     def train_step(self, x, eps, y=None) -> tuple[float, dict]:

@@ -20,7 +20,8 @@ LR_SCHEDULES = ("constant", "cosine")
 RESUMABLE = ("epochs", "backend", "devices", "nproc")  # the options a resume may change
 DEFAULT_PRESET = "seed"  # the model without --preset or --config
 DEFAULT_OUT = "runs/{dataset}-{backend}-%Y%m%d-%H%M%S"  # the run folder without --out (a time.strftime format)
-CONFIG_FLAGS = ("arch", "latent_dim", "likelihood", "beta", "num_classes")  # VAEConfig fields the flags override
+# VAEConfig fields the flags override
+CONFIG_FLAGS = ("arch", "latent_dim", "likelihood", "beta", "num_classes", "objective", "train_samples")
 FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
 
 

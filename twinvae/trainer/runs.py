@@ -19,7 +19,7 @@ from twinvae.trainer.resumption import check_resumable, restore
 from twinvae.trainer.workers import WorkerTask, among_workers, launch, launches, writer_lock
 from twinvae.twin import Twin, load_twin
 from vae_core.checkpoint import atomic_write_json
-from vae_core.config import VAEConfig
+from vae_core.config import VAEConfig, check_bound_terms
 
 
 def _refuse_existing_run(out: Path) -> None:
@@ -101,6 +101,7 @@ def train(config: VAEConfig, options: TrainOptions, progress: bool = True, log=N
     `log` takes each epoch's line (default: stdout, above the progress bar). A folder that holds a run is
     refused unless `overwrite`, which deletes that run's files first."""
     out, say = Path(options.out), log or print
+    check_bound_terms(config, free_bits=options.free_bits, kl_warmup=options.kl_warmup)
     # before any work, and before the lock file is made; checked again under the lock
     run_folder.clearable(out) if overwrite else _refuse_existing_run(out)
     if launches(options):

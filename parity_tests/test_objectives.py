@@ -1,0 +1,116 @@
+"""The training objectives in both twins: the IWAE bound (Burda et al. 2015) of K = 3 samples against its
+formula in numpy float64, one sample as the ELBO bitwise, the terms the bound has not refused by name, and
+eps of K samples split on its batch axis for data-parallel steps."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+import vae_jax
+import vae_torch
+from parity_tests.test_evaluation import reference_log_weights
+from twinvae.parity.tolerances import tolerance
+from vae_core import seeds
+from vae_core.config import VAEConfig
+from vae_core.layout import init_weights
+from vae_core.likelihood import nats_offset
+from vae_core.parallel import batch_axis, worker_slice
+
+CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, objective="iwae", train_samples=3)
+
+
+def _twins(config, weights):
+    """Both twins' float64 models of the weights (64-bit JAX is on while the module's tests run)."""
+    torch_model = vae_torch.import_weights(vae_torch.VAE(config, dtype="float64"), weights)
+    jax_model = vae_jax.import_weights(vae_jax.VAE(config, rngs=vae_jax.model.nnx.Rngs(0), dtype="float64"),
+                                       weights)
+    return {vae_torch: torch_model, vae_jax: jax_model}
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _losses(twin, model, x, eps, y, config):
+    """The twin's vae_loss of its forward pass, and its train step's losses, on canonical numpy."""
+    x, e = twin.as_input(x, model), twin.as_input(eps, model)
+    labels = None if y is None else twin.as_labels(y, model)
+    loss = twin.vae_loss(model(x, e, labels=labels), x, config, eps=e)
+    _, step_loss = twin.train_step(twin.create_train_state(model), x, e, labels=labels)
+    return [float(twin.to_numpy(v)) for v in loss], [float(twin.to_numpy(v)) for v in step_loss]
+
+
+@pytest.mark.parametrize("likelihood, num_classes", [("bernoulli", 0), ("gaussian", 0), ("bernoulli", 3)],
+                         ids=["bernoulli", "gaussian", "bernoulli-conditional"])
+def test_the_iwae_loss_is_burdas_bound_in_numpy(likelihood, num_classes):
+    """-1/N sum_n log (1/K) sum_k p(x_n, z_k) / q(z_k | x_n), z_k = mu + sigma eps_k (Burda et al.'s L_K,
+    eq. 8), written with numpy's exp and mean, against each twin's loss and its train step's. The loss
+    leaves out the Gaussian's constant normaliser, as the ELBO's does. Conditional: each image's label
+    goes with its K samples."""
+    config = dataclasses.replace(CONFIG, likelihood=likelihood, num_classes=num_classes)
+    weights = init_weights(config, 0, np.float64)
+    rng = np.random.default_rng(1)
+    x, eps = rng.random((5, 1, 8, 8)), seeds.eps_for_step(0, 0, 5, config.latent_dim, samples=3)
+    y = np.array([2, 0, 1, 1, 0]) if num_classes else None
+    log_w = reference_log_weights(config, weights, x, eps, y) + nats_offset(likelihood, config.num_pixels)
+    expected = -np.mean(np.log(np.mean(np.exp(log_w), axis=0)))
+    for twin, model in _twins(config, weights).items():
+        (total, reconstruction, kl), step = _losses(twin, model, x, eps, y, config)
+        assert total == pytest.approx(expected, rel=1e-10), twin.__name__
+        assert step[0] == pytest.approx(expected, rel=1e-10), twin.__name__
+        assert total < reconstruction + kl  # the bound is tighter than the K samples' ELBO estimate
+        assert -np.mean(log_w) == pytest.approx(reconstruction + kl, rel=1e-10)
+
+
+def test_one_sample_is_the_elbo_bitwise():
+    """objective "iwae" of one sample computes the ELBO's path (the closed-form KL): the same losses, bit
+    for bit, in each twin, from the same (N, latent) eps."""
+    elbo = dataclasses.replace(CONFIG, train_samples=1, objective="elbo")
+    one = dataclasses.replace(elbo, objective="iwae")
+    weights = init_weights(elbo, 0, np.float64)
+    x, eps = np.random.default_rng(0).random((4, 1, 8, 8)), seeds.eps_for_step(0, 0, 4, elbo.latent_dim)
+    for (twin, model), (_, same) in zip(_twins(elbo, weights).items(), _twins(one, weights).items()):
+        assert _losses(twin, model, x, eps, None, elbo) == _losses(twin, same, x, eps, None, one)
+
+
+@pytest.mark.parametrize("twin", [vae_torch, vae_jax], ids=["torch", "jax"])
+def test_what_the_bound_has_not_is_refused_by_name(twin):
+    """Free bits on the state, beta on a step, and eps of another number of samples than the config's."""
+    weights = init_weights(CONFIG, 0, np.float64)
+    model = _twins(CONFIG, weights)[twin]
+    with pytest.raises(ValueError, match="free bits = 0.5 conflicts with objective='iwae' and train_samples=3"):
+        twin.create_train_state(model, free_bits=0.5)
+    x = twin.as_input(np.full((2, 1, 8, 8), 0.5), model)
+    state = twin.create_train_state(model)
+    for step in (twin.train_step, twin.compile_train_step(state)):
+        with pytest.raises(ValueError, match="beta = 0.5 conflicts with objective='iwae'"):
+            step(state, x, twin.as_input(np.zeros((3, 2, 4)), model), 0.5)
+        with pytest.raises(ValueError, match=r"train_samples=3 sample\(s\) of z per image: expected \(3, N, "):
+            step(state, x, twin.as_input(np.zeros((2, 4)), model))
+    elbo = _twins(dataclasses.replace(CONFIG, objective="elbo", train_samples=1), weights)[twin]
+    with pytest.raises(ValueError, match=r"expected \(N, latent_dim\)"):
+        twin.train_step(twin.create_train_state(elbo), twin.as_input(np.full((2, 1, 8, 8), 0.5), elbo),
+                        twin.as_input(np.zeros((3, 2, 4)), elbo))
+
+
+def test_eps_of_k_samples_is_split_on_its_batch_axis():
+    """A data-parallel worker takes its images' rows of every sample: eps (K, N, latent) along axis 1."""
+    eps = np.arange(3 * 4 * 2).reshape(3, 4, 2)
+    assert batch_axis("eps", eps) == 1 and batch_axis("eps", eps[0]) == 0 and batch_axis("x", eps) == 0
+    assert np.array_equal(worker_slice(eps, 1, 2, axis=1), eps[:, 2:])
+    with pytest.raises(ValueError, match="a global batch of 4 does not divide by 3 processes"):
+        worker_slice(eps, 0, 3, axis=1)
+
+
+def test_float64_holds_the_bound_s_gradients_to_its_pixels_rounding():
+    """The IWAE bound's log-weights are rounded at about D nats times u (D pixels): its float64 gradient and
+    Adam tolerances are D times the ELBO's, the rest as the ELBO's, float32 unchanged."""
+    elbo = dataclasses.replace(CONFIG, objective="elbo", train_samples=1)
+    for kind in ("grad", "adam_step1", "adam_params"):
+        assert tolerance("float64", kind, CONFIG) == 64 * tolerance("float64", kind, elbo) == 64 * 1e-10
+        assert tolerance("float32", kind, CONFIG) == tolerance("float32", kind, elbo)
+    assert tolerance("float64", "loss", CONFIG) == tolerance("float64", "forward", CONFIG) == 1e-10
