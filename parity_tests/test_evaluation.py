@@ -24,8 +24,14 @@ CONFIG = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4)
 
 
 def reference_log_weights(config, weights, x, eps, y=None):
-    """numpy: log p(x|z) + log p(z) - log q(z|x), with mu, logvar and logits from the torch twin (given
-    labels y, each latent decoded with its image's)."""
+    """numpy: log p(x|z) + log p(z) - log q(z|x) (reference_terms), (K, N)."""
+    log_px, log_pz, log_qz = reference_terms(config, weights, x, eps, y)
+    return log_px + log_pz - log_qz
+
+
+def reference_terms(config, weights, x, eps, y=None, log_prior=None):
+    """numpy: log p(x|z), log p(z) and log q(z|x), each (K, N), with mu, logvar and logits from the torch
+    twin (given labels y, each latent decoded with its image's); log p(z) N(0, I)'s, or log_prior(z)."""
     model = vae_torch.import_weights(vae_torch.VAE(config, dtype="float64"), weights)
     labels = None if y is None else vae_torch.as_labels(y, model)
     mu, logvar = (vae_torch.to_numpy(v) for v in model.encode(vae_torch.as_input(x, model), labels=labels))
@@ -43,9 +49,9 @@ def reference_log_weights(config, weights, x, eps, y=None):
     else:  # N(x; sigmoid(logits), 1/2) per pixel
         log_px = (-((flat - p) ** 2) / (2 * 0.5) - 0.5 * np.log(2 * np.pi * 0.5)).sum(-1)
     log_normal = -0.5 * (np.log(2 * np.pi))
-    log_pz = (log_normal - 0.5 * z**2).sum(-1)
+    log_pz = (log_normal - 0.5 * z**2).sum(-1) if log_prior is None else log_prior(z)
     log_qz = (log_normal - 0.5 * logvar - 0.5 * eps**2).sum(-1)
-    return log_px + log_pz - log_qz
+    return log_px, log_pz, log_qz
 
 
 @pytest.mark.parametrize("likelihood, num_classes",

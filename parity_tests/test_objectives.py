@@ -1,6 +1,8 @@
-"""The training objectives in both twins: the IWAE bound (Burda et al. 2015) of K = 3 samples against its
-formula in numpy float64, one sample as the ELBO bitwise, the terms the bound has not refused by name, and
-eps of K samples split on its batch axis for data-parallel steps."""
+"""The training objectives and priors in both twins: the IWAE bound (Burda et al. 2015) of K = 3 samples
+against its formula in numpy float64, one sample as the ELBO bitwise, the terms the bound has not refused
+by name, eps of K samples split on its batch axis for data-parallel steps; the VampPrior (Tomczak & Welling
+2018): its log p(z), its ELBO and its IWAE bound against numpy, its pseudo-inputs' bounds and gradients,
+and sampling from its mixture."""
 
 import dataclasses
 
@@ -10,7 +12,7 @@ import pytest
 
 import vae_jax
 import vae_torch
-from parity_tests.test_evaluation import reference_log_weights
+from parity_tests.test_evaluation import reference_log_weights, reference_terms
 from twinvae.parity.tolerances import tolerance
 from vae_core import seeds
 from vae_core.config import VAEConfig
@@ -39,7 +41,7 @@ def _losses(twin, model, x, eps, y, config):
     """The twin's vae_loss of its forward pass, and its train step's losses, on canonical numpy."""
     x, e = twin.as_input(x, model), twin.as_input(eps, model)
     labels = None if y is None else twin.as_labels(y, model)
-    loss = twin.vae_loss(model(x, e, labels=labels), x, config, eps=e)
+    loss = twin.vae_loss(model(x, e, labels=labels), x, config)
     _, step_loss = twin.train_step(twin.create_train_state(model), x, e, labels=labels)
     return [float(twin.to_numpy(v)) for v in loss], [float(twin.to_numpy(v)) for v in step_loss]
 
@@ -114,3 +116,90 @@ def test_float64_holds_the_bound_s_gradients_to_its_pixels_rounding():
         assert tolerance("float64", kind, CONFIG) == 64 * tolerance("float64", kind, elbo) == 64 * 1e-10
         assert tolerance("float32", kind, CONFIG) == tolerance("float32", kind, elbo)
     assert tolerance("float64", "loss", CONFIG) == tolerance("float64", "forward", CONFIG) == 1e-10
+
+
+VAMP = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, prior="vamp", pseudo_inputs=6)
+
+
+def vamp_log_prior(config, weights):
+    """numpy: z -> log p(z) = log (1/P) sum_p N(z; mu_p, diag sigma_p^2) (Tomczak & Welling 2018, eq. 9),
+    the components the torch encoder's posteriors at the pseudo-inputs clipped to [0, 1], the densities
+    written with numpy's exp and product."""
+    model = vae_torch.import_weights(vae_torch.VAE(config, dtype="float64"), weights)
+    u = np.clip(weights["pseudo_inputs"], 0.0, 1.0)
+    mu, logvar = (vae_torch.to_numpy(v) for v in model.encode(vae_torch.as_input(u, model)))
+    variance = np.exp(logvar)
+
+    def log_prior(z):
+        density = np.exp(-((z[..., None, :] - mu) ** 2) / (2 * variance)) / np.sqrt(2 * np.pi * variance)
+        return np.log(density.prod(-1).mean(-1))
+
+    return log_prior
+
+
+@pytest.mark.parametrize("objective, samples, beta", [("elbo", 1, 0.5), ("iwae", 3, 1.0)], ids=["elbo", "iwae"])
+def test_the_vampprior_is_tomczak_and_wellings_in_numpy(objective, samples, beta):
+    """log p(z) of each twin against the mixture's density in numpy; the ELBO with its single-sample KL
+    estimate log q(z|x) - log p(z) (beta 0.5), and the IWAE bound of K = 3 with it, against the formulas;
+    each twin's loss and its train step's."""
+    config = dataclasses.replace(VAMP, objective=objective, train_samples=samples, beta=beta)
+    weights = init_weights(config, 0, np.float64)
+    rng = np.random.default_rng(2)
+    weights["pseudo_inputs"] = rng.random(weights["pseudo_inputs"].shape)  # spread: distinct components
+    x, eps = rng.random((5, 1, 8, 8)), seeds.eps_for_step(0, 0, 5, config.latent_dim, samples=samples)
+    log_prior = vamp_log_prior(config, weights)
+    log_px, log_pz, log_qz = reference_terms(config, weights, x, eps[None] if samples == 1 else eps,
+                                             log_prior=log_prior)
+    if objective == "elbo":  # -log p(x|z) + beta (log q(z|x) - log p(z)) at the one z
+        expected = np.mean(-log_px) + beta * np.mean(log_qz - log_pz)
+    else:
+        expected = -np.mean(np.log(np.mean(np.exp(log_px + log_pz - log_qz), axis=0)))
+    z = rng.standard_normal((7, config.latent_dim))
+    for twin, model in _twins(config, weights).items():
+        given = twin.to_numpy(twin.log_prior(twin.as_input(z, model), model.prior_components()))
+        assert np.allclose(given, log_prior(z), rtol=1e-12, atol=0), twin.__name__
+        (total, _, _), step = _losses(twin, model, x, eps, None, config)  # (torch's step updates its model)
+        assert total == pytest.approx(expected, rel=1e-10), twin.__name__
+        assert step[0] == pytest.approx(expected, rel=1e-10), twin.__name__
+
+
+
+def _pseudo_input_gradients(twin, model, x, eps, config):
+    """d loss / d pseudo-inputs, canonical (P, C, H, W), of one forward pass."""
+    x, e = twin.as_input(x, model), twin.as_input(eps, model)
+    if twin is vae_torch:
+        twin.vae_loss(model(x, e), x, config).total.backward()
+        return twin.to_numpy(model.pseudo_inputs.grad)
+    grads = vae_jax.model.nnx.grad(lambda m: twin.vae_loss(m(x, e), x, config).total)(model)
+    return twin.to_numpy(grads.pseudo_inputs[...])
+
+
+def test_the_pseudo_inputs_are_clipped_to_the_images_range_with_torchs_gradient_at_the_bounds():
+    """The encoder sees each pseudo-input clipped to [0, 1] (vae_core.layout.PSEUDO_INPUT_BOUNDS): at and
+    beyond a bound its gradient is 0 in both twins (torch's hardtanh; jnp.clip's would be 1/2 at a bound),
+    inside it is the same non-zero gradient."""
+    weights = init_weights(VAMP, 0, np.float64)
+    values = np.array([-0.5, 0.0, 0.3, 1.0, 1.5, 0.7])
+    weights["pseudo_inputs"] = np.resize(values, weights["pseudo_inputs"].shape)
+    x, eps = np.random.default_rng(3).random((4, 1, 8, 8)), seeds.eps_for_step(0, 0, 4, VAMP.latent_dim)
+    grads = {twin: _pseudo_input_gradients(twin, model, x, eps, VAMP)
+             for twin, model in _twins(VAMP, weights).items()}
+    inside = (weights["pseudo_inputs"] > 0) & (weights["pseudo_inputs"] < 1)
+    for twin, grad in grads.items():
+        assert np.all(grad[~inside] == 0), twin.__name__
+        assert np.all(grad[inside] != 0), twin.__name__
+    assert np.allclose(grads[vae_jax], grads[vae_torch], rtol=1e-10, atol=1e-18)
+
+
+def test_sampling_draws_a_component_then_z_from_it_in_both_twins():
+    """prior_sample: each latent's component from vae_core.seeds.prior_draw, z = mu_c + sigma_c eps, the
+    components the encoder's posteriors at the clipped pseudo-inputs; both twins draw the same latents."""
+    weights = init_weights(VAMP, 0, np.float64)
+    weights["pseudo_inputs"] = np.random.default_rng(4).random(weights["pseudo_inputs"].shape)
+    eps, components = seeds.prior_draw(5, 400, VAMP.latent_dim, VAMP.pseudo_inputs)
+    for twin, model in _twins(VAMP, weights).items():
+        mu, logvar = (twin.to_numpy(v) for v in model.prior_components())
+        expected = mu[components] + np.exp(0.5 * logvar[components]) * eps
+        assert np.allclose(twin.to_numpy(model.prior_sample(400, seed=5)), expected, rtol=1e-12), twin.__name__
+        images = twin.to_numpy(model.sample(3, seed=5))
+        assert images.shape == (3, 1, 8, 8) and images.min() >= 0 and images.max() <= 1

@@ -27,7 +27,7 @@ def test_twins_agree(case, dtype):
     # parity_tests` runs every combination in every dtype.
     rows = comparisons.compare(case, dtype, twins.device_from_env(),
                                forms="each" if dtype == "float64" else "default")
-    assert {r.quantity for r in rows} == set(tolerances.QUANTITY_KIND)  # every quantity was compared
+    assert {r.quantity for r in rows} == tolerances.compared_quantities(case.config)  # every one compared
     failed = [r for r in rows if not r.ok]
     assert not failed, "\n" + report.format_table(failed)
 
@@ -94,7 +94,7 @@ def test_mixed_precision_twins_agree(case):
     the float64 reference at the tolerance derived in tolerances.py, over the whole 50-step Adam trajectory
     (its tolerance is float32's argument). The other cases: `python -m parity_tests --dtype bfloat16`."""
     rows = comparisons.compare(case, "bfloat16", twins.device_from_env(), forms="default")
-    assert {r.quantity for r in rows} == set(tolerances.QUANTITY_KIND) - {"checkpoint"}
+    assert {r.quantity for r in rows} == tolerances.compared_quantities(case.config) - {"checkpoint"}
     failed = [r for r in rows if not r.ok]
     assert not failed, "\n" + report.format_table(failed)
     # and bf16 is really in play: the logits carry its rounding, far above float32's ~1e-7

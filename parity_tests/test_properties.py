@@ -3,8 +3,8 @@ torch vs jitted JAX in float64 over the whole 50-step Adam trajectory, each twin
 device (test_parity.py compares every form on the standard cases).
 
 An example is an architecture (everything that fixes the compiled programs' shapes: image, widths, depth,
-residual blocks, latent size, classes, likelihood, the objective and its samples, batch) with a beta (1 for
-the IWAE bound, which has none) and a seed of the weights, batches and eps. The architectures are drawn
+residual blocks, latent size, classes, likelihood, the objective and its samples, the prior, batch) with a
+beta (1 for the IWAE bound, which has none) and a seed of the weights, batches and eps. The architectures are drawn
 once, from a fixed seed, few per test (ARCHITECTURES_PER_DRAW), and hypothesis draws the examples over
 them: examples that share an architecture share its compiled programs (the harness's and the twins' jits
 take beta and the data as arguments), so the 50 steps of each are nearly free. The split into three tests
@@ -25,6 +25,7 @@ WIDTHS = (1, 5, 12)  # conv channels, and (x4) mlp widths
 BETAS = (0.0, 0.5, 1.0, 3.0)
 SEEDS = (0, 1)
 TRAIN_SAMPLES = (1, 1, 2, 3)  # K > 1: the IWAE bound of K samples; 1: the ELBO
+PSEUDO_INPUTS = (0, 0, 2, 5)  # P > 0: the VampPrior of P pseudo-inputs (an unconditional model's); 0: N(0, I)
 ARCHITECTURES_PER_DRAW = 3
 
 
@@ -51,10 +52,22 @@ def with_objective(drawn: tuple[VAEConfig, int], rng: np.random.Generator) -> tu
     return dataclasses.replace(config, objective="iwae" if k > 1 else "elbo", train_samples=k), batch_size
 
 
+def with_prior(drawn: tuple[VAEConfig, int], rng: np.random.Generator) -> tuple[VAEConfig, int]:
+    """The architecture with a random prior: the VampPrior of a random number of pseudo-inputs, where the
+    model is unconditional (the VampPrior refuses labels), or N(0, I); from a stream of its own."""
+    config, batch_size = drawn
+    p = int(rng.choice(PSEUDO_INPUTS))
+    if not p or config.num_classes:
+        return drawn
+    return dataclasses.replace(config, prior="vamp", pseudo_inputs=p), batch_size
+
+
 def architectures(arch: str, draw: int) -> list[tuple[VAEConfig, int]]:
     rng = np.random.default_rng([20261127, draw, ["conv", "mlp"].index(arch)])
     objectives = np.random.default_rng([20261127, draw, ["conv", "mlp"].index(arch), 1])
-    return [with_objective(architecture(rng, arch), objectives) for _ in range(ARCHITECTURES_PER_DRAW)]
+    priors = np.random.default_rng([20261127, draw, ["conv", "mlp"].index(arch), 2])
+    return [with_prior(with_objective(architecture(rng, arch), objectives), priors)
+            for _ in range(ARCHITECTURES_PER_DRAW)]
 
 
 def betas(shape: tuple[VAEConfig, int]):

@@ -29,7 +29,7 @@ from twinvae.trainer.options import DEFAULT_OUT, DEFAULT_PRESET, LR_SCHEDULES, r
 from twinvae.twin import BACKENDS
 from vae_core import checks
 from vae_core.checkpoint import inputs_kept
-from vae_core.config import ARCHS, LIKELIHOODS, OBJECTIVES, VAEConfig
+from vae_core.config import ARCHS, LIKELIHOODS, OBJECTIVES, PRIORS, VAEConfig
 
 HANDED_OVER = {"bench": "the benchmark harness: `twinvae bench --help` (same as python -m benchmarks)",
                "parity": "check that the twins agree on your model and device: `twinvae parity --help`"}
@@ -183,6 +183,11 @@ def _model_flags(p) -> None:
     p.add_argument("--train-samples", type=int, metavar="K",
                    help="iwae: importance samples of z per image in training (default "
                         f"{VAEConfig.train_samples}: the ELBO)")
+    p.add_argument("--prior", choices=PRIORS,
+                   help="p(z): standard, N(0, I), or vamp, the VampPrior of --pseudo-inputs learned images "
+                        f"(Tomczak & Welling 2018; no free bits); default {VAEConfig.prior}")
+    p.add_argument("--pseudo-inputs", type=int, metavar="P",
+                   help=f"vamp: the number of pseudo-inputs (default {VAEConfig.pseudo_inputs})")
 
 
 def _optimisation_flags(p) -> None:

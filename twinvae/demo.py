@@ -96,6 +96,6 @@ def _held_out(twin: Twin, model: Model, x, e) -> list[tuple[str, object]]:
     images = twin.as_input(x, model)
     out = model(images, twin.as_input(e, model))
     losses = twin.vae_loss(out, images, model.config)
-    values = [(name, twin.to_numpy(value)) for name, value in out._asdict().items()]
+    values = [(name, twin.to_numpy(value)) for name, value in out._asdict().items() if value is not None]
     values += [(f"loss.{name}", float(twin.to_numpy(value))) for name, value in losses._asdict().items()]
     return [*values, ("sample(8, seed=1)", twin.to_numpy(model.sample(8, seed=1)))]

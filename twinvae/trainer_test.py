@@ -162,6 +162,9 @@ def test_resume_applies_and_records_what_may_change(images, tmp_path, capsys):
      "free bits = 0.5 conflicts with objective='iwae'"),
     (["train", "--objective", "iwae", "--train-samples", "3", "--beta", "2"], "beta = 2.0 conflicts"),
     (["train", "--train-samples", "3"], "train_samples = 3 needs objective 'iwae'"),
+    (["train", "--prior", "vamp", "--free-bits", "0.5"], "free bits = 0.5 conflicts with prior='vamp'"),
+    (["train", "--prior", "vamp", "--num-classes", "10"], "prior 'vamp' with num_classes = 10 is not a model"),
+    (["train", "--prior", "vamp", "--pseudo-inputs", "0"], "pseudo_inputs must be an int >= 1"),
 ])
 def test_bad_training_flags_are_named(argv, words, capsys):
     code, said = _cli(capsys, *argv)
@@ -190,6 +193,31 @@ def test_one_importance_sample_trains_as_the_elbo_and_k_samples_train_the_bound(
     assert test["total"] == pytest.approx(test["reconstruction"] + test["kl"], rel=1e-6) and test["kl"] > 0
     code, said = _cli(capsys, "inspect", str(tmp_path / "iwae" / "model.safetensors"))
     assert code == 0 and '"objective": "iwae"' in said and '"train_samples": 3' in said
+
+
+def test_a_vampprior_model_trains_evaluates_and_samples_in_either_twin(images, tmp_path, capsys):
+    """`twinvae train --prior vamp --pseudo-inputs 10` (JAX); its checkpoint holds the prior and its
+    pseudo-inputs, evaluates in both twins to the same figures (the KL per dimension has no meaning for the
+    mixture: none is printed), and samples from its mixture."""
+    (tmp_path / "c.json").write_text(json.dumps(CONFIG.to_dict()))
+    code, said = _cli(capsys, "train", "--config", str(tmp_path / "c.json"), "--dataset", "folder", "--data-dir",
+                      str(images), "--image-size", "8", "--epochs", "1", "--batch-size", "30", "--backend", "jax",
+                      "--prior", "vamp", "--pseudo-inputs", "10", "--out", str(tmp_path / "vamp"), "--no-progress")
+    assert code == 0, said
+    checkpoint = str(tmp_path / "vamp" / "model.safetensors")
+    code, said = _cli(capsys, "inspect", checkpoint)
+    assert code == 0 and '"prior": "vamp"' in said and '"pseudo_inputs": 10' in said and "pseudo_inputs" in said
+    figures = {}
+    for backend in ("jax", "torch"):
+        code, said = _cli(capsys, "evaluate", checkpoint, "--backend", backend, "--k", "5", "--dataset", "folder",
+                          "--data-dir", str(images), "--json", str(tmp_path / f"{backend}.json"), "--no-progress")
+        assert code == 0 and "none: the VampPrior's KL does not split by latent dimension" in said, said
+        figures[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
+    for name in ("negative_elbo", "iwae_nll", "kl"):
+        assert figures["jax"][name] == pytest.approx(figures["torch"][name], rel=1e-5), name
+    assert figures["torch"]["iwae_nll"] <= figures["torch"]["negative_elbo"] + 1.0
+    code, said = _cli(capsys, "sample", checkpoint, "--backend", "torch", "--out", str(tmp_path / "samples"))
+    assert code == 0 and (tmp_path / "samples" / "samples.png").stat().st_size > 0
 
 
 def test_a_broken_config_file_is_named(tmp_path, capsys):

@@ -11,12 +11,13 @@ from pathlib import Path
 ARCHS = ("conv", "mlp")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "discretized_logistic")
 OBJECTIVES = ("elbo", "iwae")  # the training objective: the ELBO, or the IWAE bound (Burda et al. 2015)
+PRIORS = ("standard", "vamp")  # p(z): N(0, I), or the VampPrior (Tomczak & Welling 2018)
 KERNEL, STRIDE, PADDING = 4, 2, 1  # every resampling conv and transposed conv of the conv architecture
 RES_KERNEL = 3  # the residual blocks' convs: 3x3, stride 1, padding 1 (the size stays)
 # Fields added after checkpoint format 1 came out, with the value that files written before them (format 1
 # checkpoints, run records) meant: a stored config that lacks one is read with that value, not the default.
 LATER_FIELDS = {"res_blocks": 0, "decoder_fc_relu": False, "levels": 256, "num_classes": 0, "objective": "elbo",
-                "train_samples": 1}
+                "train_samples": 1, "prior": "standard", "pseudo_inputs": 500}
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,10 @@ class VAEConfig:
     beside the encoder's flattened features and the decoder's fc beside z (its columns last in each).
     `levels`: the data's grey levels, which the discretized logistic's bins are (the others ignore it).
     `objective`: "elbo", or "iwae", the importance-weighted bound of `train_samples` = K samples of z per
-    image (Burda et al. 2015; K = 1 is the ELBO, and trains exactly as "elbo" does). Only the fields of the
-    chosen `arch` are used.
+    image (Burda et al. 2015; K = 1 is the ELBO, and trains exactly as "elbo" does). `prior`: "standard",
+    N(0, I), or "vamp", the VampPrior: the mixture of the encoder's posteriors at `pseudo_inputs` learned
+    images (Tomczak & Welling 2018; the count is used only by it). Only the fields of the chosen `arch` are
+    used.
     """
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
@@ -50,6 +53,8 @@ class VAEConfig:
     beta: float = 1.0
     objective: str = "elbo"
     train_samples: int = 1
+    prior: str = "standard"
+    pseudo_inputs: int = 500
 
     def __post_init__(self):
         # Normalise lists (from JSON) to tuples and numpy scalars to Python numbers, so configs hash,
@@ -58,7 +63,8 @@ class VAEConfig:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(_plain(v) for v in value))
-        for name in ("latent_dim", "res_blocks", "num_classes", "levels", "beta", "train_samples"):
+        for name in ("latent_dim", "res_blocks", "num_classes", "levels", "beta", "train_samples",
+                     "pseudo_inputs"):
             object.__setattr__(self, name, _plain(getattr(self, name)))
         _validate(self)
 
@@ -160,7 +166,12 @@ class VAEConfig:
 def check_bound_terms(config: VAEConfig, *, beta=None, free_bits: float = 0.0, kl_warmup: int = 0) -> None:
     """The IWAE bound of K > 1 samples (config.importance_weighted) has no KL term to weigh, warm up or
     clamp: beta other than 1 (None: config.beta), free bits or a KL warm-up with it are refused, naming the
-    conflict. The same message wherever one is asked for: the config, a train state, a step, a run."""
+    conflict. The VampPrior's KL is an estimate at the drawn z, with no per-dimension terms for free bits to
+    clamp. The same message wherever one is asked for: the config, a train state, a step, a run."""
+    if config.prior == "vamp" and free_bits:
+        raise ValueError(f"free bits = {free_bits!r} conflicts with prior='vamp': the VampPrior's KL is estimated "
+                         "at the drawn z, log q(z|x) - log p(z), with no per-dimension terms to clamp; train "
+                         "with the standard prior or without free bits")
     if not config.importance_weighted:
         return
     beta = config.beta if beta is None else beta
@@ -223,6 +234,15 @@ def _validate(cfg: VAEConfig) -> None:
     if cfg.objective == "elbo" and cfg.train_samples != 1:
         raise ValueError(f"VAEConfig.train_samples = {cfg.train_samples} needs objective 'iwae': the ELBO is "
                          "trained on one sample per image")
+    if cfg.prior not in PRIORS:
+        raise ValueError(f"VAEConfig.prior must be one of {PRIORS}, got {cfg.prior!r}")
+    if not _is_int(cfg.pseudo_inputs) or cfg.pseudo_inputs < 1:
+        raise ValueError(f"VAEConfig.pseudo_inputs must be an int >= 1 (the VampPrior's learned images), got "
+                         f"{cfg.pseudo_inputs!r}")
+    if cfg.prior == "vamp" and cfg.num_classes:
+        raise ValueError(f"VAEConfig.prior 'vamp' with num_classes = {cfg.num_classes} is not a model twinvae "
+                         "builds: the VampPrior's components are the encoder's posteriors at its pseudo-inputs, "
+                         "which a class-conditional encoder cannot take without a label; use prior 'standard'")
     check_bound_terms(cfg)
     _positive_ints("conv_channels", cfg.conv_channels)
     _positive_ints("mlp_widths", cfg.mlp_widths)

@@ -48,6 +48,9 @@ def test_json_round_trip():
     ({"train_samples": 5}, "train_samples = 5 needs objective 'iwae'"),
     ({"objective": "iwae", "train_samples": 5, "beta": 0.5},
      "beta = 0.5 conflicts with objective='iwae' and train_samples=5: the IWAE bound has no KL term"),
+    ({"prior": "gaussian"}, "prior must be one of ('standard', 'vamp'), got 'gaussian'"),
+    ({"prior": "vamp", "pseudo_inputs": 0}, "pseudo_inputs must be an int >= 1 (the VampPrior's learned images)"),
+    ({"prior": "vamp", "num_classes": 3}, "prior 'vamp' with num_classes = 3 is not a model twinvae builds"),
 ])
 def test_invalid_configs_name_the_field_and_value(kwargs, words):
     with pytest.raises(ValueError) as info:
@@ -120,10 +123,21 @@ def test_the_iwae_bound_refuses_what_weighs_its_kl_and_one_sample_is_the_elbo():
     check_bound_terms(iwae, beta=1.0, free_bits=0.0, kl_warmup=0)
 
 
-def test_a_stored_config_without_the_objective_is_the_elbo():
-    """Checkpoints and run records written before `objective` and `train_samples` existed load as the
-    ELBO, one sample; a config with them round-trips."""
-    old = {k: v for k, v in VAEConfig().to_dict().items() if k not in ("objective", "train_samples")}
+def test_a_stored_config_without_the_objective_or_prior_is_the_elbo_of_the_standard_prior():
+    """Checkpoints and run records written before `objective`, `train_samples`, `prior` and `pseudo_inputs`
+    existed load as the ELBO, one sample, N(0, I); a config with them round-trips."""
+    later = ("objective", "train_samples", "prior", "pseudo_inputs")
+    old = {k: v for k, v in VAEConfig().to_dict().items() if k not in later}
     assert VAEConfig.from_dict(old, complete=True) == VAEConfig()
-    iwae = VAEConfig(objective="iwae", train_samples=5)
-    assert VAEConfig.from_json(iwae.to_json(), complete=True) == iwae
+    for config in (VAEConfig(objective="iwae", train_samples=5), VAEConfig(prior="vamp", pseudo_inputs=7)):
+        assert VAEConfig.from_json(config.to_json(), complete=True) == config
+
+
+def test_the_vampprior_refuses_free_bits_by_name():
+    """Its KL is an estimate at the drawn z, with no per-dimension terms: free bits are refused; beta and a
+    KL warm-up, which weigh the whole estimate, pass."""
+    vamp = VAEConfig(prior="vamp")
+    with pytest.raises(ValueError, match="free bits = 0.5 conflicts with prior='vamp': the VampPrior's KL is"):
+        check_bound_terms(vamp, free_bits=0.5)
+    check_bound_terms(vamp, beta=0.5, kl_warmup=100)
+    check_bound_terms(VAEConfig(), free_bits=0.5)

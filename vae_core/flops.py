@@ -5,7 +5,9 @@ FLOPs. Counted: the multiply-adds of convolutions, transposed convolutions and l
 each, useful work only (a stride-2 transposed conv scatters each input pixel through k*k taps; the zeros an
 implementation may insert are not counted). Not counted: biases, activations, the loss, the optimizer
 (together under 1% for the seed model). A training step is the forward pass, the weight gradients (as
-much again) and the input gradients (as much again, except the first layer's: the images need none).
+much again) and the input gradients (as much again, except the first layer's: the images need none). The
+IWAE objective's K = train_samples samples decode K latents per image; the VampPrior encodes its P
+pseudo-inputs once per step, the first layer's input gradients included (they are parameters).
 
 Bytes: the analytic minimum of memory traffic, for a device whose caches hold nothing from one operation
 to the next (an accelerator's HBM; a CPU's DRAM once a batch outgrows its last-level cache). The
@@ -23,7 +25,7 @@ parameters in the parameters' dtype.
 from __future__ import annotations
 
 from vae_core.config import VAEConfig
-from vae_core.layout import layer_specs
+from vae_core.layout import layer_specs, num_parameters
 
 # Bytes per element: (activations, parameters and data) for each precision name of vae_core.checks.
 ELEMENT_BYTES = {"float32": (4, 4), "float64": (8, 8), "bfloat16": (2, 4)}
@@ -59,17 +61,21 @@ def layer_outputs(config: VAEConfig) -> dict[str, int]:
 
 
 def parameter_count(config: VAEConfig) -> int:
-    total = 0
-    for layer in layer_specs(config):
-        weight = 1
-        for size in layer.weight_shape:
-            weight *= size
-        total += weight + layer.out_features  # and the bias
-    return total
+    return num_parameters(config)  # the VampPrior's pseudo-inputs included
 
 
-def forward_flops(config: VAEConfig) -> int:
-    return sum(layer_flops(config).values())
+def _decodes(name: str) -> bool:
+    return name.startswith("decoder.")
+
+
+def forward_flops(config: VAEConfig, samples: int = 1) -> int:
+    """encode + decode of `samples` latents, per image."""
+    return sum(flops * (samples if _decodes(name) else 1) for name, flops in layer_flops(config).items())
+
+
+def encoder_flops(config: VAEConfig) -> int:
+    """encode (mu and logvar), per image."""
+    return sum(flops for name, flops in layer_flops(config).items() if not _decodes(name))
 
 
 def inference_flops(config: VAEConfig) -> int:
@@ -78,15 +84,18 @@ def inference_flops(config: VAEConfig) -> int:
 
 
 def train_step_flops(config: VAEConfig) -> int:
-    """forward + weight gradients + input gradients (none for the first layer), per image."""
+    """forward (train_samples decodes) + weight gradients + input gradients (none for the first layer),
+    per image; the VampPrior's pseudo-inputs are step_flops's."""
     first = next(iter(layer_flops(config).values()))
-    return 3 * forward_flops(config) - first
+    return 3 * forward_flops(config, config.train_samples) - first
 
 
 def step_flops(config: VAEConfig, kind: str, batch_size: int) -> int:
-    """FLOPs of one step of `kind` ("train" or "infer") on a batch."""
+    """FLOPs of one step of `kind` ("train" or "infer") on a batch: in training with the VampPrior also
+    its P pseudo-inputs' encoding, forward and both gradients."""
     per_image = {"train": train_step_flops, "infer": inference_flops}[_check_kind(kind)](config)
-    return per_image * batch_size
+    prior = 3 * config.pseudo_inputs * encoder_flops(config) if kind == "train" and config.prior == "vamp" else 0
+    return per_image * batch_size + prior
 
 
 def step_bytes(config: VAEConfig, kind: str, batch_size: int, dtype: str = "float32") -> int:
@@ -100,11 +109,18 @@ def step_bytes(config: VAEConfig, kind: str, batch_size: int, dtype: str = "floa
     if _check_kind(kind) == "infer":  # the images read; every activation written and read once
         per_image = parameter * pixels + activation * 2 * activations
         return batch_size * per_image + parameter * parameter_count(config)
-    activations += latent  # z
+    # K samples: every decoder activation and z K times, eps K times; the VampPrior: its P pseudo-inputs'
+    # encoder activations, and the pseudo-inputs read (they are among the parameters)
+    outputs = layer_outputs(config)
+    k = config.train_samples
+    decoded = sum(n for name, n in outputs.items() if _decodes(name))
+    activations += (k - 1) * decoded + k * latent
     # forward: write + read; backward: read again, gradient written + read. The images: read in the
     # forward and again in the backward; eps: read once.
-    per_image = activation * 5 * activations + parameter * (2 * pixels + latent)
-    return batch_size * per_image + 8 * parameter * parameter_count(config)
+    per_image = activation * 5 * activations + parameter * (2 * pixels + k * latent)
+    prior = config.pseudo_inputs * activation * 5 * (sum(outputs.values()) - decoded) \
+        if config.prior == "vamp" else 0
+    return batch_size * per_image + prior + 8 * parameter * parameter_count(config)
 
 
 def _check_kind(kind: str) -> str:

@@ -56,3 +56,18 @@ def test_bytes_grow_with_the_batch_and_refuse_unknown_names():
         step_bytes(config, "eval", 1)
     with pytest.raises(ValueError, match="dtype must be one of"):
         step_bytes(config, "train", 1, "float16")
+
+
+def test_k_samples_decode_k_times_and_the_vampprior_encodes_its_pseudo_inputs_per_step():
+    seed = VAEConfig()
+    decoder = sum(v for k, v in layer_flops(seed).items() if k.startswith("decoder."))
+    iwae = VAEConfig(objective="iwae", train_samples=5)
+    assert forward_flops(seed, 5) == forward_flops(seed) + 4 * decoder
+    assert train_step_flops(iwae) == 3 * (forward_flops(seed) + 4 * decoder) - layer_flops(seed)["encoder.convs.0"]
+    encoder = forward_flops(seed) - decoder
+    vamp = VAEConfig(prior="vamp", pseudo_inputs=500)
+    assert step_flops(vamp, "train", 128) == step_flops(seed, "train", 128) + 3 * 500 * encoder
+    assert step_flops(vamp, "infer", 128) == step_flops(seed, "infer", 128)
+    assert parameter_count(vamp) == parameter_count(seed) + 500 * 784
+    assert step_bytes(iwae, "train", 1) > step_bytes(seed, "train", 1)
+    assert step_bytes(vamp, "train", 1) > step_bytes(seed, "train", 1) + 8 * 4 * 500 * 784

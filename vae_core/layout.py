@@ -36,7 +36,10 @@ class WeightsError(ValueError):
 # |                  |                  |                   | with transpose_kernel=True flips the kernel |
 # |                  |                  |                   | itself, so no manual flip; lax padding per  |
 # |                  |                  |                   | side k-1-p = 2 for k=4, s=2, p=1            |
-# Biases not listed are the same vector in both.
+# | pseudo_inputs    | (P, C, H, W)     | (P, H, W, C)      | W.transpose(0,2,3,1): images, as the twins' |
+# |                  |                  |                   | inputs are                                  |
+# Biases not listed are the same vector in both. The VampPrior's pseudo-inputs are one parameter, no layer:
+# canonical key "pseudo_inputs", after every layer's keys.
 # A class-conditional model (num_classes > 0) gives fc_mu, fc_logvar and decoder.fc num_classes more input
 # columns, the one-hot label's, after the features (or z): in linear_from_image only the image's columns
 # are permuted, and the label's follow them unchanged (weight[:, C*H*W:].T are the kernel's last rows).
@@ -131,12 +134,23 @@ def layer_specs(config: VAEConfig) -> list[LayerSpec]:
     return layers
 
 
+PSEUDO_INPUTS = "pseudo_inputs"  # the VampPrior's learned images: canonical key, shape (P, C, H, W)
+# Tomczak & Welling's init of them (normal, mean 0.05, std 0.01, as in their code for images in [0, 1]) and
+# the range the encoder sees them in: clipped to the images' [0, 1] by a hardtanh, whose gradient is 0 at and
+# beyond the bounds (both twins).
+PSEUDO_INPUT_INIT = (0.05, 0.01)
+PSEUDO_INPUT_BOUNDS = (0.0, 1.0)
+
+
 def canonical_shapes(config: VAEConfig) -> dict[str, tuple[int, ...]]:
-    """Canonical key -> shape, in model order (this is the golden key list the README documents)."""
+    """Canonical key -> shape, in model order (this is the golden key list the README documents); the
+    VampPrior's pseudo-inputs last."""
     shapes = {}
     for layer in layer_specs(config):
         shapes[f"{layer.name}.weight"] = layer.weight_shape
         shapes[f"{layer.name}.bias"] = (layer.out_features,)
+    if config.prior == "vamp":
+        shapes[PSEUDO_INPUTS] = (config.pseudo_inputs, *config.image_shape)
     return shapes
 
 
@@ -221,17 +235,32 @@ def from_jax_layout(layer: LayerSpec, kernel: np.ndarray, bias: np.ndarray) -> t
     raise AssertionError(f"unknown layer kind {layer.kind!r}")
 
 
+def pseudo_inputs_to_jax(pseudo_inputs: np.ndarray) -> np.ndarray:
+    """Canonical (P, C, H, W) pseudo-inputs -> the JAX twin's NHWC (P, H, W, C)."""
+    return pseudo_inputs.transpose(0, 2, 3, 1)
+
+
+def pseudo_inputs_from_jax(pseudo_inputs: np.ndarray) -> np.ndarray:
+    """The JAX twin's (P, H, W, C) pseudo-inputs -> canonical (P, C, H, W); inverse of pseudo_inputs_to_jax."""
+    return pseudo_inputs.transpose(0, 3, 1, 2)
+
+
 # --- initialisation and validation -----------------------------------------------------------------------
 
 def init_weights(config: VAEConfig, seed: int, dtype=np.float32) -> dict[str, np.ndarray]:
     """Canonical weights drawn like torch's default init (weights and biases uniform in ±1/sqrt(fan_in)),
-    from vae_core's 'init' stream, so both backends can start from the very same model."""
+    from vae_core's 'init' stream, so both backends can start from the very same model; then the VampPrior's
+    pseudo-inputs (PSEUDO_INPUT_INIT), so the layers' draws are those of the standard prior's model."""
     generator = seeds.rng(seed, "init")
     weights = {}
     for layer in layer_specs(config):
         bound = 1.0 / np.sqrt(layer.fan_in)
         weights[f"{layer.name}.weight"] = generator.uniform(-bound, bound, layer.weight_shape).astype(dtype)
         weights[f"{layer.name}.bias"] = generator.uniform(-bound, bound, (layer.out_features,)).astype(dtype)
+    if config.prior == "vamp":
+        mean, std = PSEUDO_INPUT_INIT
+        shape = canonical_shapes(config)[PSEUDO_INPUTS]
+        weights[PSEUDO_INPUTS] = generator.normal(mean, std, shape).astype(dtype)
     return weights
 
 

@@ -170,3 +170,22 @@ def test_this_machine_reports_its_memory_and_refuses_a_model_larger_than_any():
     assert core.physical_memory() > GIB
     with pytest.raises(ValueError, match="lower latent_dim$"):
         core.check_fits_in_memory(VAEConfig(latent_dim=10**12), "float32", 4)
+
+
+def test_the_vampprior_adds_its_pseudo_inputs_last_and_leaves_the_layers_draws():
+    """One canonical key, "pseudo_inputs", (P, C, H, W), after every layer's; its init is Tomczak &
+    Welling's normal (0.05, 0.01) drawn after the layers', so the layers are the standard prior's model."""
+    vamp = VAEConfig(prior="vamp", pseudo_inputs=300)
+    shapes = core.canonical_shapes(vamp)
+    assert list(shapes)[:-1] == list(GOLDEN_CONV) and list(shapes)[-1] == core.PSEUDO_INPUTS
+    assert shapes[core.PSEUDO_INPUTS] == (300, 1, 28, 28)
+    assert core.num_parameters(vamp) == 258_025 + 300 * 784
+    weights, standard = core.init_weights(vamp, 3, np.float64), core.init_weights(VAEConfig(), 3, np.float64)
+    assert all(np.array_equal(weights[k], standard[k]) for k in standard)
+    pseudo = weights[core.PSEUDO_INPUTS]
+    assert abs(pseudo.mean() - 0.05) < 1e-3 and abs(pseudo.std() - 0.01) < 1e-3
+    assert core.PSEUDO_INPUT_BOUNDS == (0.0, 1.0)
+    back = core.pseudo_inputs_from_jax(core.pseudo_inputs_to_jax(pseudo))
+    assert core.pseudo_inputs_to_jax(pseudo).shape == (300, 28, 28, 1) and np.array_equal(back, pseudo)
+    with pytest.raises(core.WeightsError, match=r"missing key .pseudo_inputs. \(expected shape \(300, 1, 28"):
+        core.check_weights(standard, vamp)

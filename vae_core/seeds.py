@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-PURPOSES = ("init", "data", "eps", "sample", "eval", "noise", "binarize", "binarize-test")
+PURPOSES = ("init", "data", "eps", "sample", "eval", "noise", "binarize", "binarize-test", "component")
 
 
 def derive_seed(seed: int, purpose: str) -> int:
@@ -42,6 +42,14 @@ def eps_for_step(seed: int, step: int, batch_size: int, latent_dim: int, dtype=n
     sample is the same draw as it was before K existed, so runs of one sample are unchanged."""
     shape = (batch_size, latent_dim) if samples == 1 else (samples, batch_size, latent_dim)
     return standard_normal(seed, "eps", step, shape, dtype)
+
+
+def prior_draw(seed: int, n: int, latent_dim: int, components: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """What n latents drawn from the prior take: eps (n, latent_dim) from the 'sample' stream (z itself for
+    N(0, I)) and, for a mixture prior of `components` equally weighted components (the VampPrior), each
+    latent's component, uniform in [0, components), from the 'component' stream; None for N(0, I) (0)."""
+    eps = standard_normal(seed, "sample", 0, (n, latent_dim))
+    return eps, rng(seed, "component").integers(0, components, n) if components else None
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:

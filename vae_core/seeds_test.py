@@ -36,3 +36,14 @@ def test_steps_are_counter_based_and_dtypes_agree():
 def test_bad_seeds_and_purposes(seed, purpose):
     with pytest.raises(ValueError):
         seeds.derive_seed(seed, purpose)
+
+
+def test_a_prior_draw_is_the_sample_stream_and_a_mixture_draws_its_components_too():
+    """N(0, I): eps alone, the 'sample' stream's step 0 as before the VampPrior; a mixture of P components
+    also draws each latent's component, uniform over all P, from a stream of its own."""
+    eps, components = seeds.prior_draw(4, 6, 3)
+    assert components is None and np.array_equal(eps, seeds.standard_normal(4, "sample", 0, (6, 3)))
+    eps_vamp, components = seeds.prior_draw(4, 6000, 3, components=7)
+    assert eps_vamp.shape == (6000, 3) and np.array_equal(eps_vamp[:6], eps)  # the same stream, row by row
+    assert components.shape == (6000,) and set(components.tolist()) == set(range(7))
+    assert np.array_equal(components, seeds.prior_draw(4, 6000, 3, components=7)[1])

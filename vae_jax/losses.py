@@ -44,34 +44,56 @@ def kl_per_dim(mu, logvar):
     return -0.5 * (1 + logvar - mu**2 - jnp.exp(logvar))
 
 
-def importance_terms(output: VAEOutput, x, eps, config: VAEConfig):
+def log_normal(z, mu, logvar):
+    """log N(z; mu, diag exp(logvar)), the last axis summed; broadcasts."""
+    return -0.5 * ((z - mu) ** 2 * jnp.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+
+
+def log_prior(z, prior=None):
+    """log p(z) per latent, z (..., latent): N(0, I) for prior None; else the VampPrior's equally weighted
+    mixture of its P components, prior = (mu, logvar), (P, latent) each (Tomczak & Welling 2018, eq. 9)."""
+    if prior is None:
+        return -0.5 * (z**2 + LOG_2PI).sum(-1)
+    mu, logvar = prior
+    return jax.nn.logsumexp(log_normal(z[..., None, :], mu, logvar), axis=-1) - math.log(mu.shape[0])
+
+
+def kl_per_image(output: VAEOutput):
+    """KL(q(z|x) || p(z)) per image, shape (N,): closed form for N(0, I); for the VampPrior, which has none,
+    the single-sample estimate log q(z|x) - log p(z) at the forward pass's z (unbiased: its mean over z ~
+    q(z|x) is the KL)."""
+    if output.prior is None:
+        return kl_divergence(output.mu, output.logvar)
+    return log_normal(output.z, output.mu, output.logvar) - log_prior(output.z, output.prior)
+
+
+def importance_terms(output: VAEOutput, x, config: VAEConfig):
     """The terms of each sample's importance log-weight log w = log p(x|z) + log p(z) - log q(z|x), from the
-    forward pass (output) of images x with eps (K, N, latent): (reconstruction, log p(z), log q(z|x)), each
-    (K, N). The reconstruction is reconstruction_loss's, -log p(x|z) up to nats_offset (the Gaussian's
-    constant); log q(z|x) is taken at z = mu + sigma * eps from eps itself. The one computation of the
-    weights, for the IWAE objective (vae_loss) and for evaluation (train.importance_log_weights)."""
-    k, n, _ = eps.shape
+    forward pass (output) of images x with K samples of z, (K, N, latent): (reconstruction, log p(z), log
+    q(z|x)), each (K, N). The reconstruction is reconstruction_loss's, -log p(x|z) up to nats_offset (the
+    Gaussian's constant); log p(z) is the model's prior's (log_prior). The one computation of the weights,
+    for the IWAE objective (vae_loss) and for evaluation (train.importance_log_weights)."""
+    k, n, _ = output.z.shape
     images = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * n, *x.shape[1:])
     reconstruction = reconstruction_loss(output.logits, images, config.likelihood, config.levels).reshape(k, n)
-    log_pz = -0.5 * (output.z**2 + LOG_2PI).sum(-1)
-    log_qz = -0.5 * (eps**2 + LOG_2PI + output.logvar).sum(-1)
-    return reconstruction, log_pz, log_qz
+    return reconstruction, log_prior(output.z, output.prior), log_normal(output.z, output.mu, output.logvar)
 
 
-def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None, *, eps=None, free_bits: float = 0.0,
+def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None, *, free_bits: float = 0.0,
              check_inputs: bool = True) -> VAELoss:
     """The training objective's total, reconstruction and KL, each averaged over the batch. The ELBO's
-    (config.objective "elbo", or "iwae" of one sample): beta defaults to config.beta. With free bits
-    (Kingma et al. 2016) the KL the objective weighs is, per latent dimension, its batch mean but at least
-    `free_bits` nats, so no dimension is pushed all the way to the prior; the KL returned stays the true
-    one, so total = reconstruction + beta * KL only when free_bits is 0.
-    The IWAE bound's (config.importance_weighted: K = train_samples > 1; the output of eps (K, N, latent),
-    given as `eps`): total = -log (1/K) sum_k w_k per image (a logsumexp over K, minus log K), the
+    (config.objective "elbo", or "iwae" of one sample): beta defaults to config.beta, and the KL is
+    kl_per_image's (closed form for N(0, I), an estimate for the VampPrior). With free bits (Kingma et al.
+    2016; the standard prior only) the KL the objective weighs is, per latent dimension, its batch mean but at
+    least `free_bits` nats, so no dimension is pushed all the way to the prior; the KL returned stays the
+    true one, so total = reconstruction + beta * KL only when free_bits is 0.
+    The IWAE bound's (config.importance_weighted: K = train_samples > 1, the output of a forward pass of
+    eps (K, N, latent)): total = -log (1/K) sum_k w_k per image (a logsumexp over K, minus log K), the
     reconstruction and the KL the K samples' means of the reconstruction loss and of log q(z|x) - log p(z),
     so total <= reconstruction + KL, their ELBO estimate. Its -log p(x|z) is the reconstruction loss, as
     the ELBO's total (the Gaussian's nats_offset left out); it has no beta (1) and no free bits.
-    check_inputs=False skips the checks of x (type, shape, dtype, range) and eps and computes the same:
-    for the training step, which checks its batch once."""
+    check_inputs=False skips the checks of x (type, shape, dtype, range) and of the samples and computes the
+    same: for the training step, which checks its batch once."""
     if check_inputs:
         x, dtype = as_array("x", x)
         c, h, w = config.image_shape
@@ -81,20 +103,21 @@ def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None, *, eps=None, fr
         checks.check_dtype("x", dtype, dtype_name(output.logits.dtype))
         check_values("x", x, bounds=(0.0, 1.0))
         check_bound_terms(config, beta=beta, free_bits=free_bits)
-        if config.importance_weighted:
-            checks.check_train_samples("eps", None if eps is None else tuple(eps.shape), config.train_samples)
+        checks.check_train_samples("the forward pass's z", tuple(output.z.shape), config.train_samples)
     if config.importance_weighted:
-        return _importance_weighted_loss(output, x, eps, config)
+        return _importance_weighted_loss(output, x, config)
     beta = config.beta if beta is None else beta
     reconstruction = reconstruction_loss(output.logits, x, config.likelihood, config.levels).mean()
-    per_dim = kl_per_dim(output.mu, output.logvar)
-    kl = per_dim.sum(axis=1).mean()
-    objective = jnp.maximum(per_dim.mean(0), free_bits).sum() if free_bits > 0 else kl
-    return VAELoss(reconstruction + beta * objective, reconstruction, kl)
+    if free_bits > 0:
+        per_dim = kl_per_dim(output.mu, output.logvar)
+        kl, objective = per_dim.sum(axis=1).mean(), jnp.maximum(per_dim.mean(0), free_bits).sum()
+        return VAELoss(reconstruction + beta * objective, reconstruction, kl)
+    kl = kl_per_image(output).mean()
+    return VAELoss(reconstruction + beta * kl, reconstruction, kl)
 
 
-def _importance_weighted_loss(output: VAEOutput, x, eps, config: VAEConfig) -> VAELoss:
-    reconstruction, log_pz, log_qz = importance_terms(output, x, eps, config)
+def _importance_weighted_loss(output: VAEOutput, x, config: VAEConfig) -> VAELoss:
+    reconstruction, log_pz, log_qz = importance_terms(output, x, config)
     log_w = -reconstruction + log_pz - log_qz
-    bound = jax.nn.logsumexp(log_w, axis=0) - math.log(eps.shape[0])  # log of the mean of the K weights, per image
+    bound = jax.nn.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])  # log of the K weights' mean, per image
     return VAELoss(-bound.mean(), reconstruction.mean(), (log_qz - log_pz).mean())

@@ -229,6 +229,9 @@ class VAE(nnx.Module):
         self.decoder = ConvDecoder(config, transposed_conv=forms["transposed_conv"],
                                    output_transposed_conv=forms["output_transposed_conv"], **layers) if conv \
             else MLPDecoder(config, **layers)
+        if config.prior == "vamp":  # the VampPrior's learned images, NHWC (vae_core.layout.PSEUDO_INPUTS)
+            c, h, w = config.image_shape
+            self.pseudo_inputs = nnx.Param(jnp.zeros((config.pseudo_inputs, h, w, c), dtype))
 
     @property
     def dtype(self):
@@ -279,14 +282,26 @@ class VAE(nnx.Module):
             x, eps, _, labels = self.check_batch(x, eps, labels=labels)
         return _compiled(self, _forwarded, x, eps, labels)
 
+    def prior_components(self):
+        """The VampPrior's components: the encoder's (mu, logvar) at the pseudo-inputs, clipped to the
+        images' range (vae_core.layout.PSEUDO_INPUT_BOUNDS), (P, latent) each; None for N(0, I)."""
+        return _compiled(self, _prior_components)
+
     def sample(self, n: int, seed: int = 0, *, labels=None):
         """n images from the prior, as the likelihood's mean images in [0, 1] (likelihoods.mean_image); z
         comes from vae_core's 'sample' stream, so both twins given the same seed and weights return the
         same images."""
         n = checks.check_count("n", n)
         labels = check_labels(self, labels, n)
-        z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
-        return _compiled(self, _mean_decoding, jnp.asarray(z, self.dtype), labels)
+        return _compiled(self, _mean_decoding, self.prior_sample(n, seed), labels)
+
+    def prior_sample(self, n: int, seed: int = 0):
+        """n latents z ~ p(z), (n, latent): N(0, I), or the VampPrior's component of each (uniform) and z
+        from it, both drawn by vae_core.seeds.prior_draw, so both twins draw the same latents."""
+        components = self.config.pseudo_inputs if self.config.prior == "vamp" else 0
+        eps, drawn = seeds.prior_draw(seed, n, self.config.latent_dim, components)
+        eps = jnp.asarray(eps, self.dtype)
+        return eps if drawn is None else _compiled(self, _from_components, eps, jnp.asarray(drawn))
 
     def reconstruct(self, x, *, labels=None, check_inputs: bool = True):
         """Decode the posterior mean: the likelihood's mean image in [0, 1], the shape of x."""
@@ -337,7 +352,23 @@ def _forwarded(model: VAE, x, eps, labels) -> VAEOutput:
     z = reparameterize(mu, logvar, eps)
     if z.ndim == 3:  # K samples per image: one decoder batch of K * N, each image's label K times
         labels = None if labels is None else jnp.tile(labels, z.shape[0])
-    return VAEOutput(mu, logvar, z, _decoded(model, z.reshape(-1, z.shape[-1]), labels))
+    logits = _decoded(model, z.reshape(-1, z.shape[-1]), labels)
+    return VAEOutput(mu, logvar, z, logits, _prior_components(model))
+
+
+def _prior_components(model: VAE):
+    if model.config.prior != "vamp":
+        return None
+    lo, hi = layout.PSEUDO_INPUT_BOUNDS
+    u = model.pseudo_inputs[...]
+    # torch's F.hardtanh: the bound itself, of gradient 0, at and beyond it (jnp.clip's gradient at a bound
+    # is 1/2, from jnp.maximum's tie)
+    return _encoded(model, jnp.where(u <= lo, lo, jnp.where(u >= hi, hi, u)), None)
+
+
+def _from_components(model: VAE, eps, components):
+    mu, logvar = _prior_components(model)
+    return reparameterize(mu[components], logvar[components], eps)
 
 
 def _mean_decoding(model: VAE, z, labels):

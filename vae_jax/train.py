@@ -17,7 +17,7 @@ from vae_core.likelihood import nats_offset
 from vae_core.outputs import VAELoss
 from vae_jax.checks import dtype_name
 from vae_jax.forms import jit_for, jitted
-from vae_jax.losses import importance_terms, kl_divergence, reconstruction_loss, vae_loss
+from vae_jax.losses import importance_terms, kl_per_image, reconstruction_loss, vae_loss
 from vae_jax.model import VAE
 from vae_jax.weights import import_weights, to_canonical
 
@@ -117,8 +117,7 @@ def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None
 
     def loss_fn(params):
         output = nnx.merge(state.graphdef, params)(x, eps, labels=labels, check_inputs=False)
-        losses = vae_loss(output, target, model.config, beta, eps=eps, free_bits=state.free_bits,
-                          check_inputs=False)
+        losses = vae_loss(output, target, model.config, beta, free_bits=state.free_bits, check_inputs=False)
         return losses.total, losses
 
     grads, losses = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -157,7 +156,8 @@ def compile_train_step(state: TrainState, *, check_inputs: bool = True, compiler
 
 
 def evaluate(model: VAE, x, eps, labels=None) -> VAELoss:
-    """Per-image negative ELBO terms at beta = 1 (shape (N,) each), for test-set figures; unchecked."""
+    """Per-image negative ELBO terms at beta = 1 (shape (N,) each; the KL kl_per_image's), for test-set
+    figures; unchecked."""
     graphdef, params = nnx.split(model)
     return jit_for(_evaluate, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps), _labels(labels))
 
@@ -166,7 +166,7 @@ def _evaluate(graphdef, params, x, eps, labels) -> VAELoss:
     model = nnx.merge(graphdef, params)
     out = model(x, eps, labels=labels, check_inputs=False)
     reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood, model.config.levels)
-    kl = kl_divergence(out.mu, out.logvar)
+    kl = kl_per_image(out)
     return VAELoss(reconstruction + kl, reconstruction, kl)
 
 
@@ -182,7 +182,7 @@ def importance_log_weights(model: VAE, x, eps, labels=None):
 def _importance_log_weights(graphdef, params, x, eps, labels):
     model = nnx.merge(graphdef, params)
     out = model(x, eps, labels=labels, check_inputs=False)
-    reconstruction, log_pz, log_qz = importance_terms(out, x, eps, model.config)
+    reconstruction, log_pz, log_qz = importance_terms(out, x, model.config)
     offset = nats_offset(model.config.likelihood, model.config.num_pixels)
     log_px = -reconstruction - offset if offset else -reconstruction
     return log_px + log_pz - log_qz

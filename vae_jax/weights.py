@@ -30,6 +30,9 @@ def to_canonical(tree, config: VAEConfig) -> dict[str, np.ndarray]:
         weight, bias = layout.from_jax_layout(layer, flat[path + ("kernel",)], flat[path + ("bias",)])
         weights[f"{layer.name}.weight"] = np.ascontiguousarray(weight)
         weights[f"{layer.name}.bias"] = np.ascontiguousarray(bias)
+    if config.prior == "vamp":
+        pseudo_inputs = flat[(layout.PSEUDO_INPUTS,)]
+        weights[layout.PSEUDO_INPUTS] = np.ascontiguousarray(layout.pseudo_inputs_from_jax(pseudo_inputs))
     return weights
 
 
@@ -49,6 +52,9 @@ def import_weights(model: VAE, weights: dict) -> VAE:
                                           np.asarray(weights[f"{layer.name}.bias"]))
         module.kernel.set_value(jnp.asarray(kernel, model.dtype))
         module.bias.set_value(jnp.asarray(bias, model.dtype))
+    if model.config.prior == "vamp":
+        pseudo_inputs = layout.pseudo_inputs_to_jax(np.asarray(weights[layout.PSEUDO_INPUTS]))
+        model.pseudo_inputs.set_value(jnp.asarray(pseudo_inputs, model.dtype))
     return model
 
 

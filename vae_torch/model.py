@@ -182,6 +182,8 @@ class VAE(nn.Module):
         self.fc_logvar = nn.Linear(features, config.latent_dim)
         self.decoder = ConvDecoder(config, forms["transposed_conv"], forms["output_transposed_conv"]) if conv \
             else MLPDecoder(config)
+        if config.prior == "vamp":  # the VampPrior's learned images (vae_core.layout.PSEUDO_INPUTS)
+            self.pseudo_inputs = nn.Parameter(torch.empty(config.pseudo_inputs, *config.image_shape))
         self.to(dtype, memory_format=MEMORY_FORMATS[DEFAULT_MEMORY_FORMAT if conv else "contiguous"])
         self.compute_dtype = checks.check_compute_dtype(
             None if compute_dtype is None else dtype_name(float_dtype(compute_dtype)), dtype_name(self.dtype))
@@ -242,7 +244,15 @@ class VAE(nn.Module):
         z = reparameterize(mu, logvar, eps)
         if z.ndim == 3:  # K samples per image: one decoder batch of K * N, each image's label K times
             labels = None if labels is None else labels.repeat(z.shape[0])
-        return VAEOutput(mu, logvar, z, self.decode(z.flatten(0, -2), labels=labels, check_inputs=False))
+        logits = self.decode(z.flatten(0, -2), labels=labels, check_inputs=False)
+        return VAEOutput(mu, logvar, z, logits, self.prior_components())
+
+    def prior_components(self):
+        """The VampPrior's components: the encoder's (mu, logvar) at the pseudo-inputs, clipped to the
+        images' range (vae_core.layout.PSEUDO_INPUT_BOUNDS), (P, latent) each; None for N(0, I)."""
+        if self.config.prior != "vamp":
+            return None
+        return self.encode(F.hardtanh(self.pseudo_inputs, *layout.PSEUDO_INPUT_BOUNDS), check_inputs=False)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, *, labels=None):
@@ -251,9 +261,21 @@ class VAE(nn.Module):
         same images."""
         n = checks.check_count("n", n)
         check_labels(self, labels, n)
-        z = seeds.standard_normal(seed, "sample", 0, (n, self.config.latent_dim))
-        z = torch.as_tensor(z, dtype=self.dtype, device=self.fc_mu.weight.device)
-        return mean_image(self.decode(z, labels=labels, check_inputs=False), self.config.likelihood)
+        return mean_image(self.decode(self.prior_sample(n, seed), labels=labels, check_inputs=False),
+                          self.config.likelihood)
+
+    @torch.no_grad()
+    def prior_sample(self, n: int, seed: int = 0):
+        """n latents z ~ p(z), (n, latent): N(0, I), or the VampPrior's component of each (uniform) and z
+        from it, both drawn by vae_core.seeds.prior_draw, so both twins draw the same latents."""
+        components = self.config.pseudo_inputs if self.config.prior == "vamp" else 0
+        eps, drawn = seeds.prior_draw(seed, n, self.config.latent_dim, components)
+        eps = torch.as_tensor(eps, dtype=self.dtype, device=self.fc_mu.weight.device)
+        if drawn is None:
+            return eps
+        mu, logvar = self.prior_components()
+        index = torch.as_tensor(drawn, device=eps.device)
+        return reparameterize(mu[index], logvar[index], eps)
 
     @torch.no_grad()
     def reconstruct(self, x, *, labels=None, check_inputs: bool = True):

@@ -53,4 +53,5 @@ def test_check_inputs_false_computes_the_same_and_skips_the_checks():
 
 
 def _tensors(output) -> tuple:
-    return tuple(output) if isinstance(output, tuple) else (output,)  # (mu, logvar), a VAEOutput, or one
+    # (mu, logvar), a VAEOutput (without the standard prior's None components), or one
+    return tuple(t for t in output if t is not None) if isinstance(output, tuple) else (output,)

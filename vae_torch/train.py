@@ -13,7 +13,7 @@ from vae_core.config import check_bound_terms
 from vae_core.likelihood import nats_offset
 from vae_core.outputs import VAELoss
 from vae_torch.checks import dtype_name
-from vae_torch.losses import importance_terms, kl_divergence, reconstruction_loss, vae_loss
+from vae_torch.losses import importance_terms, kl_per_image, reconstruction_loss, vae_loss
 from vae_torch.model import VAE
 
 
@@ -130,10 +130,11 @@ def compile_train_step(state: TrainState, mode: str = "default", *, check_inputs
 
 @torch.no_grad()
 def evaluate(model: VAE, x, eps, labels=None) -> VAELoss:
-    """Per-image negative ELBO terms at beta = 1 (shape (N,) each), for test-set figures; unchecked."""
+    """Per-image negative ELBO terms at beta = 1 (shape (N,) each; the KL kl_per_image's), for test-set
+    figures; unchecked."""
     out = model(x, eps, labels=labels, check_inputs=False)
     reconstruction = reconstruction_loss(out.logits, x, model.config.likelihood, model.config.levels)
-    kl = kl_divergence(out.mu, out.logvar)
+    kl = kl_per_image(out)
     return VAELoss(reconstruction + kl, reconstruction, kl)
 
 
@@ -143,7 +144,7 @@ def importance_log_weights(model: VAE, x, eps, labels=None):
     in nats (losses.importance_terms, the IWAE objective's terms). Their log-mean-exp over K is the IWAE
     bound on log p(x) (on log p(x | label) for a conditional model); unchecked."""
     out = model(x, eps, labels=labels, check_inputs=False)
-    reconstruction, log_pz, log_qz = importance_terms(out, x, eps, model.config)
+    reconstruction, log_pz, log_qz = importance_terms(out, x, model.config)
     offset = nats_offset(model.config.likelihood, model.config.num_pixels)
     log_px = -reconstruction - offset if offset else -reconstruction
     return log_px + log_pz - log_qz
@@ -184,7 +185,7 @@ def _step_body(model, optimizer, x, eps, beta, free_bits, target, labels) -> VAE
     # (DDP's forward passes keywords on, and checks the batch inside it as before: unchanged there)
     output = vae(x, eps, labels=labels, check_inputs=False) if vae is model else model(x, eps, labels=labels)
     optimizer.zero_grad(set_to_none=True)
-    losses = vae_loss(output, target, vae.config, beta, eps=eps, free_bits=free_bits, check_inputs=False)
+    losses = vae_loss(output, target, vae.config, beta, free_bits=free_bits, check_inputs=False)
     losses.total.backward()
     optimizer.step()
     return VAELoss(*(loss.detach() for loss in losses))

@@ -47,6 +47,12 @@ CASES = [
     Case("conv 1x8x8 iwae K=3, class-conditional, 3 classes",
          VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, num_classes=3, objective="iwae",
                    train_samples=3)),
+    Case("conv 1x8x8 vampprior, 6 pseudo-inputs, beta 0.5",
+         VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, prior="vamp", pseudo_inputs=6,
+                   beta=0.5)),
+    Case("mlp 1x8x12 vampprior, 5 pseudo-inputs, iwae K=2, gaussian",
+         VAEConfig(arch="mlp", image_shape=(1, 8, 12), mlp_widths=(32,), latent_dim=4, prior="vamp",
+                   pseudo_inputs=5, objective="iwae", train_samples=2, likelihood="gaussian")),
 ]
 
 

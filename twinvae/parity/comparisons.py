@@ -67,7 +67,7 @@ def _compare(case, dtype, device, weights_fn, steps, forms) -> list[Row]:
     ref_generated = generated(reference)
     for twin in twins:
         out, losses, grads = twin.outputs(batches[0], eps[0], labels[0])
-        for name in ("mu", "logvar", "z", "logits"):
+        for name in ref_out:  # mu, logvar, z, logits, and a VampPrior's prior.mu, prior.logvar
             add(twin, name, relative_error(out[name], ref_out[name]))
         for name in ("total", "reconstruction", "kl"):
             add(twin, f"loss.{name}", relative_error(losses[name], ref_losses[name], ref_scales[name]))

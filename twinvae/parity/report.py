@@ -60,7 +60,8 @@ def format_summary(rows: list[Row]) -> str:
 
 
 # The README's summary: the quantities in groups, the largest error of each group over every case and twin.
-GROUPS = {"forward: mu, logvar, z, logits, reconstruct": ("mu", "logvar", "z", "logits", "reconstruct"),
+GROUPS = {"forward: mu, logvar, z, logits, reconstruct, the VampPrior's components": (
+    "mu", "logvar", "z", "logits", "reconstruct", "prior.mu", "prior.logvar"),
           "losses: total, reconstruction, KL": ("loss.total", "loss.reconstruction", "loss.kl"),
           "gradients, every parameter": ("grad",),
           "Adam: the losses at every step": ("adam.loss",),

@@ -73,10 +73,19 @@ def tolerance(dtype: str, kind: str, config: VAEConfig) -> float:
 
 
 QUANTITY_KIND = {"mu": "forward", "logvar": "forward", "z": "forward", "logits": "forward",
-                 "reconstruct": "forward",
+                 "prior.mu": "forward", "prior.logvar": "forward", "reconstruct": "forward",
                  "loss.total": "loss", "loss.reconstruction": "loss", "loss.kl": "loss", "grad": "grad",
                  "adam.loss": "adam_loss", "adam.params": "adam_params",
                  "adam.step1": "adam_step1", "sample": "sample", "decode": "sample",
                  "checkpoint": "checkpoint"}
+PRIOR_QUANTITIES = ("prior.mu", "prior.logvar")  # compared only where the model has the VampPrior
+
+
+def compared_quantities(config: VAEConfig) -> set[str]:
+    """The quantities compare() measures for a model of `config`: every one of QUANTITY_KIND, the
+    VampPrior's components only where it has them."""
+    return set(QUANTITY_KIND) - (set() if config.prior == "vamp" else set(PRIOR_QUANTITIES))
+
+
 # what compare_exports measures: an exported artifact's outputs
 EXPORT_QUANTITY_KIND = {"export.mu": "forward", "export.logvar": "forward", "export.logits": "forward"}

@@ -97,10 +97,13 @@ class ComparedTwin:
         return self.twin.train_step
 
     def forward(self, x, eps, y=None) -> dict:
-        """The forward pass's outputs (mu, logvar, z, logits) on one batch (y: its labels, for a conditional
-        model), unchecked."""
+        """The forward pass's outputs (mu, logvar, z, logits, and a VampPrior's components as prior.mu and
+        prior.logvar) on one batch (y: its labels, for a conditional model), unchecked."""
         out = self.model(self.input(x), self.input(eps), labels=self.labels(y), check_inputs=False)
-        return {name: self.twin.to_numpy(value) for name, value in out._asdict().items()}
+        values = {name: self.twin.to_numpy(value) for name, value in out._asdict().items() if name != "prior"}
+        if out.prior is not None:
+            values["prior.mu"], values["prior.logvar"] = (self.twin.to_numpy(v) for v in out.prior)
+        return values
 
     def decode(self, z, y=None) -> np.ndarray:
         """The logits of the latents z (y: their labels), unchecked."""
@@ -119,16 +122,18 @@ class ComparedTwin:
     def loss_scales(self, x, eps, y=None) -> dict:
         """The size of each loss's terms: the batch mean of the pixels' |loss| summed, the KL (>= 0), and
         the reconstruction's plus beta times the KL's for the total. For the IWAE bound (eps of K samples)
-        the pixels of every sample's decoding, and for its KL estimate the mean of |log p(z)| + |log q(z|x)|,
-        the terms its rounding comes from (their difference, near the small KL at init, would not size it)."""
+        the pixels of every sample's decoding, and for its KL estimate, and the VampPrior's, the mean of
+        |log p(z)| + |log q(z|x)|, the terms its rounding comes from (their difference, near the small KL at
+        init, would not size it)."""
         config, images, eps = self.config, self.input(x), self.input(np.asarray(eps))
         out = self.model(images, eps, labels=self.labels(y), check_inputs=False)
         decoded = self.input(np.concatenate([x] * (len(eps) if eps.ndim == 3 else 1)))  # as the logits' rows
         pixels = self.twin.to_numpy(self.twin.likelihoods.pixel_losses(out.logits, decoded, config.likelihood,
                                                                         config.levels))
         reconstruction = float(np.abs(pixels).reshape(len(pixels), -1).sum(1).mean())
-        if config.importance_weighted:
-            terms = self.twin.importance_terms(out, images, eps, config)
+        if config.importance_weighted or config.prior == "vamp":
+            samples = out if eps.ndim == 3 else out._replace(z=out.z[None])  # one sample: K = 1
+            terms = self.twin.importance_terms(samples, images, config)
             _, log_pz, log_qz = (self.twin.to_numpy(t) for t in terms)
             kl = float((np.abs(log_pz) + np.abs(log_qz)).mean())
         else:

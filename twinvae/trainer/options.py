@@ -21,7 +21,8 @@ RESUMABLE = ("epochs", "backend", "devices", "nproc")  # the options a resume ma
 DEFAULT_PRESET = "seed"  # the model without --preset or --config
 DEFAULT_OUT = "runs/{dataset}-{backend}-%Y%m%d-%H%M%S"  # the run folder without --out (a time.strftime format)
 # VAEConfig fields the flags override
-CONFIG_FLAGS = ("arch", "latent_dim", "likelihood", "beta", "num_classes", "objective", "train_samples")
+CONFIG_FLAGS = ("arch", "latent_dim", "likelihood", "beta", "num_classes", "objective", "train_samples", "prior",
+                "pseudo_inputs")
 FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
 
 
