@@ -11,6 +11,7 @@ import json
 from twinvae import apps
 from twinvae.data import BINARIZE, check_for_model
 from twinvae.evaluation import evaluate_checkpoint
+from twinvae.frechet import DEFAULT_SAMPLES, MIN_ROWS, check_samples
 from twinvae.results import write_results
 from twinvae.twin import BACKENDS, DEFAULT_BACKEND, check_conditional
 from vae_core import checks
@@ -73,14 +74,29 @@ def _evaluate_parser(commands) -> None:
                         "was trained at)")
     p.add_argument("--binarize", choices=BINARIZE,
                    help="on the test set binarised so (default: as the model was trained, its metadata's)")
+    p.add_argument("--fid", action="store_true",
+                   help="also an in-domain Frechet distance of prior samples to the grey test images, by "
+                        "twinvae's own classifier (comparable only with itself, not with published FIDs)")
+    p.add_argument("--fid-samples", type=_fid_samples, metavar="N",
+                   help=f"prior samples for --fid (default {DEFAULT_SAMPLES})")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--markdown", metavar="FILE", help="also write them as a results table (for the docs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (there is none off a terminal)")
 
 
+def _fid_samples(text: str) -> int:
+    try:
+        return check_samples(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of prior samples >= {MIN_ROWS} (a covariance needs "
+                                         f"two), got {text!r}") from None
+
+
 def _evaluate(args) -> int:
     from twinvae.evaluation import format_report, report_markdown
 
+    if args.fid_samples and not args.fid:
+        raise ValueError(f"--fid-samples {args.fid_samples} sizes the Frechet distance of --fid: give --fid too")
     read_checkpoint(args.checkpoint)  # a bad file fails here, before a framework is imported
     if args.json and args.markdown and _same_file(args.json, args.markdown):
         raise ValueError(f"--json {args.json} and --markdown {args.markdown} are one file: name two")
@@ -89,7 +105,8 @@ def _evaluate(args) -> int:
             _check_writable(path)  # before the evaluation's minutes, not after
     result = evaluate_checkpoint(args.checkpoint, backend=args.backend, dataset=args.dataset,
                                  data_dir=args.data_dir, k=args.k, seed=args.seed, noise=args.noise,
-                                 binarize=args.binarize, progress=not args.no_progress)
+                                 binarize=args.binarize, progress=not args.no_progress,
+                                 fid_samples=(args.fid_samples or DEFAULT_SAMPLES) if args.fid else 0)
     print(format_report(result))
     if args.json:
         atomic_write_json(args.json, result)

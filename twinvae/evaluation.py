@@ -19,6 +19,7 @@ from twinvae.apps import encode_all, mean_images
 from twinvae.data import Dataset, binarized, check_for_model
 from twinvae.datasets import load_dataset
 from twinvae.denoising import denoising_figures, training_noise
+from twinvae.frechet import check_samples, frechet_figures, markdown_columns, report_lines
 from twinvae.progress import Progress
 from twinvae.results import markdown_table, results_origin
 from twinvae.twin import DEFAULT_BACKEND, Model, Twin, dtype_name, model_labels, twin_for_checkpoint
@@ -131,15 +132,18 @@ def importance_log_weights(twin: Twin, model: Model, x: np.ndarray, eps: np.ndar
 
 def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | None = None, data_dir=None,
                         k: int = 1000, seed: int = 0, noise: float | None = None, binarize: str | None = None,
-                        progress: bool = False) -> dict:
+                        progress: bool = False, fid_samples: int = 0) -> dict:
     """The figures of the module docstring; with a noise level (default: the sigma a denoising model was
     trained at, none for others) also the PSNR of noisy, denoised and reconstructed test images. On the
     binarised test set (twinvae.data.binarized) where `binarize` says so, by default where the model was
-    trained on binarised data (its metadata's `binarize`)."""
+    trained on binarised data (its metadata's `binarize`). With fid_samples > 0 also the in-domain Frechet
+    distance of that many prior samples to the test set (twinvae.frechet), always of the grey images."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if noise is not None:
         checks.check_noise(noise)
+    if fid_samples:
+        check_samples(fid_samples)
     twin = twin_for_checkpoint(backend, path)
     model, config, metadata = twin.load_checkpoint(path)
     name = dataset or metadata.get("dataset")
@@ -147,6 +151,8 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
         raise ValueError(f"checkpoint {path} names no dataset in its metadata; pass --dataset")
     data = load_dataset(name, data_dir, image_size=config.image_shape[1], channels=config.image_shape[0])
     check_for_model(data, config, name)
+    # the grey images, before any binarising (a Bernoulli decoder's mean image estimates their intensity)
+    frechet = frechet_figures(twin, model, data, fid_samples, seed, EVAL_BATCH) if fid_samples else None
     binarize = binarize or metadata.get("binarize")
     if binarize:
         data = binarized(data, binarize)
@@ -180,7 +186,7 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
             "bits_per_dim_elbo": elbo["total"] * bits if bits else None,
             "bits_per_dim_iwae": float(nll) * bits if bits else None, "active_units": active,
             "latent_dim": config.latent_dim, "kl_per_dim": kl_per_dim, "likelihood": config.likelihood,
-            "num_classes": config.num_classes, "conditional_samples": samples}
+            "num_classes": config.num_classes, "conditional_samples": samples, "frechet": frechet}
 
 
 def _check_finite(path, dataset: str, quantity: str, value: float) -> None:
@@ -204,7 +210,7 @@ def format_report(r: dict) -> str:
             f"  IWAE -log p(x)     {r['iwae_nll']:9.3f}{_bits(r['bits_per_dim_iwae'])}, K = {r['k']}\n"
             f"  active units       {r['active_units']} of {r['latent_dim']} "
             f"(Var E_q[z] > {ACTIVE_UNIT_THRESHOLD})\n"
-            f"  KL per latent dim  {kl}" + psnr + _samples_line(r))
+            f"  KL per latent dim  {kl}" + psnr + _samples_line(r) + report_lines(r.get("frechet")))
 
 
 def report_markdown(r: dict, command: str) -> str:
@@ -223,6 +229,8 @@ def report_markdown(r: dict, command: str) -> str:
     if samples:  # the classifier's accuracy on the samples, then on the real test set
         header += ["class accuracy of samples", "of the real test set"]
         cells += [f"{samples['sample_accuracy']:.1%}", f"{samples['real_test_accuracy']:.1%}"]
+    frechet_header, frechet_cells = markdown_columns(r.get("frechet"))
+    header, cells = header + frechet_header, cells + frechet_cells
     return (f"{results_origin(command)}; {r['measure']} per image{_given_labels(r)} on the {r['dataset']} test "
             f"set{_binarised(r)}.\n\n{markdown_table(header, [cells])}\n")
 
