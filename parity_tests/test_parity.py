@@ -14,7 +14,9 @@ import vae_torch
 from twinvae.parity import cases, comparisons, report, tolerances, twins
 
 # The fast tier's two configs (`pytest -m fast`): one conv, one MLP, in float64, every form, every quantity.
-FAST_CASES = ("conv 1x8x8 (digits)", "mlp 1x8x8 discretized logistic, 17 levels")
+# the seed's conv, an MLP, and the VAE family's variants in one small config (the VampPrior and the IWAE bound)
+FAST_CASES = ("conv 1x8x8 (digits)", "mlp 1x8x8 discretized logistic, 17 levels",
+              "mlp 1x8x12 vampprior, 5 pseudo-inputs, iwae K=2, gaussian")
 
 
 @pytest.mark.parametrize("case, dtype", [
