@@ -24,7 +24,11 @@ def test_a_row_holds_the_figures_evaluate_wrote(tmp_path, monkeypatch):
     monkeypatch.setattr(likelihoods, "RESULTS", tmp_path)
     assert likelihoods.row("a", "binarised (dynamic), Bernoulli", "seed") == [
         "binarised (dynamic), Bernoulli", "seed", "jax", "2", "240.437", "235.655", "1000", "0.4336",
-        "[a](results/a-evaluation.md)"]
+        "not measured", "[a](results/a-evaluation.md)"]
+    frechet = {"distance": 28.0684, "floor": 0.2251, "samples": 10000, "classifier_test_accuracy": 0.887,
+               "classifier_sha256": "b12d5b2ddccdd738" + "0" * 48}
+    (tmp_path / "a-evaluation.md").write_text(report_markdown({**REPORT, "frechet": frechet}, "twinvae evaluate"))
+    assert likelihoods.row("a", "binarised (dynamic), Bernoulli", "seed")[8] == "28.068 (floor 0.225)"
 
 
 def test_a_stale_table_or_a_missing_file_is_caught(tmp_path, monkeypatch):
