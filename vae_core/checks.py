@@ -44,12 +44,9 @@ def check_latent_batch(name: str, shape: tuple[int, ...], dtype: str, latent_dim
     check_dtype(name, dtype, model_dtype)
 
 
-def check_train_samples(name: str, shape: tuple[int, ...] | None, train_samples: int) -> None:
-    """A training step's eps holds the config's train_samples draws per image: (N, latent_dim) for one,
-    (K, N, latent_dim) for K > 1 (vae_core.seeds.eps_for_step draws either); None: none was given."""
-    if shape is None:
-        raise ValueError(f"{name} is required: the IWAE bound of train_samples={train_samples} computes log "
-                         f"q(z|x) from it; pass the forward pass's, of shape ({train_samples}, N, latent_dim)")
+def check_train_samples(name: str, shape: tuple[int, ...], train_samples: int) -> None:
+    """A training step's eps (or its forward pass's z) holds the config's train_samples draws per image:
+    (N, latent_dim) for one, (K, N, latent_dim) for K > 1 (vae_core.seeds.eps_for_step draws either)."""
     shape = tuple(int(s) for s in shape)
     given = shape[0] if len(shape) == 3 else 1
     if given != train_samples or (train_samples == 1 and len(shape) != 2):
