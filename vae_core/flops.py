@@ -60,10 +60,6 @@ def layer_outputs(config: VAEConfig) -> dict[str, int]:
     return {layer.name: outputs for layer, _, outputs in _layers(config)}
 
 
-def parameter_count(config: VAEConfig) -> int:
-    return num_parameters(config)  # the VampPrior's pseudo-inputs included
-
-
 def _decodes(name: str) -> bool:
     return name.startswith("decoder.")
 
@@ -108,7 +104,7 @@ def step_bytes(config: VAEConfig, kind: str, batch_size: int, dtype: str = "floa
     activations = sum(layer_outputs(config).values())  # mu, logvar and the logits among them
     if _check_kind(kind) == "infer":  # the images read; every activation written and read once
         per_image = parameter * pixels + activation * 2 * activations
-        return batch_size * per_image + parameter * parameter_count(config)
+        return batch_size * per_image + parameter * num_parameters(config)
     # K samples: every decoder activation and z K times, eps K times; the VampPrior: its P pseudo-inputs'
     # encoder activations, and the pseudo-inputs read (they are among the parameters)
     outputs = layer_outputs(config)
@@ -120,7 +116,7 @@ def step_bytes(config: VAEConfig, kind: str, batch_size: int, dtype: str = "floa
     per_image = activation * 5 * activations + parameter * (2 * pixels + k * latent)
     prior = config.pseudo_inputs * activation * 5 * (sum(outputs.values()) - decoded) \
         if config.prior == "vamp" else 0
-    return batch_size * per_image + prior + 8 * parameter * parameter_count(config)
+    return batch_size * per_image + prior + 8 * parameter * num_parameters(config)
 
 
 def _check_kind(kind: str) -> str:

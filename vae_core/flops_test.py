@@ -5,11 +5,11 @@ from vae_core.flops import (
     forward_flops,
     layer_flops,
     layer_outputs,
-    parameter_count,
     step_bytes,
     step_flops,
     train_step_flops,
 )
+from vae_core.layout import num_parameters
 
 
 def test_seed_model_counts_by_hand():
@@ -34,7 +34,7 @@ def test_seed_model_bytes_by_hand():
     assert layer_outputs(config) == outputs
     weights = (32 * 16 + 32) + (64 * 32 * 16 + 64) + 2 * (3136 * 20 + 20) + (20 * 3136 + 3136) \
         + (64 * 32 * 16 + 32) + (32 * 16 + 1)
-    assert parameter_count(config) == weights == 258_025
+    assert num_parameters(config) == weights == 258_025
     activations = sum(outputs.values())  # 19,640 per image
     # inference: images read, each activation written + read, the weights read, float32
     assert step_bytes(config, "infer", 1) == 4 * (784 + 2 * activations) + 4 * weights
@@ -68,6 +68,6 @@ def test_k_samples_decode_k_times_and_the_vampprior_encodes_its_pseudo_inputs_pe
     vamp = VAEConfig(prior="vamp", pseudo_inputs=500)
     assert step_flops(vamp, "train", 128) == step_flops(seed, "train", 128) + 3 * 500 * encoder
     assert step_flops(vamp, "infer", 128) == step_flops(seed, "infer", 128)
-    assert parameter_count(vamp) == parameter_count(seed) + 500 * 784
+    assert num_parameters(vamp) == num_parameters(seed) + 500 * 784
     assert step_bytes(iwae, "train", 1) > step_bytes(seed, "train", 1)
     assert step_bytes(vamp, "train", 1) > step_bytes(seed, "train", 1) + 8 * 4 * 500 * 784
