@@ -331,6 +331,8 @@ def test_xla_options_table_names_every_target_form_and_variant(tmp_path):
         (baseline, baseline_ratio), (variant, ratio) = ([float(v.strip("(x)")) for v in cell.split(" ms ")]
                                                         for cell in row[2:])
         assert baseline > 0 and variant > 0 and baseline_ratio == 1.0
-        assert ratio == pytest.approx(baseline / variant, rel=0.01, abs=0.01)
+        # the times print at 3 significant digits (each within 0.5% of its value) and the ratio of the
+        # unrounded ones at 2 decimals: the ratio of the printed times is within about 0.015 of it
+        assert ratio == pytest.approx(baseline / variant, rel=0.01, abs=0.02)
     with pytest.raises(SystemExit, match="unknown variant 'onednn fusion everything'"):
         xla_options.main(["--variants", "onednn fusion everything"])

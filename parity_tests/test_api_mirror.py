@@ -44,7 +44,8 @@ ONE_TWIN_ONLY = {
 }
 # Classes whose constructors differ by design: NNX layers take dtype/rngs; TrainState holds a torch
 # optimizer in one twin and optax state (a pytree) in the other. Their public methods are still compared.
-CONSTRUCTORS_DIFFER = {"ConvEncoder", "ConvDecoder", "ResBlock", "MLPEncoder", "MLPDecoder", "TrainState"}
+CONSTRUCTORS_DIFFER = {"ConvEncoder", "ConvDecoder", "ResBlock", "MLPEncoder", "MLPDecoder", "LowerPrior",
+                       "TrainState"}
 
 
 def _params(obj):

@@ -138,12 +138,13 @@ def test_jax_on_two_hosts_trains_as_one_device(single_run, tmp_path):
     _same_run(tmp_path / "hosts", single_run)
 
 
-def test_the_iwae_bound_trains_data_parallel_as_on_one_device(tmp_path):
-    """eps of K = 3 samples split on its batch axis (each worker's images, every sample of them, labels
-    repeated over K): torch's processes and JAX's devices train the IWAE bound as one torch process does."""
+def test_the_iwae_bound_of_two_levels_trains_data_parallel_as_on_one_device(tmp_path):
+    """eps of K = 3 samples of both levels split on its batch axis (each worker's images, every sample of
+    them, labels repeated over K): torch's processes and JAX's devices train the IWAE bound of a two-level
+    conditional model as one torch process does."""
     iwae = ["train", "--dataset", "digits", "--batch-size", "64", "--dtype", "float64", "--no-progress",
             "--lr-warmup", "5", "--num-classes", "10", "--objective", "iwae", "--train-samples", "3",
-            "--epochs", "1"]
+            "--hierarchy", "2", "--prior-width", "16", "--epochs", "1"]
     _cli([*iwae, "--backend", "torch", "--out", str(tmp_path / "one")])
     _cli([*iwae, "--backend", "torch", "--nproc", "2", "--out", str(tmp_path / "ddp")])
     _cli([*iwae, "--backend", "jax", "--devices", "all", "--out", str(tmp_path / "mesh")],

@@ -2,7 +2,8 @@
 against its formula in numpy float64, one sample as the ELBO bitwise, the terms the bound has not refused
 by name, eps of K samples split on its batch axis for data-parallel steps; the VampPrior (Tomczak & Welling
 2018): its log p(z), its ELBO and its IWAE bound against numpy, its pseudo-inputs' bounds and gradients,
-and sampling from its mixture."""
+and sampling from its mixture; the two-level model (Tomczak & Welling's HVAE): its forward pass, ELBO and
+IWAE bound written in numpy from its canonical weights, and its sampling, decoding and reconstruction."""
 
 import dataclasses
 
@@ -203,3 +204,120 @@ def test_sampling_draws_a_component_then_z_from_it_in_both_twins():
         assert np.allclose(twin.to_numpy(model.prior_sample(400, seed=5)), expected, rtol=1e-12), twin.__name__
         images = twin.to_numpy(model.sample(3, seed=5))
         assert images.shape == (3, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
+
+
+HVAE = VAEConfig(arch="mlp", image_shape=(1, 8, 8), mlp_widths=(16,), latent_dim=3, hierarchy=2, prior_width=5)
+
+
+def _sigmoid(a):
+    return 1 / (1 + np.exp(-a))
+
+
+class NumpyHVAE:
+    """numpy: the two-level MLP model (one hidden width) from its canonical weights alone."""
+
+    def __init__(self, config, weights):
+        self.config, self.weights = config, weights
+
+    def linear(self, name, h):
+        return h @ self.weights[f"{name}.weight"].T + self.weights[f"{name}.bias"]
+
+    def lower_prior(self, z2):
+        """p(z1|z2): (mu, logvar)."""
+        hidden = np.maximum(self.linear("prior_lower.hidden", z2), 0)
+        return self.linear("prior_lower.mu", hidden), self.linear("prior_lower.logvar", hidden)
+
+    def logits(self, z1, z2, label):
+        h = np.maximum(self.linear("decoder.fc", np.concatenate([z1, z2, label], -1)), 0)
+        return self.linear("decoder.linears.0", h)
+
+    def forward(self, x, eps, y=None):
+        """z2 = mu2 + sigma2 eps[..., :L] ~ q(z2|x), z1 = mu1 + sigma1 eps[..., L:] ~ q(z1|x,z2), p(z1|z2),
+        the Bernoulli logits of (z1, z2) and log p(x|z1,z2); eps (K, N, 2L). A dict of (K, N, ...) arrays."""
+        config, (k, n) = self.config, eps.shape[:2]
+        classes, latent = config.num_classes, config.latent_dim
+        label = np.zeros((k, n, 0)) if y is None else np.broadcast_to(np.eye(classes)[y], (k, n, classes))
+        features = np.maximum(self.linear("encoder.linears.0", x.reshape(n, -1)), 0)
+        features = np.broadcast_to(features, (k, *features.shape))
+        top = np.concatenate([features, label], -1)
+        mu2, logvar2 = self.linear("fc_mu", top), self.linear("fc_logvar", top)
+        z2 = mu2 + np.exp(0.5 * logvar2) * eps[..., :latent]
+        lower = np.concatenate([features, z2, label], -1)
+        mu1, logvar1 = self.linear("fc_mu_lower", lower), self.linear("fc_logvar_lower", lower)
+        z1 = mu1 + np.exp(0.5 * logvar1) * eps[..., latent:]
+        prior_mu1, prior_logvar1 = self.lower_prior(z2)
+        logits = self.logits(z1, z2, label)
+        p, flat = _sigmoid(logits), x.reshape(1, n, -1)
+        log_px = (flat * np.log(p) + (1 - flat) * np.log1p(-p)).sum(-1)
+        return {"mu2": mu2, "logvar2": logvar2, "z2": z2, "mu1": mu1, "logvar1": logvar1, "z1": z1,
+                "prior_mu1": prior_mu1, "prior_logvar1": prior_logvar1, "logits": logits, "log_px": log_px}
+
+
+def _log_density(z, mu, logvar):
+    """log N(z; mu, diag exp(logvar)), as the product of the dimensions' densities."""
+    variance = np.exp(logvar)
+    return np.log((np.exp(-((z - mu) ** 2) / (2 * variance)) / np.sqrt(2 * np.pi * variance)).prod(-1))
+
+
+@pytest.mark.parametrize("objective, samples, beta, num_classes, prior",
+                         [("elbo", 1, 0.5, 0, "standard"), ("elbo", 1, 1.0, 3, "standard"),
+                          ("iwae", 3, 1.0, 0, "standard"), ("iwae", 3, 1.0, 0, "vamp")],
+                         ids=["elbo-beta-0.5", "elbo-conditional", "iwae", "iwae-vampprior"])
+def test_the_two_level_model_is_tomczak_and_wellings_hvae_in_numpy(objective, samples, beta, num_classes, prior):
+    """The two-level model, p(z2) p(z1|z2) p(x|z1,z2) with q(z2|x) q(z1|x,z2), written in numpy from its
+    canonical weights: the forward pass's z1 terms; the ELBO, -log p(x|z1,z2) + beta (KL(q(z2|x) || N(0, I))
+    + KL(q(z1|x,z2) || p(z1|z2))), both KLs the closed form between Gaussians at the drawn z2; the IWAE bound
+    of K = 3 from the five densities, with z2's prior N(0, I) or the VampPrior's mixture."""
+    config = dataclasses.replace(HVAE, objective=objective, train_samples=samples, beta=beta,
+                                 num_classes=num_classes, prior=prior, pseudo_inputs=4)
+    weights = init_weights(config, 0, np.float64)
+    rng = np.random.default_rng(5)
+    if prior == "vamp":
+        weights["pseudo_inputs"] = rng.random(weights["pseudo_inputs"].shape)
+    x = rng.random((5, 1, 8, 8))
+    y = np.array([2, 0, 1, 1, 0]) if num_classes else None
+    eps = seeds.eps_for_step(0, 0, 5, config.noise_dim, samples=samples)
+    ref = NumpyHVAE(config, weights).forward(x, eps[None] if samples == 1 else eps, y)
+    log_pz2 = vamp_log_prior(config, weights)(ref["z2"]) if prior == "vamp" else _log_density(ref["z2"], 0.0, 0.0)
+    if objective == "elbo":
+        kl2 = 0.5 * (ref["mu2"] ** 2 + np.exp(ref["logvar2"]) - 1 - ref["logvar2"]).sum(-1)
+        kl1 = 0.5 * (ref["prior_logvar1"] - ref["logvar1"] - 1 + (np.exp(ref["logvar1"]) + (
+            ref["mu1"] - ref["prior_mu1"]) ** 2) / np.exp(ref["prior_logvar1"])).sum(-1)
+        expected = np.mean(-ref["log_px"]) + beta * np.mean(kl2 + kl1)
+    else:
+        log_p = log_pz2 + _log_density(ref["z1"], ref["prior_mu1"], ref["prior_logvar1"])
+        log_q = _log_density(ref["z2"], ref["mu2"], ref["logvar2"]) + \
+            _log_density(ref["z1"], ref["mu1"], ref["logvar1"])
+        log_w = ref["log_px"] + log_p - log_q
+        expected = -np.mean(np.log(np.mean(np.exp(log_w), axis=0)))
+    for twin, model in _twins(config, weights).items():
+        labels = None if y is None else twin.as_labels(y, model)
+        out = model(twin.as_input(x, model), twin.as_input(eps, model), labels=labels)
+        shape = ref["z1"].shape if samples > 1 else ref["z1"].shape[1:]
+        for name, given in (("mu1", out.lower.mu), ("z1", out.lower.z), ("prior_mu1", out.lower.prior_mu),
+                            ("prior_logvar1", out.lower.prior_logvar), ("z2", out.z)):
+            assert np.allclose(twin.to_numpy(given), ref[name].reshape(shape), rtol=1e-12, atol=1e-14), name
+        (total, _, _), step = _losses(twin, model, x, eps, y, config)
+        assert total == pytest.approx(expected, rel=1e-10), twin.__name__
+        assert step[0] == pytest.approx(expected, rel=1e-10), twin.__name__
+
+
+def test_a_two_level_model_samples_z2_then_z1_and_decodes_the_top_latent_through_p_z1_given_z2():
+    """sample(): z2 ~ p(z2), z1 ~ p(z1|z2) from vae_core.seeds.prior_draw's 2L columns (z2's, then z1's
+    noise); decode(z2) takes p(z1|z2)'s mean, reconstruct() q(z2|x)'s mean and q(z1|x, mu2)'s; both twins
+    against numpy."""
+    weights = init_weights(HVAE, 0, np.float64)
+    numpy_model, latent, none = NumpyHVAE(HVAE, weights), HVAE.latent_dim, np.zeros((7, 0))
+    eps, _ = seeds.prior_draw(6, 7, HVAE.noise_dim)
+    z2 = eps[:, :latent]
+    prior_mu1, prior_logvar1 = numpy_model.lower_prior(z2)
+    sampled = _sigmoid(numpy_model.logits(prior_mu1 + np.exp(0.5 * prior_logvar1) * eps[:, latent:], z2, none))
+    decoded = numpy_model.logits(prior_mu1, z2, none)
+    x = np.random.default_rng(7).random((7, 1, 8, 8))
+    reconstructed = _sigmoid(numpy_model.forward(x, np.zeros((1, 7, HVAE.noise_dim)))["logits"][0])
+    for twin, model in _twins(HVAE, weights).items():
+        given = {"sample": model.sample(7, seed=6), "decode": model.decode(twin.as_input(z2, model)),
+                 "reconstruct": model.reconstruct(twin.as_input(x, model))}
+        for name, expected in (("sample", sampled), ("decode", decoded), ("reconstruct", reconstructed)):
+            assert np.allclose(twin.to_numpy(given[name]).reshape(7, -1), expected, rtol=1e-12), (twin, name)
+        assert np.array_equal(twin.to_numpy(model.prior_sample(7, seed=6)), z2), twin.__name__

@@ -14,9 +14,10 @@ import vae_torch
 from twinvae.parity import cases, comparisons, report, tolerances, twins
 
 # The fast tier's two configs (`pytest -m fast`): one conv, one MLP, in float64, every form, every quantity.
-# the seed's conv, an MLP, and the VAE family's variants in one small config (the VampPrior and the IWAE bound)
+# the seed's conv, an MLP, and the VAE family's variants in one small config (two levels, the VampPrior on z2,
+# the IWAE bound)
 FAST_CASES = ("conv 1x8x8 (digits)", "mlp 1x8x8 discretized logistic, 17 levels",
-              "mlp 1x8x12 vampprior, 5 pseudo-inputs, iwae K=2, gaussian")
+              "mlp 1x10x8 two levels, vampprior, 4 pseudo-inputs, iwae K=2")
 
 
 @pytest.mark.parametrize("case, dtype", [
@@ -87,7 +88,8 @@ def test_unknown_form_is_an_error(twin):
 
 MIXED_PRECISION_CASES = [c for c in cases.CASES if c.name in (
     "conv 1x28x28 residual blocks", "mlp 1x28x28 bernoulli (pytorch/examples)",
-    "conv 1x8x8 iwae K=3, class-conditional, 3 classes")]
+    "conv 1x8x8 iwae K=3, class-conditional, 3 classes",
+    "conv 1x12x8 two levels (hvae), class-conditional, 3 classes")]
 
 
 @pytest.mark.parametrize("case", MIXED_PRECISION_CASES, ids=[c.name for c in MIXED_PRECISION_CASES])

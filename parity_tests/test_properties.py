@@ -3,7 +3,8 @@ torch vs jitted JAX in float64 over the whole 50-step Adam trajectory, each twin
 device (test_parity.py compares every form on the standard cases).
 
 An example is an architecture (everything that fixes the compiled programs' shapes: image, widths, depth,
-residual blocks, latent size, classes, likelihood, the objective and its samples, the prior, batch) with a
+residual blocks, latent size, classes, likelihood, the objective and its samples, the prior, the
+stochastic layers, batch) with a
 beta (1 for the IWAE bound, which has none) and a seed of the weights, batches and eps. The architectures are drawn
 once, from a fixed seed, few per test (ARCHITECTURES_PER_DRAW), and hypothesis draws the examples over
 them: examples that share an architecture share its compiled programs (the harness's and the twins' jits
@@ -26,6 +27,7 @@ BETAS = (0.0, 0.5, 1.0, 3.0)
 SEEDS = (0, 1)
 TRAIN_SAMPLES = (1, 1, 2, 3)  # K > 1: the IWAE bound of K samples; 1: the ELBO
 PSEUDO_INPUTS = (0, 0, 2, 5)  # P > 0: the VampPrior of P pseudo-inputs (an unconditional model's); 0: N(0, I)
+HIERARCHIES = (1, 1, 2)  # stochastic layers: 2, z2 above z1, with p(z1 | z2) of a random hidden width
 ARCHITECTURES_PER_DRAW = 3
 
 
@@ -62,11 +64,20 @@ def with_prior(drawn: tuple[VAEConfig, int], rng: np.random.Generator) -> tuple[
     return dataclasses.replace(config, prior="vamp", pseudo_inputs=p), batch_size
 
 
+def with_hierarchy(drawn: tuple[VAEConfig, int], rng: np.random.Generator) -> tuple[VAEConfig, int]:
+    """The architecture with a random number of stochastic layers, and for two p(z1 | z2)'s hidden width;
+    from a stream of its own."""
+    config, batch_size = drawn
+    levels, width = int(rng.choice(HIERARCHIES)), int(rng.choice(WIDTHS))
+    return dataclasses.replace(config, hierarchy=levels, prior_width=width), batch_size
+
+
 def architectures(arch: str, draw: int) -> list[tuple[VAEConfig, int]]:
     rng = np.random.default_rng([20261127, draw, ["conv", "mlp"].index(arch)])
     objectives = np.random.default_rng([20261127, draw, ["conv", "mlp"].index(arch), 1])
     priors = np.random.default_rng([20261127, draw, ["conv", "mlp"].index(arch), 2])
-    return [with_prior(with_objective(architecture(rng, arch), objectives), priors)
+    hierarchies = np.random.default_rng([20261127, draw, ["conv", "mlp"].index(arch), 3])
+    return [with_hierarchy(with_prior(with_objective(architecture(rng, arch), objectives), priors), hierarchies)
             for _ in range(ARCHITECTURES_PER_DRAW)]
 
 

@@ -29,7 +29,7 @@ from twinvae.trainer.options import DEFAULT_OUT, DEFAULT_PRESET, LR_SCHEDULES, r
 from twinvae.twin import BACKENDS
 from vae_core import checks
 from vae_core.checkpoint import inputs_kept
-from vae_core.config import ARCHS, LIKELIHOODS, OBJECTIVES, PRIORS, VAEConfig
+from vae_core.config import ARCHS, HIERARCHIES, LIKELIHOODS, OBJECTIVES, PRIORS, VAEConfig
 
 HANDED_OVER = {"bench": "the benchmark harness: `twinvae bench --help` (same as python -m benchmarks)",
                "parity": "check that the twins agree on your model and device: `twinvae parity --help`"}
@@ -188,6 +188,11 @@ def _model_flags(p) -> None:
                         f"(Tomczak & Welling 2018; no free bits); default {VAEConfig.prior}")
     p.add_argument("--pseudo-inputs", type=int, metavar="P",
                    help=f"vamp: the number of pseudo-inputs (default {VAEConfig.pseudo_inputs})")
+    p.add_argument("--hierarchy", type=int, choices=HIERARCHIES,
+                   help="stochastic layers: 1, or 2: z2 above z1, p(z2) p(z1|z2) p(x|z1,z2) (Tomczak & Welling's "
+                        f"HVAE; --prior is z2's, --latent-dim each level's); default {VAEConfig.hierarchy}")
+    p.add_argument("--prior-width", type=int, metavar="W",
+                   help=f"hierarchy 2: the hidden width of p(z1|z2) (default {VAEConfig.prior_width})")
 
 
 def _optimisation_flags(p) -> None:

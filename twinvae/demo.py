@@ -38,7 +38,7 @@ def run_demo(out: str = "runs/demo", seed: int = 0, steps: int = 20, batch_size:
         epoch, k = divmod(i, per_epoch)
         order = seeds.epoch_order(seed, epoch, len(train_x))
         batches.append(train_x[order[k * batch_size:(k + 1) * batch_size]])
-    eps = [seeds.eps_for_step(seed, i, batch_size, config.latent_dim, dtype) for i in range(2 * steps)]
+    eps = [seeds.eps_for_step(seed, i, batch_size, config.noise_dim, dtype) for i in range(2 * steps)]
 
     print(f"config: {config.to_json()}\ndata: digits, {len(train_x)} train / {len(test_x)} test, {dtype}")
     start = time.perf_counter()
@@ -53,7 +53,7 @@ def run_demo(out: str = "runs/demo", seed: int = 0, steps: int = 20, batch_size:
     jax_model, _, metadata = jax_twin.load_checkpoint(path)
     print(f"jax: read the checkpoint (metadata {metadata})\n")
     x = test_x[:batch_size]
-    e = seeds.eps_for_step(seed + 1, 0, len(x), config.latent_dim, dtype)
+    e = seeds.eps_for_step(seed + 1, 0, len(x), config.noise_dim, dtype)
     rows = [(name, t, j) for (name, t), (_, j) in zip(_held_out(torch_twin, torch_model, x, e),
                                                       _held_out(jax_twin, jax_model, x, e))]
     checked = len(rows)  # the rows above must agree within TOLERANCE; training rows are shown, not judged

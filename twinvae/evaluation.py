@@ -62,7 +62,7 @@ def negative_elbo(twin: Twin, model: Model, images: np.ndarray, seed: int, dtype
     for start in range(0, len(images), EVAL_BATCH):
         x = images[start:start + EVAL_BATCH]
         y = model_labels(twin, model, None if labels is None else labels[start:start + EVAL_BATCH])
-        eps = seeds.standard_normal(seed, "eval", start // EVAL_BATCH, (len(x), model.config.latent_dim), dtype)
+        eps = seeds.standard_normal(seed, "eval", start // EVAL_BATCH, (len(x), model.config.noise_dim), dtype)
         losses = twin.evaluate(model, twin.as_input(x.astype(dtype), model), twin.as_input(eps, model), y)
         sums += [float(twin.to_numpy(v).astype(np.float64).sum()) for v in losses]
     return dict(zip(("total", "reconstruction", "kl"), (sums / len(images)).tolist()))
@@ -112,7 +112,7 @@ def iwae_nll(twin: Twin, model: Model, images: np.ndarray, k: int, seed: int, dt
     for chunk, start in enumerate(range(0, len(images), per_chunk)):
         x = images[start:start + per_chunk].astype(dtype)
         y = None if labels is None else labels[start:start + per_chunk]
-        eps = seeds.standard_normal(seed, "eval", 1_000_000 + chunk, (k, len(x), model.config.latent_dim), dtype)
+        eps = seeds.standard_normal(seed, "eval", 1_000_000 + chunk, (k, len(x), model.config.noise_dim), dtype)
         log_w = np.concatenate([importance_log_weights(twin, model, x[i:i + per_call], eps[:, i:i + per_call],
                                                        None if y is None else y[i:i + per_call])
                                 for i in range(0, len(x), per_call)], axis=1)
@@ -185,7 +185,8 @@ def evaluate_checkpoint(path, *, backend: str = DEFAULT_BACKEND, dataset: str | 
             "kl": elbo["kl"], "iwae_nll": float(nll), "measure": label,
             "bits_per_dim_elbo": elbo["total"] * bits if bits else None,
             "bits_per_dim_iwae": float(nll) * bits if bits else None, "active_units": active,
-            "latent_dim": config.latent_dim, "kl_per_dim": kl_per_dim, "likelihood": config.likelihood,
+            "latent_dim": config.latent_dim, "hierarchy": config.hierarchy, "kl_per_dim": kl_per_dim,
+            "likelihood": config.likelihood,
             "num_classes": config.num_classes, "conditional_samples": samples, "frechet": frechet}
 
 
@@ -196,7 +197,7 @@ def _check_finite(path, dataset: str, quantity: str, value: float) -> None:
 
 
 def format_report(r: dict) -> str:
-    kl = ", ".join(f"{v:.2f}" for v in r["kl_per_dim"]) if r["kl_per_dim"] is not None else \
+    kl = _top_latent(r) + ", ".join(f"{v:.2f}" for v in r["kl_per_dim"]) if r["kl_per_dim"] is not None else \
         "none: the VampPrior's KL does not split by latent dimension"
     d = r.get("denoising")
     psnr = (f"\n  denoising sigma {d['sigma']:g}: PSNR noisy {d['psnr_noisy']:.2f} dB, denoised "
@@ -209,7 +210,7 @@ def format_report(r: dict) -> str:
             f"{r['reconstruction']:.3f} + KL {r['kl']:.3f}\n"
             f"  IWAE -log p(x)     {r['iwae_nll']:9.3f}{_bits(r['bits_per_dim_iwae'])}, K = {r['k']}\n"
             f"  active units       {r['active_units']} of {r['latent_dim']} "
-            f"(Var E_q[z] > {ACTIVE_UNIT_THRESHOLD})\n"
+            f"({_top_latent(r)}Var E_q[z] > {ACTIVE_UNIT_THRESHOLD})\n"
             f"  KL per latent dim  {kl}" + psnr + _samples_line(r) + report_lines(r.get("frechet")))
 
 
@@ -241,6 +242,11 @@ def _samples_line(r: dict) -> str:
         return ""
     return (f"\n  class accuracy     {s['sample_accuracy']:.1%} on {s['samples_per_class']} samples of each class "
             f"(the real test set: {s['real_test_accuracy']:.1%}), by a {s['classifier']}")
+
+
+def _top_latent(r: dict) -> str:
+    """A two-level model's active units and KL per dimension are its top latent z2's."""
+    return "z2, the top latent's: " if r.get("hierarchy", 1) == 2 else ""
 
 
 def _given_labels(r: dict) -> str:

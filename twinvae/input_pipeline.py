@@ -27,7 +27,7 @@ def training_batch(run, model, order: np.ndarray, b: int, step: int):
     if options.binarize == "dynamic":
         x = binarize(x, "dynamic", options.seed, step)
     x = x.astype(options.param_dtype)
-    eps = seeds.eps_for_step(options.seed, step, options.batch_size, run.config.latent_dim, options.param_dtype,
+    eps = seeds.eps_for_step(options.seed, step, options.batch_size, run.config.noise_dim, options.param_dtype,
                              samples=run.config.train_samples)
     inputs = add_noise(x, options.denoise, options.seed, step) if options.denoise else x
     target = twin.as_input(x, model) if options.denoise else None

@@ -23,4 +23,8 @@ PRESETS = {
     # twice the seed's width, a residual block at each resolution, a higher peak rate with a cosine decay
     "resnet": Preset({"arch": "conv", "conv_channels": (64, 128), "res_blocks": 1, "latent_dim": 20},
                      {"lr": 2e-3, "lr_schedule": "cosine", "lr_warmup": 200}),
+    # two stochastic layers of 40 each, as Tomczak & Welling's ConvHVAE, on the seed's encoder and decoder
+    # (their gated convolutions and 300-unit gated layers are beyond 2 cores' epochs)
+    "hvae": Preset({"arch": "conv", "conv_channels": (32, 64), "latent_dim": 40, "hierarchy": 2,
+                    "prior_width": 300}),
 }

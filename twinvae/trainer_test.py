@@ -195,6 +195,20 @@ def test_one_importance_sample_trains_as_the_elbo_and_k_samples_train_the_bound(
     assert code == 0 and '"objective": "iwae"' in said and '"train_samples": 3' in said
 
 
+def _evaluated_in_both_twins(capsys, checkpoint, images, tmp_path, words) -> dict:
+    """`twinvae evaluate` of the checkpoint in each twin, each report saying `words`: their figures (JSON),
+    held equal."""
+    figures = {}
+    for backend in ("jax", "torch"):
+        code, said = _cli(capsys, "evaluate", checkpoint, "--backend", backend, "--k", "5", "--dataset", "folder",
+                          "--data-dir", str(images), "--json", str(tmp_path / f"{backend}.json"), "--no-progress")
+        assert code == 0 and words in said, said
+        figures[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
+    for name in ("negative_elbo", "iwae_nll", "kl"):
+        assert figures["jax"][name] == pytest.approx(figures["torch"][name], rel=1e-5), name
+    return figures
+
+
 def test_a_vampprior_model_trains_evaluates_and_samples_in_either_twin(images, tmp_path, capsys):
     """`twinvae train --prior vamp --pseudo-inputs 10` (JAX); its checkpoint holds the prior and its
     pseudo-inputs, evaluates in both twins to the same figures (the KL per dimension has no meaning for the
@@ -207,17 +221,44 @@ def test_a_vampprior_model_trains_evaluates_and_samples_in_either_twin(images, t
     checkpoint = str(tmp_path / "vamp" / "model.safetensors")
     code, said = _cli(capsys, "inspect", checkpoint)
     assert code == 0 and '"prior": "vamp"' in said and '"pseudo_inputs": 10' in said and "pseudo_inputs" in said
-    figures = {}
-    for backend in ("jax", "torch"):
-        code, said = _cli(capsys, "evaluate", checkpoint, "--backend", backend, "--k", "5", "--dataset", "folder",
-                          "--data-dir", str(images), "--json", str(tmp_path / f"{backend}.json"), "--no-progress")
-        assert code == 0 and "none: the VampPrior's KL does not split by latent dimension" in said, said
-        figures[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
-    for name in ("negative_elbo", "iwae_nll", "kl"):
-        assert figures["jax"][name] == pytest.approx(figures["torch"][name], rel=1e-5), name
+    figures = _evaluated_in_both_twins(capsys, checkpoint, images, tmp_path,
+                                       "none: the VampPrior's KL does not split by latent dimension")
     assert figures["torch"]["iwae_nll"] <= figures["torch"]["negative_elbo"] + 1.0
     code, said = _cli(capsys, "sample", checkpoint, "--backend", "torch", "--out", str(tmp_path / "samples"))
     assert code == 0 and (tmp_path / "samples" / "samples.png").stat().st_size > 0
+
+
+def test_a_two_level_model_trains_evaluates_samples_interpolates_denoises_and_exports(images, tmp_path, capsys):
+    """`twinvae train --hierarchy 2 --prior-width 8 --denoise 0.2` (torch); its checkpoint holds the
+    hierarchy; it evaluates in both twins to the same figures (its active units and KL per dimension named
+    z2's), samples, interpolates in z2, denoises, and exports its decoder as the path from z2 to the logits."""
+    (tmp_path / "c.json").write_text(json.dumps(CONFIG.to_dict()))
+    code, said = _cli(capsys, "train", "--config", str(tmp_path / "c.json"), "--dataset", "folder", "--data-dir",
+                      str(images), "--image-size", "8", "--epochs", "1", "--batch-size", "30", "--backend",
+                      "torch", "--hierarchy", "2", "--prior-width", "8", "--denoise", "0.2", "--out",
+                      str(tmp_path / "hvae"), "--no-progress")
+    assert code == 0, said
+    checkpoint = str(tmp_path / "hvae" / "model.safetensors")
+    code, said = _cli(capsys, "inspect", checkpoint)
+    assert code == 0 and '"hierarchy": 2' in said and "prior_lower.hidden" in said, said
+    figures = _evaluated_in_both_twins(capsys, checkpoint, images, tmp_path,
+                                       "KL per latent dim  z2, the top latent's: ")
+    assert figures["torch"]["denoising"]["psnr_denoised"] > 0
+    for command in (["sample"], ["interpolate", "--data-dir", str(images), "--pairs", "3"]):
+        code, said = _cli(capsys, *command[:1], checkpoint, "--backend", "jax", *command[1:], "--out",
+                          str(tmp_path / command[0]))
+        assert code == 0 and any((tmp_path / command[0]).glob("*.png")), said
+    code, said = _cli(capsys, "denoise", checkpoint, "--backend", "jax", "--out", str(tmp_path / "denoised"),
+                      str(images))
+    assert code == 0 and any((tmp_path / "denoised").rglob("*.png")), said
+    code, said = _cli(capsys, "export", checkpoint, "--format", "onnx", "--part", "decoder", "--out",
+                      str(tmp_path / "decoder.onnx"))
+    assert code == 0, said
+    from twinvae.export import load  # onnxruntime: the export extra, as export_test.py's
+    model, _, _ = load_twin("torch").load_checkpoint(checkpoint)
+    z = np.random.default_rng(0).standard_normal((3, CONFIG.latent_dim)).astype(np.float32)
+    expected = load_twin("torch").to_numpy(model.decode(load_twin("torch").as_input(z, model)))
+    assert np.allclose(load(str(tmp_path / "decoder.onnx"))(z), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_a_broken_config_file_is_named(tmp_path, capsys):

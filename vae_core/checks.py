@@ -33,7 +33,8 @@ def check_image_batch(name: str, shape: tuple[int, ...], dtype: str, chw: tuple[
 def check_latent_batch(name: str, shape: tuple[int, ...], dtype: str, latent_dim: int, model_dtype: str,
                        batch_size: int | None = None, samples: bool = False) -> None:
     """z or eps must be (N, latent_dim), with N equal to the image batch where there is one; with
-    `samples` (eps of the forward pass) also (K, N, latent_dim), K draws per image."""
+    `samples` (eps of the forward pass) also (K, N, latent_dim), K draws per image. latent_dim: the width
+    (eps: the config's noise_dim)."""
     shape = tuple(int(s) for s in shape)
     n = "N" if batch_size is None else str(batch_size)
     rows = shape[-2:-1] if len(shape) in ((2, 3) if samples else (2,)) else ()

@@ -12,12 +12,14 @@ ARCHS = ("conv", "mlp")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "discretized_logistic")
 OBJECTIVES = ("elbo", "iwae")  # the training objective: the ELBO, or the IWAE bound (Burda et al. 2015)
 PRIORS = ("standard", "vamp")  # p(z): N(0, I), or the VampPrior (Tomczak & Welling 2018)
+HIERARCHIES = (1, 2)  # stochastic layers: one latent z, or z2 above z1 (Tomczak & Welling's HVAE)
 KERNEL, STRIDE, PADDING = 4, 2, 1  # every resampling conv and transposed conv of the conv architecture
 RES_KERNEL = 3  # the residual blocks' convs: 3x3, stride 1, padding 1 (the size stays)
 # Fields added after checkpoint format 1 came out, with the value that files written before them (format 1
 # checkpoints, run records) meant: a stored config that lacks one is read with that value, not the default.
 LATER_FIELDS = {"res_blocks": 0, "decoder_fc_relu": False, "levels": 256, "num_classes": 0, "objective": "elbo",
-                "train_samples": 1, "prior": "standard", "pseudo_inputs": 500}
+                "train_samples": 1, "prior": "standard", "pseudo_inputs": 500, "hierarchy": 1,
+                "prior_width": 300}
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,11 @@ class VAEConfig:
     `objective`: "elbo", or "iwae", the importance-weighted bound of `train_samples` = K samples of z per
     image (Burda et al. 2015; K = 1 is the ELBO, and trains exactly as "elbo" does). `prior`: "standard",
     N(0, I), or "vamp", the VampPrior: the mixture of the encoder's posteriors at `pseudo_inputs` learned
-    images (Tomczak & Welling 2018; the count is used only by it). Only the fields of the chosen `arch` are
-    used.
+    images (Tomczak & Welling 2018; the count is used only by it). `hierarchy`: 1 stochastic layer, or 2:
+    a top latent z2 and a lower z1, both latent_dim wide, with p(z2) p(z1 | z2) p(x | z1, z2) and
+    q(z2 | x) q(z1 | x, z2) (Tomczak & Welling's HVAE); `prior` is then z2's, and p(z1 | z2) is a Gaussian
+    whose mean and log-variance an MLP of one hidden layer, `prior_width` wide, computes from z2 (the width
+    is used only by it). Only the fields of the chosen `arch` are used.
     """
 
     image_shape: tuple[int, int, int] = (1, 28, 28)
@@ -55,6 +60,8 @@ class VAEConfig:
     train_samples: int = 1
     prior: str = "standard"
     pseudo_inputs: int = 500
+    hierarchy: int = 1
+    prior_width: int = 300
 
     def __post_init__(self):
         # Normalise lists (from JSON) to tuples and numpy scalars to Python numbers, so configs hash,
@@ -64,7 +71,7 @@ class VAEConfig:
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(_plain(v) for v in value))
         for name in ("latent_dim", "res_blocks", "num_classes", "levels", "beta", "train_samples",
-                     "pseudo_inputs"):
+                     "pseudo_inputs", "hierarchy", "prior_width"):
             object.__setattr__(self, name, _plain(getattr(self, name)))
         _validate(self)
 
@@ -91,6 +98,12 @@ class VAEConfig:
         """Whether training takes the IWAE bound of K > 1 samples per image, with eps (K, N, latent); else
         the ELBO (K = 1: objective "elbo", or "iwae" with one sample), with eps (N, latent)."""
         return self.objective == "iwae" and self.train_samples > 1
+
+    @property
+    def noise_dim(self) -> int:
+        """The width of the reparameterisation noise eps per sample: latent_dim per stochastic layer (a
+        two-level model's eps[..., :latent_dim] draws z2, eps[..., latent_dim:] z1)."""
+        return self.latent_dim * self.hierarchy
 
     @property
     def total_stride(self) -> int:
@@ -243,6 +256,12 @@ def _validate(cfg: VAEConfig) -> None:
         raise ValueError(f"VAEConfig.prior 'vamp' with num_classes = {cfg.num_classes} is not a model twinvae "
                          "builds: the VampPrior's components are the encoder's posteriors at its pseudo-inputs, "
                          "which a class-conditional encoder cannot take without a label; use prior 'standard'")
+    if not _is_int(cfg.hierarchy) or cfg.hierarchy not in HIERARCHIES:
+        raise ValueError(f"VAEConfig.hierarchy must be one of {HIERARCHIES} (stochastic layers), got "
+                         f"{cfg.hierarchy!r}")
+    if not _is_int(cfg.prior_width) or cfg.prior_width < 1:
+        raise ValueError(f"VAEConfig.prior_width must be an int >= 1 (the hidden width of p(z1 | z2)), got "
+                         f"{cfg.prior_width!r}")
     check_bound_terms(cfg)
     _positive_ints("conv_channels", cfg.conv_channels)
     _positive_ints("mlp_widths", cfg.mlp_widths)

@@ -51,6 +51,10 @@ def test_json_round_trip():
     ({"prior": "gaussian"}, "prior must be one of ('standard', 'vamp'), got 'gaussian'"),
     ({"prior": "vamp", "pseudo_inputs": 0}, "pseudo_inputs must be an int >= 1 (the VampPrior's learned images)"),
     ({"prior": "vamp", "num_classes": 3}, "prior 'vamp' with num_classes = 3 is not a model twinvae builds"),
+    ({"hierarchy": 3}, "hierarchy must be one of (1, 2) (stochastic layers), got 3"),
+    ({"hierarchy": True}, "hierarchy must be one of (1, 2) (stochastic layers), got True"),
+    ({"hierarchy": 2, "prior_width": 0},
+     "prior_width must be an int >= 1 (the hidden width of p(z1 | z2)), got 0"),
 ])
 def test_invalid_configs_name_the_field_and_value(kwargs, words):
     with pytest.raises(ValueError) as info:
@@ -124,13 +128,24 @@ def test_the_iwae_bound_refuses_what_weighs_its_kl_and_one_sample_is_the_elbo():
 
 
 def test_a_stored_config_without_the_objective_or_prior_is_the_elbo_of_the_standard_prior():
-    """Checkpoints and run records written before `objective`, `train_samples`, `prior` and `pseudo_inputs`
-    existed load as the ELBO, one sample, N(0, I); a config with them round-trips."""
-    later = ("objective", "train_samples", "prior", "pseudo_inputs")
+    """Checkpoints and run records written before `objective`, `train_samples`, `prior`, `pseudo_inputs`,
+    `hierarchy` and `prior_width` existed load as the ELBO, one sample, N(0, I), one stochastic layer; a
+    config with them round-trips."""
+    later = ("objective", "train_samples", "prior", "pseudo_inputs", "hierarchy", "prior_width")
     old = {k: v for k, v in VAEConfig().to_dict().items() if k not in later}
     assert VAEConfig.from_dict(old, complete=True) == VAEConfig()
-    for config in (VAEConfig(objective="iwae", train_samples=5), VAEConfig(prior="vamp", pseudo_inputs=7)):
+    for config in (VAEConfig(objective="iwae", train_samples=5), VAEConfig(prior="vamp", pseudo_inputs=7),
+                   VAEConfig(hierarchy=2, prior_width=9)):
         assert VAEConfig.from_json(config.to_json(), complete=True) == config
+
+
+def test_two_levels_draw_noise_for_both_and_take_any_prior_objective_and_labels():
+    """eps is latent_dim wide per stochastic layer (z2's columns, then z1's); a two-level model combines
+    with the VampPrior on z2, the IWAE bound, labels and free bits (2 latent terms)."""
+    assert VAEConfig().noise_dim == 20 and VAEConfig(hierarchy=2, latent_dim=7).noise_dim == 14
+    VAEConfig(hierarchy=2, prior="vamp", objective="iwae", train_samples=3)
+    VAEConfig(hierarchy=2, num_classes=4)
+    check_bound_terms(VAEConfig(hierarchy=2), free_bits=0.5)
 
 
 def test_the_vampprior_refuses_free_bits_by_name():

@@ -135,7 +135,7 @@ def signature(config: VAEConfig, part: str, layout: str, batch: int | None,
     """A part's inputs and outputs in a twin's layout ("NCHW" or "NHWC"); batch None: dynamic."""
     n = BATCH if batch is None else batch
     shapes = {"images": (n, *checks.image_shape_in(layout, config.image_shape)),
-              "eps": (n, config.latent_dim), "z": (n, config.latent_dim), "mu": (n, config.latent_dim),
+              "eps": (n, config.noise_dim), "z": (n, config.latent_dim), "mu": (n, config.latent_dim),
               "logvar": (n, config.latent_dim),
               "logits": (n, *checks.image_shape_in(layout, config.output_shape)), "labels": (n,)}
     names, outputs = PARTS[check_part(part)]
@@ -170,7 +170,8 @@ def check_inputs(inputs: tuple[TensorSpec, ...], arrays: list[np.ndarray], confi
                 raise ValueError(f"images has shape {array.shape}, expected ({expected}): this artifact was "
                                  f"exported for a fixed batch of {batch}")
         else:
-            checks.check_latent_batch(spec.name, array.shape, dtype, config.latent_dim, spec.dtype, batch)
+            width = config.noise_dim if spec.name == "eps" else config.latent_dim  # both levels' noise
+            checks.check_latent_batch(spec.name, array.shape, dtype, width, spec.dtype, batch)
         checks.check_values(spec.name, bool(np.isfinite(array).all()), float(array.min()), float(array.max()),
                             (0.0, 1.0) if spec.name == "images" else None)
         fed.append(array)

@@ -6,8 +6,9 @@ each, useful work only (a stride-2 transposed conv scatters each input pixel thr
 implementation may insert are not counted). Not counted: biases, activations, the loss, the optimizer
 (together under 1% for the seed model). A training step is the forward pass, the weight gradients (as
 much again) and the input gradients (as much again, except the first layer's: the images need none). The
-IWAE objective's K = train_samples samples decode K latents per image; the VampPrior encodes its P
-pseudo-inputs once per step, the first layer's input gradients included (they are parameters).
+IWAE objective's K = train_samples samples decode K latents per image (a two-level model's q(z1 | x, z2) and
+p(z1 | z2) run K times too); the VampPrior encodes its P pseudo-inputs once per step, the first layer's
+input gradients included (they are parameters).
 
 Bytes: the analytic minimum of memory traffic, for a device whose caches hold nothing from one operation
 to the next (an accelerator's HBM; a CPU's DRAM once a batch outgrows its last-level cache). The
@@ -60,18 +61,20 @@ def layer_outputs(config: VAEConfig) -> dict[str, int]:
     return {layer.name: outputs for layer, _, outputs in _layers(config)}
 
 
-def _decodes(name: str) -> bool:
-    return name.startswith("decoder.")
+def _per_sample(name: str) -> bool:
+    """Whether the layer runs once per sample of z: the decoder's, and a two-level model's q(z1 | x, z2) and
+    p(z1 | z2)."""
+    return name.startswith(("decoder.", "fc_mu_lower", "fc_logvar_lower", "prior_lower."))
 
 
 def forward_flops(config: VAEConfig, samples: int = 1) -> int:
     """encode + decode of `samples` latents, per image."""
-    return sum(flops * (samples if _decodes(name) else 1) for name, flops in layer_flops(config).items())
+    return sum(flops * (samples if _per_sample(name) else 1) for name, flops in layer_flops(config).items())
 
 
 def encoder_flops(config: VAEConfig) -> int:
-    """encode (mu and logvar), per image."""
-    return sum(flops for name, flops in layer_flops(config).items() if not _decodes(name))
+    """encode (mu and logvar: z2's for two levels), per image."""
+    return sum(flops for name, flops in layer_flops(config).items() if not _per_sample(name))
 
 
 def inference_flops(config: VAEConfig) -> int:
@@ -100,7 +103,7 @@ def step_bytes(config: VAEConfig, kind: str, batch_size: int, dtype: str = "floa
     if dtype not in ELEMENT_BYTES:
         raise ValueError(f"dtype must be one of {tuple(ELEMENT_BYTES)}, got {dtype!r}")
     activation, parameter = ELEMENT_BYTES[dtype]
-    pixels, latent = config.num_pixels, config.latent_dim
+    pixels, latent = config.num_pixels, config.noise_dim  # z and eps: both levels'
     activations = sum(layer_outputs(config).values())  # mu, logvar and the logits among them
     if _check_kind(kind) == "infer":  # the images read; every activation written and read once
         per_image = parameter * pixels + activation * 2 * activations
@@ -109,7 +112,7 @@ def step_bytes(config: VAEConfig, kind: str, batch_size: int, dtype: str = "floa
     # encoder activations, and the pseudo-inputs read (they are among the parameters)
     outputs = layer_outputs(config)
     k = config.train_samples
-    decoded = sum(n for name, n in outputs.items() if _decodes(name))
+    decoded = sum(n for name, n in outputs.items() if _per_sample(name))
     activations += (k - 1) * decoded + k * latent
     # forward: write + read; backward: read again, gradient written + read. The images: read in the
     # forward and again in the backward; eps: read once.

@@ -43,6 +43,8 @@ class WeightsError(ValueError):
 # A class-conditional model (num_classes > 0) gives fc_mu, fc_logvar and decoder.fc num_classes more input
 # columns, the one-hot label's, after the features (or z): in linear_from_image only the image's columns
 # are permuted, and the label's follow them unchanged (weight[:, C*H*W:].T are the kernel's last rows).
+# A two-level model (hierarchy 2) reads z2 in the same way: fc_mu_lower / fc_logvar_lower's columns are the
+# features', then z2's, then a label's; decoder.fc's are z1's, then z2's, then a label's.
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -87,8 +89,28 @@ def _largest(*terms: tuple[str, int]) -> str:
     return max(terms, key=lambda term: term[1])[0]
 
 
+def _heads(config: VAEConfig, kind: str, features: int, image, field: str) -> list[LayerSpec]:
+    """The posterior's heads on the encoder's `features` (a label's columns after them): fc_mu and fc_logvar,
+    q(z | x) (z2's in a two-level model); then a two-level model's q(z1 | x, z2), fc_mu_lower and
+    fc_logvar_lower, on the features, z2 and the label, in that order, and p(z1 | z2): prior_lower.hidden
+    (ReLU), prior_lower.mu and prior_lower.logvar."""
+    latent = config.latent_dim
+    heads = [LayerSpec(head, kind, features + config.num_classes, latent, image, fields=(field, "latent_dim"))
+             for head in ("fc_mu", "fc_logvar")]
+    if config.hierarchy == 1:
+        return heads
+    width = config.prior_width
+    return heads + [
+        *(LayerSpec(head, kind, features + latent + config.num_classes, latent, image,
+                    fields=(field, "latent_dim")) for head in ("fc_mu_lower", "fc_logvar_lower")),
+        LayerSpec("prior_lower.hidden", "linear", latent, width, fields=("latent_dim", "prior_width")),
+        *(LayerSpec(f"prior_lower.{head}", "linear", width, latent, fields=("prior_width", "latent_dim"))
+          for head in ("mu", "logvar"))]
+
+
 def layer_specs(config: VAEConfig) -> list[LayerSpec]:
-    """Every parameterised layer, in the order the model runs them (encoder, fc_mu, fc_logvar, decoder)."""
+    """Every parameterised layer, in the order the model runs them (encoder, the posterior's heads, a
+    two-level model's q(z1 | x, z2) and p(z1 | z2), decoder)."""
     c, _, _ = config.image_shape
     classes = ("num_classes", config.num_classes)
     latent = _largest(("latent_dim", config.latent_dim), classes)  # what sets the decoder's fc's inputs
@@ -101,10 +123,8 @@ def layer_specs(config: VAEConfig) -> list[LayerSpec]:
             layers += _res_blocks(f"encoder.blocks.{i}", cout, config.res_blocks, fields[i + 1])
         bottleneck = config.bottleneck_shape
         features = _largest((fields[-1], bottleneck[0]), ("image_shape", bottleneck[1] * bottleneck[2]), classes)
-        for head in ("fc_mu", "fc_logvar"):
-            layers.append(LayerSpec(head, "linear_from_image", config.bottleneck_size + config.num_classes,
-                                    config.latent_dim, bottleneck, fields=(features, "latent_dim")))
-        layers.append(LayerSpec("decoder.fc", "linear_to_image", config.latent_dim + config.num_classes,
+        layers += _heads(config, "linear_from_image", config.bottleneck_size, bottleneck, features)
+        layers.append(LayerSpec("decoder.fc", "linear_to_image", config.noise_dim + config.num_classes,
                                 config.bottleneck_size, bottleneck, fields=(latent, features)))
         reverse, reverse_fields = channels[::-1], fields[::-1]
         for i, (cin, cout) in enumerate(zip(reverse[:-1], reverse[1:])):
@@ -120,10 +140,8 @@ def layer_specs(config: VAEConfig) -> list[LayerSpec]:
             layers.append(LayerSpec(f"encoder.linears.{i}", kind, fin, fout,
                                     config.image_shape if i == 0 else None, fields=fields[i:i + 2]))
         features = _largest((fields[-1], widths[-1]), classes)
-        for head in ("fc_mu", "fc_logvar"):
-            layers.append(LayerSpec(head, "linear", widths[-1] + config.num_classes, config.latent_dim,
-                                    fields=(features, "latent_dim")))
-        layers.append(LayerSpec("decoder.fc", "linear", config.latent_dim + config.num_classes, widths[-1],
+        layers += _heads(config, "linear", widths[-1], None, features)
+        layers.append(LayerSpec("decoder.fc", "linear", config.noise_dim + config.num_classes, widths[-1],
                                 fields=(latent, fields[-1])))
         reverse, reverse_fields = widths[::-1], fields[::-1]
         last = len(reverse) - 2

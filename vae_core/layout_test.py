@@ -67,12 +67,31 @@ def test_label_columns_follow_the_image_columns_unpermuted():
                                weight @ np.concatenate([fmap.reshape(-1), one_hot]))
 
 
+def test_a_two_level_model_adds_its_lower_level_between_the_heads_and_the_decoder():
+    """q(z1 | x, z2) reads the features, z2 and a label, in that order; p(z1 | z2) is prior_width wide; the
+    decoder's fc reads z1, z2 and a label: the golden keys of docs/model.md, in model order."""
+    config = VAEConfig(image_shape=(1, 8, 8), conv_channels=(4, 6), latent_dim=5, num_classes=3, hierarchy=2,
+                       prior_width=7)
+    shapes = core.canonical_shapes(config)
+    names = [key.removesuffix(".weight") for key in shapes if key.endswith(".weight")]
+    assert names == ["encoder.convs.0", "encoder.convs.1", "fc_mu", "fc_logvar", "fc_mu_lower", "fc_logvar_lower",
+                     "prior_lower.hidden", "prior_lower.mu", "prior_lower.logvar", "decoder.fc",
+                     "decoder.deconvs.0", "decoder.deconvs.1"]
+    features = 6 * 2 * 2
+    assert shapes["fc_mu.weight"] == (5, features + 3) and shapes["fc_mu_lower.weight"] == (5, features + 5 + 3)
+    assert shapes["prior_lower.hidden.weight"] == (7, 5) and shapes["prior_lower.logvar.weight"] == (5, 7)
+    assert shapes["decoder.fc.weight"] == (features, 5 + 5 + 3)
+
+
 @pytest.mark.parametrize("config", [
     VAEConfig(image_shape=(3, 8, 12), conv_channels=(4, 6), latent_dim=5),
     VAEConfig(arch="mlp", image_shape=(3, 4, 6), mlp_widths=(7, 5), latent_dim=2),
     VAEConfig(image_shape=(3, 8, 12), conv_channels=(4, 6), latent_dim=5, num_classes=3),
     VAEConfig(arch="mlp", image_shape=(3, 4, 6), mlp_widths=(7, 5), latent_dim=2, num_classes=3),
-], ids=["conv", "mlp", "conv-conditional", "mlp-conditional"])
+    VAEConfig(image_shape=(3, 8, 12), conv_channels=(4, 6), latent_dim=5, num_classes=3, hierarchy=2,
+              prior_width=4),
+    VAEConfig(arch="mlp", image_shape=(3, 4, 6), mlp_widths=(7, 5), latent_dim=2, hierarchy=2),
+], ids=["conv", "mlp", "conv-conditional", "mlp-conditional", "conv-two-levels-conditional", "mlp-two-levels"])
 def test_layout_rules_round_trip_exactly(config):
     for layer in core.layer_specs(config):
         rng = np.random.default_rng(0)

@@ -8,6 +8,7 @@ from vae_jax.likelihoods import mean_image
 from vae_jax.losses import (
     importance_terms,
     kl_divergence,
+    kl_normal_per_dim,
     kl_per_image,
     log_likelihood,
     log_normal,
@@ -32,7 +33,8 @@ __all__ = [
     "LAYOUT", "VAE", "TrainState", "VAEConfig", "VAELoss", "VAEOutput", "as_input", "as_labels",
     "compile_train_step", "compiler_options", "create_train_state", "default_forms", "evaluate",
     "export_optimizer_state", "export_part", "export_weights", "import_optimizer_state", "import_weights",
-    "importance_log_weights", "importance_terms", "init_model", "kl_divergence", "kl_per_image", "load_checkpoint",
+    "importance_log_weights", "importance_terms", "init_model", "kl_divergence",
+    "kl_normal_per_dim", "kl_per_image", "load_checkpoint",
     "load_part", "log_likelihood", "log_normal", "log_prior", "mean_image", "part_function", "part_signature",
     "reconstruction_loss", "reparameterize", "save_checkpoint", "to_numpy", "train_step", "vae_loss",
 ]

@@ -76,8 +76,10 @@ def check_images(model, name, x):
 
 
 def check_latents(model, name, z, batch_size=None, samples=False):
+    # eps of the forward pass (samples) is noise_dim wide (both levels' noise); a latent z is latent_dim wide
+    width = model.config.noise_dim if samples else model.config.latent_dim
     z, dtype = as_array(name, z)
-    checks.check_latent_batch(name, z.shape, dtype, model.config.latent_dim, dtype_name(model.dtype),
+    checks.check_latent_batch(name, z.shape, dtype, width, dtype_name(model.dtype),
                               batch_size, samples)
     check_values(name, z, bounds=None)
     return z

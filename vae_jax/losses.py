@@ -44,6 +44,12 @@ def kl_per_dim(mu, logvar):
     return -0.5 * (1 + logvar - mu**2 - jnp.exp(logvar))
 
 
+def kl_normal_per_dim(mu, logvar, prior_mu, prior_logvar):
+    """KL(N(mu, exp(logvar)) || N(prior_mu, exp(prior_logvar))) per latent dimension; broadcasts."""
+    ratio = (jnp.exp(logvar) + (mu - prior_mu) ** 2) * jnp.exp(-prior_logvar)
+    return 0.5 * (prior_logvar - logvar + ratio - 1)
+
+
 def log_normal(z, mu, logvar):
     """log N(z; mu, diag exp(logvar)), the last axis summed; broadcasts."""
     return -0.5 * ((z - mu) ** 2 * jnp.exp(-logvar) + logvar + LOG_2PI).sum(-1)
@@ -61,22 +67,44 @@ def log_prior(z, prior=None):
 def kl_per_image(output: VAEOutput):
     """KL(q(z|x) || p(z)) per image, shape (N,): closed form for N(0, I); for the VampPrior, which has none,
     the single-sample estimate log q(z|x) - log p(z) at the forward pass's z (unbiased: its mean over z ~
-    q(z|x) is the KL)."""
+    q(z|x) is the KL). A two-level model adds z1's KL(q(z1|x,z2) || p(z1|z2)) at the drawn z2, closed form
+    between the two Gaussians (its mean over z2 ~ q(z2|x) is the rest of the ELBO's KL)."""
     if output.prior is None:
-        return kl_divergence(output.mu, output.logvar)
-    return log_normal(output.z, output.mu, output.logvar) - log_prior(output.z, output.prior)
+        kl = kl_divergence(output.mu, output.logvar)
+    else:
+        kl = log_normal(output.z, output.mu, output.logvar) - log_prior(output.z, output.prior)
+    return kl if output.lower is None else kl + kl_normal_per_dim(*_lower_gaussians(output.lower)).sum(-1)
+
+
+def kl_dims(output: VAEOutput):
+    """The KL per image and latent dimension that free bits clamp, (N, latent), or (N, 2 latent) for two
+    levels (z2's, then z1's given z2); the standard prior only."""
+    lower = None if output.lower is None else _lower_gaussians(output.lower)
+    top = kl_per_dim(output.mu, output.logvar)
+    return top if lower is None else jnp.concatenate([top, kl_normal_per_dim(*lower)], axis=1)
+
+
+def _lower_gaussians(lower):
+    """(mu, logvar, prior_mu, prior_logvar) of q(z1|x,z2) and p(z1|z2), as kl_normal_per_dim takes them."""
+    return lower.mu, lower.logvar, lower.prior_mu, lower.prior_logvar
 
 
 def importance_terms(output: VAEOutput, x, config: VAEConfig):
     """The terms of each sample's importance log-weight log w = log p(x|z) + log p(z) - log q(z|x), from the
     forward pass (output) of images x with K samples of z, (K, N, latent): (reconstruction, log p(z), log
-    q(z|x)), each (K, N). The reconstruction is reconstruction_loss's, -log p(x|z) up to nats_offset (the
+    q(z|x)), each (K, N); a two-level model's are of (z1, z2): log p(z2) + log p(z1|z2), log q(z2|x) +
+    log q(z1|x,z2). The reconstruction is reconstruction_loss's, -log p(x|z) up to nats_offset (the
     Gaussian's constant); log p(z) is the model's prior's (log_prior). The one computation of the weights,
     for the IWAE objective (vae_loss) and for evaluation (train.importance_log_weights)."""
     k, n, _ = output.z.shape
     images = jnp.broadcast_to(x, (k, *x.shape)).reshape(k * n, *x.shape[1:])
     reconstruction = reconstruction_loss(output.logits, images, config.likelihood, config.levels).reshape(k, n)
-    return reconstruction, log_prior(output.z, output.prior), log_normal(output.z, output.mu, output.logvar)
+    log_pz, log_qz = log_prior(output.z, output.prior), log_normal(output.z, output.mu, output.logvar)
+    if output.lower is not None:  # and z1's: log p(z1|z2) and log q(z1|x,z2)
+        lower = output.lower
+        log_pz = log_pz + log_normal(lower.z, lower.prior_mu, lower.prior_logvar)
+        log_qz = log_qz + log_normal(lower.z, lower.mu, lower.logvar)
+    return reconstruction, log_pz, log_qz
 
 
 def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None, *, free_bits: float = 0.0,
@@ -109,7 +137,7 @@ def vae_loss(output: VAEOutput, x, config: VAEConfig, beta=None, *, free_bits: f
     beta = config.beta if beta is None else beta
     reconstruction = reconstruction_loss(output.logits, x, config.likelihood, config.levels).mean()
     if free_bits > 0:
-        per_dim = kl_per_dim(output.mu, output.logvar)
+        per_dim = kl_dims(output)
         kl, objective = per_dim.sum(axis=1).mean(), jnp.maximum(per_dim.mean(0), free_bits).sum()
         return VAELoss(reconstruction + beta * objective, reconstruction, kl)
     kl = kl_per_image(output).mean()

@@ -12,7 +12,7 @@ from flax import nnx
 from vae_core import checks, layout, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.forms import check_form, forms_of, resolve_forms
-from vae_core.outputs import VAEOutput
+from vae_core.outputs import LowerLevel, VAEOutput
 from vae_jax.checks import ENABLE_X64, X64_CLI, check_images, check_labels, check_latents, dtype_name, float_dtype
 from vae_jax.forms import (
     compiler_options,
@@ -115,8 +115,8 @@ class ConvDecoder(nnx.Module):
         self.bottleneck_shape = (h, w, c)
         self.fc_relu = config.decoder_fc_relu
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
-        self.fc = _linear(config.latent_dim + config.num_classes, config.bottleneck_size, dtype, param_dtype,
-                          rngs)  # z, then a label
+        self.fc = _linear(config.noise_dim + config.num_classes, config.bottleneck_size, dtype, param_dtype,
+                          rngs)  # z (z1, z2), then a label
         self.blocks = nnx.List([_res_blocks(cin, config.res_blocks, dtype, param_dtype, rngs)
                                 for cin in channels[:-1]])
         outputs = (*channels[1:-1], config.output_shape[0])  # the last: the logits' channels
@@ -167,7 +167,7 @@ class MLPDecoder(nnx.Module):
         c, h, w = config.output_shape
         self.output_shape = (h, w, c)
         widths = (config.output_size, *config.mlp_widths)[::-1]
-        self.fc = _linear(config.latent_dim + config.num_classes, widths[0], dtype, param_dtype, rngs)  # z, label
+        self.fc = _linear(config.noise_dim + config.num_classes, widths[0], dtype, param_dtype, rngs)  # z, label
         self.linears = nnx.List([_linear(a, b, dtype, param_dtype, rngs) for a, b in zip(widths[:-1], widths[1:])])
 
     def __call__(self, z):
@@ -177,6 +177,20 @@ class MLPDecoder(nnx.Module):
             if i < len(self.linears) - 1:
                 h = nnx.relu(h)
         return h.reshape(-1, *self.output_shape)  # logits
+
+
+class LowerPrior(nnx.Module):
+    """p(z1 | z2) of a two-level model: a Gaussian whose mean and log-variance come from z2 through one
+    hidden layer of `prior_width` units (ReLU)."""
+
+    def __init__(self, config: VAEConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        self.hidden = _linear(config.latent_dim, config.prior_width, dtype, param_dtype, rngs)
+        self.mu = _linear(config.prior_width, config.latent_dim, dtype, param_dtype, rngs)
+        self.logvar = _linear(config.prior_width, config.latent_dim, dtype, param_dtype, rngs)
+
+    def __call__(self, z2):
+        h = nnx.relu(self.hidden(z2))
+        return self.mu(h), self.logvar(h)
 
 
 def with_labels(h, labels, num_classes: int):
@@ -193,7 +207,9 @@ def reparameterize(mu, logvar, eps):
 
 
 class VAE(nnx.Module):
-    """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NHWC images in [0, 1].
+    """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NHWC images in [0, 1]. A two-level
+    model (config.hierarchy 2) draws z2 so, then z1 from fc_mu_lower / fc_logvar_lower on the encoder's
+    features and z2, and decodes both; prior_lower is p(z1 | z2).
     dtype: the parameters'. strided_conv ("native" or "space_to_depth"), transposed_conv ("native" or
     "subpixel") and output_transposed_conv ("native" or "col2im"): how the conv architecture computes its
     encoder's and decoder's resampling convs (vae_core/forms.py; None: default_forms() of the platform it
@@ -226,6 +242,10 @@ class VAE(nnx.Module):
         features = config.bottleneck_size + config.num_classes  # a conditional model's one-hot label last
         self.fc_mu = _linear(features, config.latent_dim, compute, dtype, rngs)
         self.fc_logvar = _linear(features, config.latent_dim, compute, dtype, rngs)
+        if config.hierarchy == 2:  # q(z1 | x, z2): the features, z2, then a label; and p(z1 | z2)
+            self.fc_mu_lower = _linear(features + config.latent_dim, config.latent_dim, compute, dtype, rngs)
+            self.fc_logvar_lower = _linear(features + config.latent_dim, config.latent_dim, compute, dtype, rngs)
+            self.prior_lower = LowerPrior(config, **layers)
         self.decoder = ConvDecoder(config, transposed_conv=forms["transposed_conv"],
                                    output_transposed_conv=forms["output_transposed_conv"], **layers) if conv \
             else MLPDecoder(config, **layers)
@@ -268,16 +288,18 @@ class VAE(nnx.Module):
         return _compiled(self, _encoded, x, labels)
 
     def decode(self, z, *, labels=None, check_inputs: bool = True):
-        """Latents (N, latent_dim) -> logits (N, H, W, C)."""
+        """Latents (N, latent_dim) -> logits (N, H, W, C). A two-level model's z is the top latent z2, and
+        z1 is p(z1 | z2)'s mean."""
         if check_inputs:
             z = check_latents(self, "z", z)
             labels = check_labels(self, labels, z.shape[0])
         return _compiled(self, _decoded, z, labels)
 
     def __call__(self, x, eps, *, labels=None, check_inputs: bool = True) -> VAEOutput:
-        """x (N, H, W, C), eps (N, latent) or (K, N, latent): K samples of z per image (the IWAE bound's),
+        """x (N, H, W, C), eps (N, noise) or (K, N, noise): K samples of z per image (the IWAE bound's),
         each decoded; then z is (K, N, latent) and the logits (K * N, H, W, C), sample-major (row k * N + n
-        decodes z[k, n])."""
+        decodes z[k, n]). noise is config.noise_dim: a two-level model's eps[..., :latent] draws z2 and
+        eps[..., latent:] z1 (VAEOutput.lower)."""
         if check_inputs:
             x, eps, _, labels = self.check_batch(x, eps, labels=labels)
         return _compiled(self, _forwarded, x, eps, labels)
@@ -288,20 +310,24 @@ class VAE(nnx.Module):
         return _compiled(self, _prior_components)
 
     def sample(self, n: int, seed: int = 0, *, labels=None):
-        """n images from the prior, as the likelihood's mean images in [0, 1] (likelihoods.mean_image); z
-        comes from vae_core's 'sample' stream, so both twins given the same seed and weights return the
-        same images."""
+        """n images from the model (p(z), then a two-level model's z1 ~ p(z1 | z2)), as the likelihood's
+        mean images in [0, 1] (likelihoods.mean_image); the noise comes from vae_core's 'sample' stream, so
+        both twins given the same seed and weights return the same images."""
         n = checks.check_count("n", n)
         labels = check_labels(self, labels, n)
-        return _compiled(self, _mean_decoding, self.prior_sample(n, seed), labels)
+        return _compiled(self, _sampled, *self._prior_noise(n, seed), labels)
 
     def prior_sample(self, n: int, seed: int = 0):
-        """n latents z ~ p(z), (n, latent): N(0, I), or the VampPrior's component of each (uniform) and z
-        from it, both drawn by vae_core.seeds.prior_draw, so both twins draw the same latents."""
+        """n latents z ~ p(z), (n, latent) (a two-level model's top latent z2): N(0, I), or the VampPrior's
+        component of each (uniform) and z from it, both drawn by vae_core.seeds.prior_draw, so both twins
+        draw the same latents."""
+        return _compiled(self, _prior_latents, *self._prior_noise(n, seed))[0]
+
+    def _prior_noise(self, n: int, seed: int):
+        """vae_core.seeds.prior_draw's eps, (n, noise_dim), and the VampPrior's components (None: N(0, I))."""
         components = self.config.pseudo_inputs if self.config.prior == "vamp" else 0
-        eps, drawn = seeds.prior_draw(seed, n, self.config.latent_dim, components)
-        eps = jnp.asarray(eps, self.dtype)
-        return eps if drawn is None else _compiled(self, _from_components, eps, jnp.asarray(drawn))
+        eps, drawn = seeds.prior_draw(seed, n, self.config.noise_dim, components)
+        return jnp.asarray(eps, self.dtype), None if drawn is None else jnp.asarray(drawn)
 
     def reconstruct(self, x, *, labels=None, check_inputs: bool = True):
         """Decode the posterior mean: the likelihood's mean image in [0, 1], the shape of x."""
@@ -338,22 +364,52 @@ def _merged(graphdef, state, computation, *args):
 
 
 # What each public method computes, unchecked.
-def _encoded(model: VAE, x, labels):
-    h = with_labels(model.encoder(x), labels, model.config.num_classes)
+def _posterior(model: VAE, features, labels):
+    """q(z | x)'s (mu, logvar) (z2's for two levels) from the encoder's features, in the model's dtype."""
+    h = with_labels(features, labels, model.config.num_classes)
     return model.fc_mu(h).astype(model.dtype), model.fc_logvar(h).astype(model.dtype)
 
 
-def _decoded(model: VAE, z, labels):
+def _lower_posterior(model: VAE, features, z2, labels):
+    """A two-level model's q(z1 | x, z2): (mu, logvar) from the features and z2 (a label last)."""
+    h = with_labels(jnp.concatenate([features, z2], axis=1), labels, model.config.num_classes)
+    return model.fc_mu_lower(h).astype(model.dtype), model.fc_logvar_lower(h).astype(model.dtype)
+
+
+def _lower_prior(model: VAE, z2):
+    """A two-level model's p(z1 | z2): (mu, logvar), in the model's dtype."""
+    return tuple(t.astype(model.dtype) for t in model.prior_lower(z2))
+
+
+def _encoded(model: VAE, x, labels):
+    return _posterior(model, model.encoder(x), labels)
+
+
+def _decoded(model: VAE, z, labels, lower=None):
+    # a two-level model's z is z2, decoded with z1 = `lower`, or p(z1 | z2)'s mean where lower is None
+    if model.config.hierarchy == 2:
+        z = jnp.concatenate([_lower_prior(model, z)[0] if lower is None else lower, z], axis=1)
     return model.decoder(with_labels(z, labels, model.config.num_classes)).astype(model.dtype)
 
 
 def _forwarded(model: VAE, x, eps, labels) -> VAEOutput:
-    mu, logvar = _encoded(model, x, labels)
-    z = reparameterize(mu, logvar, eps)
-    if z.ndim == 3:  # K samples per image: one decoder batch of K * N, each image's label K times
-        labels = None if labels is None else jnp.tile(labels, z.shape[0])
-    logits = _decoded(model, z.reshape(-1, z.shape[-1]), labels)
-    return VAEOutput(mu, logvar, z, logits, _prior_components(model))
+    latent = model.config.latent_dim
+    features = model.encoder(x)
+    mu, logvar = _posterior(model, features, labels)
+    z = reparameterize(mu, logvar, eps[..., :latent])
+    samples = z.shape[0] if z.ndim == 3 else 1
+    if samples > 1:  # one decoder batch of K * N, sample-major: each image's label K times
+        labels = None if labels is None else jnp.tile(labels, samples)
+    top = z.reshape(-1, latent)
+    lower = None
+    if model.config.hierarchy == 2:  # q(z1 | x, z2) of each z2 (each image's features K times)
+        mu1, logvar1 = _lower_posterior(model, jnp.tile(features, (samples, 1)), top, labels)
+        lower = LowerLevel(mu1, logvar1, reparameterize(mu1, logvar1, eps[..., latent:].reshape(-1, latent)),
+                           *_lower_prior(model, top))
+    logits = _decoded(model, top, labels, None if lower is None else lower.z)
+    if lower is not None:  # shaped as z
+        lower = LowerLevel(*(t.reshape(z.shape) for t in lower))
+    return VAEOutput(mu, logvar, z, logits, _prior_components(model), lower)
 
 
 def _prior_components(model: VAE):
@@ -366,17 +422,27 @@ def _prior_components(model: VAE):
     return _encoded(model, jnp.where(u <= lo, lo, jnp.where(u >= hi, hi, u)), None)
 
 
-def _from_components(model: VAE, eps, components):
-    mu, logvar = _prior_components(model)
-    return reparameterize(mu[components], logvar[components], eps)
+def _prior_latents(model: VAE, eps, components):
+    """(z ~ p(z), a two-level model's noise for z1 or None) from prior_draw's eps and components."""
+    latent = model.config.latent_dim
+    z = eps[:, :latent]
+    if components is not None:
+        mu, logvar = _prior_components(model)
+        z = reparameterize(mu[components], logvar[components], z)
+    return z, eps[:, latent:] if model.config.hierarchy == 2 else None
 
 
-def _mean_decoding(model: VAE, z, labels):
-    return mean_image(_decoded(model, z, labels), model.config.likelihood)
+def _sampled(model: VAE, eps, components, labels):
+    z, lower_eps = _prior_latents(model, eps, components)
+    lower = None if lower_eps is None else reparameterize(*_lower_prior(model, z), lower_eps)
+    return mean_image(_decoded(model, z, labels, lower), model.config.likelihood)
 
 
 def _reconstructed(model: VAE, x, labels):
-    return _mean_decoding(model, _encoded(model, x, labels)[0], labels)
+    features = model.encoder(x)
+    mu = _posterior(model, features, labels)[0]
+    lower = _lower_posterior(model, features, mu, labels)[0] if model.config.hierarchy == 2 else None
+    return mean_image(_decoded(model, mu, labels, lower), model.config.likelihood)
 
 
 def as_input(array, model: VAE):

@@ -14,7 +14,7 @@ from torch import nn
 from vae_core import checks, layout, seeds
 from vae_core.config import KERNEL, PADDING, RES_KERNEL, STRIDE, VAEConfig
 from vae_core.forms import check_form, forms_of, resolve_forms
-from vae_core.outputs import VAEOutput
+from vae_core.outputs import LowerLevel, VAEOutput
 from vae_torch.checks import check_images, check_labels, check_latents, dtype_name, float_dtype
 from vae_torch.forms import (
     compiler_options,
@@ -83,7 +83,7 @@ class ConvDecoder(nn.Module):
         self.bottleneck_shape = config.bottleneck_shape
         self.fc_relu = config.decoder_fc_relu
         channels = (config.image_shape[0], *config.conv_channels)[::-1]
-        self.fc = nn.Linear(config.latent_dim + config.num_classes, config.bottleneck_size)  # z, then a label
+        self.fc = nn.Linear(config.noise_dim + config.num_classes, config.bottleneck_size)  # z, then a label
         self.blocks = nn.ModuleList(_res_blocks(cin, config.res_blocks) for cin in channels[:-1])
         outputs = (*channels[1:-1], config.output_shape[0])  # the last: the logits' channels
         self.deconvs = nn.ModuleList(
@@ -130,7 +130,7 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.output_shape = config.output_shape
         widths = (config.output_size, *config.mlp_widths)[::-1]
-        self.fc = nn.Linear(config.latent_dim + config.num_classes, widths[0])  # z, then a label
+        self.fc = nn.Linear(config.noise_dim + config.num_classes, widths[0])  # z (z1, z2), then a label
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
     def forward(self, z):
@@ -140,6 +140,21 @@ class MLPDecoder(nn.Module):
             if i < len(self.linears) - 1:
                 h = F.relu(h)
         return h.view(-1, *self.output_shape)  # logits
+
+
+class LowerPrior(nn.Module):
+    """p(z1 | z2) of a two-level model: a Gaussian whose mean and log-variance come from z2 through one
+    hidden layer of `prior_width` units (ReLU)."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.hidden = nn.Linear(config.latent_dim, config.prior_width)
+        self.mu = nn.Linear(config.prior_width, config.latent_dim)
+        self.logvar = nn.Linear(config.prior_width, config.latent_dim)
+
+    def forward(self, z2):
+        h = F.relu(self.hidden(z2))
+        return self.mu(h), self.logvar(h)
 
 
 def with_labels(h, labels, num_classes: int):
@@ -156,7 +171,9 @@ def reparameterize(mu, logvar, eps):
 
 
 class VAE(nn.Module):
-    """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NCHW images in [0, 1].
+    """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NCHW images in [0, 1]. A two-level
+    model (config.hierarchy 2) draws z2 so, then z1 from fc_mu_lower / fc_logvar_lower on the encoder's
+    features and z2, and decodes both; prior_lower is p(z1 | z2).
     dtype: the parameters'. strided_conv ("native" or "space_to_depth"), transposed_conv ("native" or
     "subpixel") and output_transposed_conv ("native" or "col2im"): how the conv architecture computes its
     encoder's and decoder's resampling convs (vae_core/forms.py; None: default_forms("cpu")).
@@ -180,6 +197,10 @@ class VAE(nn.Module):
         features = config.bottleneck_size + config.num_classes  # a conditional model's one-hot label last
         self.fc_mu = nn.Linear(features, config.latent_dim)
         self.fc_logvar = nn.Linear(features, config.latent_dim)
+        if config.hierarchy == 2:  # q(z1 | x, z2): the features, z2, then a label; and p(z1 | z2)
+            self.fc_mu_lower = nn.Linear(features + config.latent_dim, config.latent_dim)
+            self.fc_logvar_lower = nn.Linear(features + config.latent_dim, config.latent_dim)
+            self.prior_lower = LowerPrior(config)
         self.decoder = ConvDecoder(config, forms["transposed_conv"], forms["output_transposed_conv"]) if conv \
             else MLPDecoder(config)
         if config.prior == "vamp":  # the VampPrior's learned images (vae_core.layout.PSEUDO_INPUTS)
@@ -221,31 +242,41 @@ class VAE(nn.Module):
             check_images(self, "x", x)
             check_labels(self, labels, x.shape[0])
         with self._mixed_precision():
-            h = with_labels(self.encoder(x), labels, self.config.num_classes)
-            mu, logvar = self.fc_mu(h), self.fc_logvar(h)
-        return mu.to(self.dtype), logvar.to(self.dtype)
+            return self._posterior(self.encoder(x), labels)
 
     def decode(self, z, *, labels=None, check_inputs: bool = True):
-        """Latents (N, latent_dim) -> logits (N, C, H, W)."""
+        """Latents (N, latent_dim) -> logits (N, C, H, W). A two-level model's z is the top latent z2, and
+        z1 is p(z1 | z2)'s mean."""
         if check_inputs:
             check_latents(self, "z", z)
             check_labels(self, labels, z.shape[0])
-        with self._mixed_precision():
-            logits = self.decoder(with_labels(z, labels, self.config.num_classes))
-        return logits.to(self.dtype)
+        return self._decoded(z, None, labels)
 
     def forward(self, x, eps, *, labels=None, check_inputs: bool = True) -> VAEOutput:
-        """x (N, C, H, W), eps (N, latent) or (K, N, latent): K samples of z per image (the IWAE bound's),
+        """x (N, C, H, W), eps (N, noise) or (K, N, noise): K samples of z per image (the IWAE bound's),
         each decoded; then z is (K, N, latent) and the logits (K * N, C, H, W), sample-major (row k * N + n
-        decodes z[k, n])."""
+        decodes z[k, n]). noise is config.noise_dim: a two-level model's eps[..., :latent] draws z2 and
+        eps[..., latent:] z1 (VAEOutput.lower)."""
         if check_inputs:
             self.check_batch(x, eps, labels=labels)
-        mu, logvar = self.encode(x, labels=labels, check_inputs=False)
-        z = reparameterize(mu, logvar, eps)
-        if z.ndim == 3:  # K samples per image: one decoder batch of K * N, each image's label K times
-            labels = None if labels is None else labels.repeat(z.shape[0])
-        logits = self.decode(z.flatten(0, -2), labels=labels, check_inputs=False)
-        return VAEOutput(mu, logvar, z, logits, self.prior_components())
+        latent = self.config.latent_dim
+        with self._mixed_precision():
+            features = self.encoder(x)
+            mu, logvar = self._posterior(features, labels)
+            z = reparameterize(mu, logvar, eps[..., :latent])
+            samples = z.shape[0] if z.ndim == 3 else 1
+            if samples > 1:  # one decoder batch of K * N, sample-major: each image's label K times
+                labels = None if labels is None else labels.repeat(samples)
+            top = z.flatten(0, -2)
+            lower = None
+            if self.config.hierarchy == 2:  # q(z1 | x, z2) of each z2 (each image's features K times)
+                mu1, logvar1 = self._lower_posterior(features.repeat(samples, 1), top, labels)
+                lower = LowerLevel(mu1, logvar1, reparameterize(mu1, logvar1, eps[..., latent:].flatten(0, -2)),
+                                   *self._lower_prior(top))
+            logits = self._decoded(top, None if lower is None else lower.z, labels)
+        if lower is not None:  # shaped as z
+            lower = LowerLevel(*(t.reshape(z.shape) for t in lower))
+        return VAEOutput(mu, logvar, z, logits, self.prior_components(), lower)
 
     def prior_components(self):
         """The VampPrior's components: the encoder's (mu, logvar) at the pseudo-inputs, clipped to the
@@ -256,35 +287,34 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, *, labels=None):
-        """n images from the prior, as the likelihood's mean images in [0, 1] (likelihoods.mean_image); z
-        comes from vae_core's 'sample' stream, so both twins given the same seed and weights return the
-        same images."""
+        """n images from the model (p(z), then a two-level model's z1 ~ p(z1 | z2)), as the likelihood's
+        mean images in [0, 1] (likelihoods.mean_image); the noise comes from vae_core's 'sample' stream, so
+        both twins given the same seed and weights return the same images."""
         n = checks.check_count("n", n)
         check_labels(self, labels, n)
-        return mean_image(self.decode(self.prior_sample(n, seed), labels=labels, check_inputs=False),
-                          self.config.likelihood)
+        z, lower_eps = self._prior_draw(n, seed)
+        lower = None if lower_eps is None else reparameterize(*self._lower_prior(z), lower_eps)
+        return mean_image(self._decoded(z, lower, labels), self.config.likelihood)
 
     @torch.no_grad()
     def prior_sample(self, n: int, seed: int = 0):
-        """n latents z ~ p(z), (n, latent): N(0, I), or the VampPrior's component of each (uniform) and z
-        from it, both drawn by vae_core.seeds.prior_draw, so both twins draw the same latents."""
-        components = self.config.pseudo_inputs if self.config.prior == "vamp" else 0
-        eps, drawn = seeds.prior_draw(seed, n, self.config.latent_dim, components)
-        eps = torch.as_tensor(eps, dtype=self.dtype, device=self.fc_mu.weight.device)
-        if drawn is None:
-            return eps
-        mu, logvar = self.prior_components()
-        index = torch.as_tensor(drawn, device=eps.device)
-        return reparameterize(mu[index], logvar[index], eps)
+        """n latents z ~ p(z), (n, latent) (a two-level model's top latent z2): N(0, I), or the VampPrior's
+        component of each (uniform) and z from it, both drawn by vae_core.seeds.prior_draw, so both twins
+        draw the same latents."""
+        return self._prior_draw(n, seed)[0]
 
     @torch.no_grad()
     def reconstruct(self, x, *, labels=None, check_inputs: bool = True):
-        """Decode the posterior mean: the likelihood's mean image in [0, 1], the shape of x."""
+        """Decode the posterior mean (a two-level model's: z2's, then z1's given it): the likelihood's mean
+        image in [0, 1], the shape of x."""
         if check_inputs:
             check_images(self, "x", x)
             check_labels(self, labels, x.shape[0])
-        mu = self.encode(x, labels=labels, check_inputs=False)[0]
-        return mean_image(self.decode(mu, labels=labels, check_inputs=False), self.config.likelihood)
+        with self._mixed_precision():
+            features = self.encoder(x)
+            mu = self._posterior(features, labels)[0]
+            lower = self._lower_posterior(features, mu, labels)[0] if self.config.hierarchy == 2 else None
+        return mean_image(self._decoded(mu, lower, labels), self.config.likelihood)
 
     def check_batch(self, x, eps, target=None, labels=None):
         """A training batch's checks (images x, noise eps, the reconstruction's target, labels), as the
@@ -296,6 +326,44 @@ class VAE(nn.Module):
             check_images(self, "target", target)
             checks.check_same_shape("target", tuple(target.shape), "x", tuple(x.shape))
         return x, eps, target, labels
+
+    def _posterior(self, features, labels):
+        """q(z | x)'s (mu, logvar) (z2's for two levels) from the encoder's features, in the model's dtype."""
+        h = with_labels(features, labels, self.config.num_classes)
+        return self.fc_mu(h).to(self.dtype), self.fc_logvar(h).to(self.dtype)
+
+    def _lower_posterior(self, features, z2, labels):
+        """A two-level model's q(z1 | x, z2): (mu, logvar) from the features and z2 (a label last)."""
+        h = with_labels(torch.cat([features, z2], dim=1), labels, self.config.num_classes)
+        return self.fc_mu_lower(h).to(self.dtype), self.fc_logvar_lower(h).to(self.dtype)
+
+    def _lower_prior(self, z2):
+        """A two-level model's p(z1 | z2): (mu, logvar), in the model's dtype."""
+        with self._mixed_precision():
+            return tuple(t.to(self.dtype) for t in self.prior_lower(z2))
+
+    def _decoded(self, z, lower, labels):
+        """The logits of latents z; a two-level model's z is z2, decoded with z1 = `lower`, or p(z1 | z2)'s
+        mean where lower is None."""
+        with self._mixed_precision():
+            if self.config.hierarchy == 2:
+                z = torch.cat([self._lower_prior(z)[0] if lower is None else lower, z], dim=1)
+            logits = self.decoder(with_labels(z, labels, self.config.num_classes))
+        return logits.to(self.dtype)
+
+    def _prior_draw(self, n: int, seed: int):
+        """(z ~ p(z), (n, latent); a two-level model's noise for z1, (n, latent), else None), from
+        vae_core.seeds.prior_draw's eps of noise_dim columns."""
+        latent = self.config.latent_dim
+        components = self.config.pseudo_inputs if self.config.prior == "vamp" else 0
+        eps, drawn = seeds.prior_draw(seed, n, self.config.noise_dim, components)
+        eps = torch.as_tensor(eps, dtype=self.dtype, device=self.fc_mu.weight.device)
+        z, lower = eps[:, :latent], eps[:, latent:] if self.config.hierarchy == 2 else None
+        if drawn is not None:
+            mu, logvar = self.prior_components()
+            index = torch.as_tensor(drawn, device=eps.device)
+            z = reparameterize(mu[index], logvar[index], z)
+        return z, lower
 
     def _mixed_precision(self):
         if self.compute_dtype is None:

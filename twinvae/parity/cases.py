@@ -53,6 +53,12 @@ CASES = [
     Case("mlp 1x8x12 vampprior, 5 pseudo-inputs, iwae K=2, gaussian",
          VAEConfig(arch="mlp", image_shape=(1, 8, 12), mlp_widths=(32,), latent_dim=4, prior="vamp",
                    pseudo_inputs=5, objective="iwae", train_samples=2, likelihood="gaussian")),
+    Case("conv 1x12x8 two levels (hvae), class-conditional, 3 classes",
+         VAEConfig(image_shape=(1, 12, 8), conv_channels=(8, 16), latent_dim=4, hierarchy=2, prior_width=6,
+                   num_classes=3)),
+    Case("mlp 1x10x8 two levels, vampprior, 4 pseudo-inputs, iwae K=2",
+         VAEConfig(arch="mlp", image_shape=(1, 10, 8), mlp_widths=(24,), latent_dim=3, hierarchy=2, prior_width=5,
+                   prior="vamp", pseudo_inputs=4, objective="iwae", train_samples=2)),
 ]
 
 
@@ -67,7 +73,7 @@ def case_data(case: Case, seed: int = 0):
         batches = [np.round(b * steps) / steps for b in batches]
     classes = case.config.num_classes
     labels = [rng.integers(0, classes, case.batch_size) if classes else None for _ in batches]
-    eps = [seeds.eps_for_step(seed, step, case.batch_size, case.config.latent_dim,
+    eps = [seeds.eps_for_step(seed, step, case.batch_size, case.config.noise_dim,
                               samples=case.config.train_samples) for step in range(max(case.steps, 1))]
     return batches, labels, eps
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from twinvae.parity.tolerances import EXPORT_QUANTITY_KIND, QUANTITY_KIND, tolerance
+from twinvae.parity.tolerances import EXPORT_QUANTITY_KIND, LOWER_QUANTITIES, QUANTITY_KIND, tolerance
 from twinvae.results import markdown_table
 from vae_core.config import VAEConfig
 
@@ -60,8 +60,8 @@ def format_summary(rows: list[Row]) -> str:
 
 
 # The README's summary: the quantities in groups, the largest error of each group over every case and twin.
-GROUPS = {"forward: mu, logvar, z, logits, reconstruct, the VampPrior's components": (
-    "mu", "logvar", "z", "logits", "reconstruct", "prior.mu", "prior.logvar"),
+GROUPS = {"forward: mu, logvar, z, logits, reconstruct, the VampPrior's components, z1 of two levels": (
+    "mu", "logvar", "z", "logits", "reconstruct", "prior.mu", "prior.logvar", *LOWER_QUANTITIES),
           "losses: total, reconstruction, KL": ("loss.total", "loss.reconstruction", "loss.kl"),
           "gradients, every parameter": ("grad",),
           "Adam: the losses at every step": ("adam.loss",),

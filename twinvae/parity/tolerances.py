@@ -59,7 +59,8 @@ def layers_on_path(config: VAEConfig) -> int:
         per_side = len(config.conv_channels) * (1 + 2 * config.res_blocks)  # stride-2 conv + 2 per block
     else:
         per_side = len(config.mlp_widths)
-    return 2 * per_side + 2  # encoder, fc_mu / fc_logvar, decoder's fc, decoder
+    # encoder, fc_mu / fc_logvar, decoder's fc, decoder; two levels: z2 -> p(z1 | z2)'s two layers -> z1 too
+    return 2 * per_side + 2 + 2 * (config.hierarchy - 1)
 
 
 def tolerance(dtype: str, kind: str, config: VAEConfig) -> float:
@@ -73,18 +74,24 @@ def tolerance(dtype: str, kind: str, config: VAEConfig) -> float:
 
 
 QUANTITY_KIND = {"mu": "forward", "logvar": "forward", "z": "forward", "logits": "forward",
-                 "prior.mu": "forward", "prior.logvar": "forward", "reconstruct": "forward",
+                 "prior.mu": "forward", "prior.logvar": "forward", "lower.mu": "forward",
+                 "lower.logvar": "forward", "lower.z": "forward", "lower.prior_mu": "forward",
+                 "lower.prior_logvar": "forward",
+                 "reconstruct": "forward",
                  "loss.total": "loss", "loss.reconstruction": "loss", "loss.kl": "loss", "grad": "grad",
                  "adam.loss": "adam_loss", "adam.params": "adam_params",
                  "adam.step1": "adam_step1", "sample": "sample", "decode": "sample",
                  "checkpoint": "checkpoint"}
 PRIOR_QUANTITIES = ("prior.mu", "prior.logvar")  # compared only where the model has the VampPrior
+LOWER_QUANTITIES = ("lower.mu", "lower.logvar", "lower.z", "lower.prior_mu", "lower.prior_logvar")  # two levels
 
 
 def compared_quantities(config: VAEConfig) -> set[str]:
     """The quantities compare() measures for a model of `config`: every one of QUANTITY_KIND, the
-    VampPrior's components only where it has them."""
-    return set(QUANTITY_KIND) - (set() if config.prior == "vamp" else set(PRIOR_QUANTITIES))
+    VampPrior's components only where it has them, z1's only for two levels."""
+    absent = (set() if config.prior == "vamp" else set(PRIOR_QUANTITIES)) | \
+        (set() if config.hierarchy == 2 else set(LOWER_QUANTITIES))
+    return set(QUANTITY_KIND) - absent
 
 
 # what compare_exports measures: an exported artifact's outputs

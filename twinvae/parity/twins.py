@@ -97,12 +97,16 @@ class ComparedTwin:
         return self.twin.train_step
 
     def forward(self, x, eps, y=None) -> dict:
-        """The forward pass's outputs (mu, logvar, z, logits, and a VampPrior's components as prior.mu and
-        prior.logvar) on one batch (y: its labels, for a conditional model), unchecked."""
+        """The forward pass's outputs (mu, logvar, z, logits, a VampPrior's components as prior.mu and
+        prior.logvar, and a two-level model's z1 as lower.mu, lower.logvar, lower.z, lower.prior_mu and
+        lower.prior_logvar) on one batch (y: its labels, for a conditional model), unchecked."""
         out = self.model(self.input(x), self.input(eps), labels=self.labels(y), check_inputs=False)
-        values = {name: self.twin.to_numpy(value) for name, value in out._asdict().items() if name != "prior"}
+        values = {name: self.twin.to_numpy(value) for name, value in out._asdict().items()
+                  if name not in ("prior", "lower")}
         if out.prior is not None:
             values["prior.mu"], values["prior.logvar"] = (self.twin.to_numpy(v) for v in out.prior)
+        if out.lower is not None:
+            values.update({f"lower.{name}": self.twin.to_numpy(v) for name, v in out.lower._asdict().items()})
         return values
 
     def decode(self, z, y=None) -> np.ndarray:
@@ -124,7 +128,7 @@ class ComparedTwin:
         the reconstruction's plus beta times the KL's for the total. For the IWAE bound (eps of K samples)
         the pixels of every sample's decoding, and for its KL estimate, and the VampPrior's, the mean of
         |log p(z)| + |log q(z|x)|, the terms its rounding comes from (their difference, near the small KL at
-        init, would not size it)."""
+        init, would not size it); else the KL itself (a sum of closed forms, each >= 0)."""
         config, images, eps = self.config, self.input(x), self.input(np.asarray(eps))
         out = self.model(images, eps, labels=self.labels(y), check_inputs=False)
         decoded = self.input(np.concatenate([x] * (len(eps) if eps.ndim == 3 else 1)))  # as the logits' rows
@@ -132,12 +136,13 @@ class ComparedTwin:
                                                                         config.levels))
         reconstruction = float(np.abs(pixels).reshape(len(pixels), -1).sum(1).mean())
         if config.importance_weighted or config.prior == "vamp":
-            samples = out if eps.ndim == 3 else out._replace(z=out.z[None])  # one sample: K = 1
+            samples = out if eps.ndim == 3 else out._replace(  # one sample: K = 1
+                z=out.z[None], lower=None if out.lower is None else type(out.lower)(*(t[None] for t in out.lower)))
             terms = self.twin.importance_terms(samples, images, config)
             _, log_pz, log_qz = (self.twin.to_numpy(t) for t in terms)
             kl = float((np.abs(log_pz) + np.abs(log_qz)).mean())
         else:
-            kl = float(self.twin.to_numpy(self.twin.kl_divergence(out.mu, out.logvar)).mean())
+            kl = float(self.twin.to_numpy(self.twin.kl_per_image(out)).mean())
         return {"total": reconstruction + config.beta * kl, "reconstruction": reconstruction, "kl": kl}
 
     def train_step(self, x, eps, y=None) -> tuple[float, dict]:

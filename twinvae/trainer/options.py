@@ -22,7 +22,7 @@ DEFAULT_PRESET = "seed"  # the model without --preset or --config
 DEFAULT_OUT = "runs/{dataset}-{backend}-%Y%m%d-%H%M%S"  # the run folder without --out (a time.strftime format)
 # VAEConfig fields the flags override
 CONFIG_FLAGS = ("arch", "latent_dim", "likelihood", "beta", "num_classes", "objective", "train_samples", "prior",
-                "pseudo_inputs")
+                "pseudo_inputs", "hierarchy", "prior_width")
 FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
 
 
