@@ -171,7 +171,7 @@ def compile_point(aot: AotPoint, device) -> dict:
         if point.kind == "train":
             state = vae_jax.create_train_state(model)
             step = vae_jax.compile_train_step(state, check_inputs=False, compiler_options=options)
-            eps = jax.ShapeDtypeStruct((point.batch_size, config.latent_dim), jnp.dtype(dtype), sharding=on_chip)
+            eps = jax.ShapeDtypeStruct((point.batch_size, config.noise_dim), jnp.dtype(dtype), sharding=on_chip)
             beta = jax.ShapeDtypeStruct((), jnp.dtype(dtype), sharding=on_chip)
             lowered = step.lower(jax.tree.map(abstract, state), x, eps, beta)
         else:

@@ -75,7 +75,7 @@ def synthetic_batches(point: Point, seed: int = 0) -> list[tuple[np.ndarray, np.
     shape = (point.batch_size, *point.config.image_shape)
     dtype = PRECISIONS[point.dtype][0]
     return [(rng.random(shape).astype(dtype),
-             seeds.eps_for_step(seed, i, point.batch_size, point.config.latent_dim, dtype))
+             seeds.eps_for_step(seed, i, point.batch_size, point.config.noise_dim, dtype))
             for i in range(N_BATCHES)]
 
 

@@ -94,7 +94,7 @@ def check_against_jax_twin(config, weights, loss_fn, batch_size: int = 8) -> dic
 
     rng = seeds.rng(0, "data")
     x = rng.random((batch_size, *config.image_shape)).astype(np.float32)
-    eps = seeds.eps_for_step(0, 0, batch_size, config.latent_dim, "float32")
+    eps = seeds.eps_for_step(0, 0, batch_size, config.noise_dim, "float32")
     loss, grads = jax.value_and_grad(loss_fn)(weights, jnp.asarray(x), jnp.asarray(eps))
     model = vae_jax.init_model(config, seed=0)
     graphdef, params = nnx.split(model)
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     c, h, w = config.image_shape
     point = aot.aot_point(args.aot, "train", ("native", "native"), args.batch_size, "float32", config=config)
     x = jax.ShapeDtypeStruct((args.batch_size, c, h, w), jnp.float32, sharding=on_chip)  # NCHW: the torch twin's
-    eps = jax.ShapeDtypeStruct((args.batch_size, config.latent_dim), jnp.float32, sharding=on_chip)
+    eps = jax.ShapeDtypeStruct((args.batch_size, config.noise_dim), jnp.float32, sharding=on_chip)
     with jax.default_matmul_precision(point.precision):
         compiled = step.lower(jax.tree.map(abstract, weights), jax.tree.map(abstract, optimizer.init(weights)),
                               x, eps).compile()

@@ -192,7 +192,7 @@ def train_step_compiler(target: str, forms_name: str, batch: int) -> tuple[str, 
     forms_text = "+".join(v for v in model.forms.values() if v != "native") or "native"
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.random((batch, *model.config.image_shape[1:], model.config.image_shape[0]), np.float32))
-    eps = jnp.asarray(rng.standard_normal((batch, model.config.latent_dim), np.float32))
+    eps = jnp.asarray(rng.standard_normal((batch, model.config.noise_dim), np.float32))
     # one state through every variant's step: each donates the state it is given and returns the next
     state = [vae_jax.create_train_state(model, 1e-3)]
 

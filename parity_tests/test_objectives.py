@@ -95,7 +95,7 @@ def test_what_the_bound_has_not_is_refused_by_name(twin):
         with pytest.raises(ValueError, match=r"train_samples=3 sample\(s\) of z per image: expected \(3, N, "):
             step(state, x, twin.as_input(np.zeros((2, 4)), model))
     elbo = _twins(dataclasses.replace(CONFIG, objective="elbo", train_samples=1), weights)[twin]
-    with pytest.raises(ValueError, match=r"expected \(N, latent_dim\)"):
+    with pytest.raises(ValueError, match=r"expected \(N, noise_dim\)"):
         twin.train_step(twin.create_train_state(elbo), twin.as_input(np.full((2, 1, 8, 8), 0.5), elbo),
                         twin.as_input(np.zeros((3, 2, 4)), elbo))
 
@@ -222,6 +222,17 @@ class NumpyHVAE:
     def linear(self, name, h):
         return h @ self.weights[f"{name}.weight"].T + self.weights[f"{name}.bias"]
 
+    def top_posterior(self, x):
+        """q(z2|x) of unlabelled images x (N, C, H, W): (mu, logvar), the VampPrior's components at its
+        clipped pseudo-inputs."""
+        features = np.maximum(self.linear("encoder.linears.0", x.reshape(len(x), -1)), 0)
+        return self.linear("fc_mu", features), self.linear("fc_logvar", features)
+
+    def log_vampprior(self, z2):
+        """log p(z2) = log (1/P) sum_p N(z2; mu_p, sigma_p^2), the components q(z2 | clip(u_p, 0, 1))."""
+        mu, logvar = self.top_posterior(np.clip(self.weights["pseudo_inputs"], 0.0, 1.0))
+        return np.log(np.mean([np.exp(_log_density(z2, m, v)) for m, v in zip(mu, logvar)], axis=0))
+
     def lower_prior(self, z2):
         """p(z1|z2): (mu, logvar)."""
         hidden = np.maximum(self.linear("prior_lower.hidden", z2), 0)
@@ -278,7 +289,8 @@ def test_the_two_level_model_is_tomczak_and_wellings_hvae_in_numpy(objective, sa
     y = np.array([2, 0, 1, 1, 0]) if num_classes else None
     eps = seeds.eps_for_step(0, 0, 5, config.noise_dim, samples=samples)
     ref = NumpyHVAE(config, weights).forward(x, eps[None] if samples == 1 else eps, y)
-    log_pz2 = vamp_log_prior(config, weights)(ref["z2"]) if prior == "vamp" else _log_density(ref["z2"], 0.0, 0.0)
+    numpy_model = NumpyHVAE(config, weights)
+    log_pz2 = numpy_model.log_vampprior(ref["z2"]) if prior == "vamp" else _log_density(ref["z2"], 0.0, 0.0)
     if objective == "elbo":
         kl2 = 0.5 * (ref["mu2"] ** 2 + np.exp(ref["logvar2"]) - 1 - ref["logvar2"]).sum(-1)
         kl1 = 0.5 * (ref["prior_logvar1"] - ref["logvar1"] - 1 + (np.exp(ref["logvar1"]) + (
@@ -300,6 +312,27 @@ def test_the_two_level_model_is_tomczak_and_wellings_hvae_in_numpy(objective, sa
         (total, _, _), step = _losses(twin, model, x, eps, y, config)
         assert total == pytest.approx(expected, rel=1e-10), twin.__name__
         assert step[0] == pytest.approx(expected, rel=1e-10), twin.__name__
+
+
+def test_free_bits_clamp_both_levels_per_dimension_in_numpy():
+    """Free bits on a two-level model: each of the 2L per-dimension KLs (z2's against N(0, I), z1's against
+    p(z1|z2) at the drawn z2) clamped at its batch mean's floor, -log p(x|z1,z2) + beta sum_d max(mean_n
+    KL_nd, free bits), in both twins against numpy; the KL returned stays the true one."""
+    weights = init_weights(HVAE, 0, np.float64)
+    x = np.random.default_rng(8).random((6, 1, 8, 8))
+    eps = seeds.eps_for_step(0, 0, 6, HVAE.noise_dim)
+    ref = {k: v[0] for k, v in NumpyHVAE(HVAE, weights).forward(x, eps[None]).items()}
+    kl2 = 0.5 * (ref["mu2"] ** 2 + np.exp(ref["logvar2"]) - 1 - ref["logvar2"])
+    kl1 = 0.5 * (ref["prior_logvar1"] - ref["logvar1"] - 1 + (np.exp(ref["logvar1"]) + (
+        ref["mu1"] - ref["prior_mu1"]) ** 2) / np.exp(ref["prior_logvar1"]))
+    per_dim = np.concatenate([kl2, kl1], axis=1)
+    free_bits = float(np.median(per_dim.mean(0)))  # some dimensions below it, some above
+    expected = np.mean(-ref["log_px"]) + np.maximum(per_dim.mean(0), free_bits).sum()
+    for twin, model in _twins(HVAE, weights).items():
+        images = twin.as_input(x, model)
+        loss = twin.vae_loss(model(images, twin.as_input(eps, model)), images, HVAE, free_bits=free_bits)
+        assert float(twin.to_numpy(loss.total)) == pytest.approx(expected, rel=1e-10), twin.__name__
+        assert float(twin.to_numpy(loss.kl)) == pytest.approx(per_dim.sum(1).mean(), rel=1e-10), twin.__name__
 
 
 def test_a_two_level_model_samples_z2_then_z1_and_decodes_the_top_latent_through_p_z1_given_z2():

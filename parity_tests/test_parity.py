@@ -14,9 +14,10 @@ import vae_torch
 from twinvae.parity import cases, comparisons, report, tolerances, twins
 
 # The fast tier's two configs (`pytest -m fast`): one conv, one MLP, in float64, every form, every quantity.
-# the seed's conv, an MLP, and the VAE family's variants in one small config (two levels, the VampPrior on z2,
-# the IWAE bound)
+# the seed's conv, an MLP, and the VAE family's variants in two small MLPs: one level (the VampPrior with the
+# IWAE bound, Gaussian), and two levels (the VampPrior on z2, the IWAE bound)
 FAST_CASES = ("conv 1x8x8 (digits)", "mlp 1x8x8 discretized logistic, 17 levels",
+              "mlp 1x8x12 vampprior, 5 pseudo-inputs, iwae K=2, gaussian",
               "mlp 1x10x8 two levels, vampprior, 4 pseudo-inputs, iwae K=2")
 
 

@@ -42,7 +42,8 @@ def encode_all(twin: Twin, model: Model, images: np.ndarray, batch: int = 500,
 def write_samples(twin: Twin, model: Model, out, n: int = 64, seed: int = 0, label: int | None = None) -> Path:
     """n images from the prior (z from the 'sample' stream: the same in both backends); a conditional
     model's of class `label`, or without one a grid of one row per class, n // classes images a row, the
-    same z down each column (so a column keeps its style and changes its class)."""
+    same z down each column (so a column keeps its style and changes its class; a two-level model's z2, which
+    `decode` takes through p(z1 | z2)'s mean, so that z1 adds no noise of its own to the style)."""
     checks.check_count("--n", n)
     classes = model.config.num_classes
     if check_label(model, label) is not None:

@@ -83,7 +83,8 @@ def conditional_sample_accuracy(twin: Twin, model: Model, data: Dataset, per_cla
                                 seed: int = 0) -> dict:
     """How recognisable a class-conditional model's samples are: a classifier of the real training images
     (real_data_classifier), scored on the real test images and on `per_class` prior samples of every
-    class, each decoded with its class (the likelihood's mean image; z from the 'sample' stream, step 2)."""
+    class, each decoded with its class (the likelihood's mean image; z from the 'sample' stream, step 2; a
+    two-level model's z2, decoded as `decode` does, through p(z1 | z2)'s mean)."""
     with warnings.catch_warnings():  # lbfgs stopping at max_iter is the classifier's size, not an error
         warnings.simplefilter("ignore", category=UserWarning)
         classifier = real_data_classifier(data)

@@ -230,8 +230,10 @@ def test_a_vampprior_model_trains_evaluates_and_samples_in_either_twin(images, t
 
 def test_a_two_level_model_trains_evaluates_samples_interpolates_denoises_and_exports(images, tmp_path, capsys):
     """`twinvae train --hierarchy 2 --prior-width 8 --denoise 0.2` (torch); its checkpoint holds the
-    hierarchy; it evaluates in both twins to the same figures (its active units and KL per dimension named
-    z2's), samples, interpolates in z2, denoises, and exports its decoder as the path from z2 to the logits."""
+    hierarchy; it evaluates in both twins to the same figures, its denoising's PSNR among them (its active
+    units and KL per dimension named z2's), samples, interpolates in z2, denoises, and exports its decoder
+    (the path from z2 to the logits) and its whole VAE (eps of both levels' noise) as the torch twin computes
+    them."""
     (tmp_path / "c.json").write_text(json.dumps(CONFIG.to_dict()))
     code, said = _cli(capsys, "train", "--config", str(tmp_path / "c.json"), "--dataset", "folder", "--data-dir",
                       str(images), "--image-size", "8", "--epochs", "1", "--batch-size", "30", "--backend",
@@ -243,7 +245,7 @@ def test_a_two_level_model_trains_evaluates_samples_interpolates_denoises_and_ex
     assert code == 0 and '"hierarchy": 2' in said and "prior_lower.hidden" in said, said
     figures = _evaluated_in_both_twins(capsys, checkpoint, images, tmp_path,
                                        "KL per latent dim  z2, the top latent's: ")
-    assert figures["torch"]["denoising"]["psnr_denoised"] > 0
+    assert figures["jax"]["denoising"] == pytest.approx(figures["torch"]["denoising"], rel=1e-5)
     for command in (["sample"], ["interpolate", "--data-dir", str(images), "--pairs", "3"]):
         code, said = _cli(capsys, *command[:1], checkpoint, "--backend", "jax", *command[1:], "--out",
                           str(tmp_path / command[0]))
@@ -251,14 +253,22 @@ def test_a_two_level_model_trains_evaluates_samples_interpolates_denoises_and_ex
     code, said = _cli(capsys, "denoise", checkpoint, "--backend", "jax", "--out", str(tmp_path / "denoised"),
                       str(images))
     assert code == 0 and any((tmp_path / "denoised").rglob("*.png")), said
-    code, said = _cli(capsys, "export", checkpoint, "--format", "onnx", "--part", "decoder", "--out",
-                      str(tmp_path / "decoder.onnx"))
-    assert code == 0, said
+    for part in ("decoder", "vae"):
+        code, said = _cli(capsys, "export", checkpoint, "--format", "onnx", "--part", part, "--out",
+                          str(tmp_path / f"{part}.onnx"))
+        assert code == 0, said
     from twinvae.export import load  # onnxruntime: the export extra, as export_test.py's
-    model, _, _ = load_twin("torch").load_checkpoint(checkpoint)
-    z = np.random.default_rng(0).standard_normal((3, CONFIG.latent_dim)).astype(np.float32)
-    expected = load_twin("torch").to_numpy(model.decode(load_twin("torch").as_input(z, model)))
+    twin = load_twin("torch")
+    model, config, _ = twin.load_checkpoint(checkpoint)
+    rng = np.random.default_rng(0)
+    z, eps = (rng.standard_normal((3, width)).astype(np.float32)
+              for width in (config.latent_dim, config.noise_dim))
+    x = rng.random((3, *config.image_shape)).astype(np.float32)
+    expected = twin.to_numpy(model.decode(twin.as_input(z, model)))
     assert np.allclose(load(str(tmp_path / "decoder.onnx"))(z), expected, rtol=1e-4, atol=1e-5)
+    out = model(twin.as_input(x, model), twin.as_input(eps, model))
+    for given, wanted in zip(load(str(tmp_path / "vae.onnx"))(x, eps), (out.mu, out.logvar, out.logits)):
+        assert np.allclose(given, twin.to_numpy(wanted), rtol=1e-4, atol=1e-5)
 
 
 def test_a_broken_config_file_is_named(tmp_path, capsys):

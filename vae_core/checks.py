@@ -47,11 +47,12 @@ def check_latent_batch(name: str, shape: tuple[int, ...], dtype: str, latent_dim
 
 def check_train_samples(name: str, shape: tuple[int, ...], train_samples: int) -> None:
     """A training step's eps (or its forward pass's z) holds the config's train_samples draws per image:
-    (N, latent_dim) for one, (K, N, latent_dim) for K > 1 (vae_core.seeds.eps_for_step draws either)."""
+    (N, noise_dim) for one, (K, N, noise_dim) for K > 1 (vae_core.seeds.eps_for_step draws either; noise_dim
+    is latent_dim per stochastic layer, the forward pass's z latent_dim wide)."""
     shape = tuple(int(s) for s in shape)
     given = shape[0] if len(shape) == 3 else 1
     if given != train_samples or (train_samples == 1 and len(shape) != 2):
-        expected = "(N, latent_dim)" if train_samples == 1 else f"({train_samples}, N, latent_dim)"
+        expected = "(N, noise_dim)" if train_samples == 1 else f"({train_samples}, N, noise_dim)"
         raise ValueError(f"{name} has shape {shape}, but the model trains on train_samples={train_samples} "
                          f"sample(s) of z per image: expected {expected}")
 

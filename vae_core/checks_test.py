@@ -57,8 +57,8 @@ def test_eps_of_the_forward_may_hold_k_samples_of_each_image():
 
 
 @pytest.mark.parametrize("shape, train_samples, expected", [
-    ((4, 2), 3, r"expected \(3, N, latent_dim\)"), ((2, 4, 2), 3, r"expected \(3, N, latent_dim\)"),
-    ((1, 4, 2), 1, r"expected \(N, latent_dim\)"),
+    ((4, 2), 3, r"expected \(3, N, noise_dim\)"), ((2, 4, 2), 3, r"expected \(3, N, noise_dim\)"),
+    ((1, 4, 2), 1, r"expected \(N, noise_dim\)"),
 ])
 def test_a_training_step_takes_the_configs_samples(shape, train_samples, expected):
     checks.check_train_samples("eps", (3, 4, 2), 3)

@@ -78,8 +78,13 @@ def encoder_flops(config: VAEConfig) -> int:
 
 
 def inference_flops(config: VAEConfig) -> int:
-    """encode (mu and logvar) + decode(mu), per image."""
-    return forward_flops(config)
+    """encode (mu and logvar) + decode(mu), per image: reconstruct's (a two-level model's p(z1 | z2) does not
+    run)."""
+    return sum(flops for name, flops in layer_flops(config).items() if _in_inference(name))
+
+
+def _in_inference(name: str) -> bool:
+    return not name.startswith("prior_lower.")
 
 
 def train_step_flops(config: VAEConfig) -> int:
@@ -106,6 +111,7 @@ def step_bytes(config: VAEConfig, kind: str, batch_size: int, dtype: str = "floa
     pixels, latent = config.num_pixels, config.noise_dim  # z and eps: both levels'
     activations = sum(layer_outputs(config).values())  # mu, logvar and the logits among them
     if _check_kind(kind) == "infer":  # the images read; every activation written and read once
+        activations = sum(n for name, n in layer_outputs(config).items() if _in_inference(name))
         per_image = parameter * pixels + activation * 2 * activations
         return batch_size * per_image + parameter * num_parameters(config)
     # K samples: every decoder activation and z K times, eps K times; the VampPrior: its P pseudo-inputs'

@@ -35,20 +35,22 @@ def standard_normal(seed: int, purpose: str, step: int, shape: tuple[int, ...],
     return rng(seed, purpose, step).standard_normal(shape).astype(dtype)
 
 
-def eps_for_step(seed: int, step: int, batch_size: int, latent_dim: int, dtype=np.float64, *,
+def eps_for_step(seed: int, step: int, batch_size: int, noise_dim: int, dtype=np.float64, *,
                  samples: int = 1) -> np.ndarray:
-    """The reparameterisation noise of training step `step`: shape (batch_size, latent_dim), or (samples,
-    batch_size, latent_dim) for a config's train_samples K > 1 (the IWAE bound's K draws per image). One
-    sample is the same draw as it was before K existed, so runs of one sample are unchanged."""
-    shape = (batch_size, latent_dim) if samples == 1 else (samples, batch_size, latent_dim)
+    """The reparameterisation noise of training step `step`: shape (batch_size, noise_dim), or (samples,
+    batch_size, noise_dim) for a config's train_samples K > 1 (the IWAE bound's K draws per image); noise_dim
+    is the config's, latent_dim per stochastic layer. One sample is the same draw as it was before K
+    existed, and one level's as before levels existed, so those runs are unchanged."""
+    shape = (batch_size, noise_dim) if samples == 1 else (samples, batch_size, noise_dim)
     return standard_normal(seed, "eps", step, shape, dtype)
 
 
-def prior_draw(seed: int, n: int, latent_dim: int, components: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-    """What n latents drawn from the prior take: eps (n, latent_dim) from the 'sample' stream (z itself for
-    N(0, I)) and, for a mixture prior of `components` equally weighted components (the VampPrior), each
-    latent's component, uniform in [0, components), from the 'component' stream; None for N(0, I) (0)."""
-    eps = standard_normal(seed, "sample", 0, (n, latent_dim))
+def prior_draw(seed: int, n: int, noise_dim: int, components: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """What n latents drawn from the prior take: eps (n, noise_dim) from the 'sample' stream (z itself for
+    N(0, I); a two-level model's z2's, then z1's noise) and, for a mixture prior of `components` equally
+    weighted components (the VampPrior), each latent's component, uniform in [0, components), from the
+    'component' stream; None for N(0, I) (0)."""
+    eps = standard_normal(seed, "sample", 0, (n, noise_dim))
     return eps, rng(seed, "component").integers(0, components, n) if components else None
 
 

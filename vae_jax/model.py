@@ -208,7 +208,7 @@ def reparameterize(mu, logvar, eps):
 
 class VAE(nnx.Module):
     """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NHWC images in [0, 1]. A two-level
-    model (config.hierarchy 2) draws z2 so, then z1 from fc_mu_lower / fc_logvar_lower on the encoder's
+    model (config.hierarchy 2) draws z2 that way, then z1 from fc_mu_lower / fc_logvar_lower on the encoder's
     features and z2, and decodes both; prior_lower is p(z1 | z2).
     dtype: the parameters'. strided_conv ("native" or "space_to_depth"), transposed_conv ("native" or
     "subpixel") and output_transposed_conv ("native" or "col2im"): how the conv architecture computes its
@@ -330,7 +330,8 @@ class VAE(nnx.Module):
         return jnp.asarray(eps, self.dtype), None if drawn is None else jnp.asarray(drawn)
 
     def reconstruct(self, x, *, labels=None, check_inputs: bool = True):
-        """Decode the posterior mean: the likelihood's mean image in [0, 1], the shape of x."""
+        """Decode the posterior mean (a two-level model's: z2's, then z1's given it): the likelihood's mean
+        image in [0, 1], the shape of x."""
         if check_inputs:
             x = check_images(self, "x", x)
             labels = check_labels(self, labels, x.shape[0])

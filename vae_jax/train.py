@@ -104,8 +104,9 @@ def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None
     (before the update). Pure: jit it whole (compile_train_step does, with donation). labels: a
     class-conditional model's class indices (N,). The reconstruction is scored against `target` (default
     x): a denoising VAE encodes noisy images x and reconstructs the clean target. learning_rate (a number
-    or 0-d array) replaces the state's from this step on, as a schedule does. eps: (N, latent), or (K, N,
-    latent) for config.train_samples K > 1 (the IWAE bound; beta then 1). check_inputs=False skips the
+    or 0-d array) replaces the state's from this step on, as a schedule does. eps: (N, noise_dim), or (K, N,
+    noise_dim) for config.train_samples K > 1 (the IWAE bound; beta then 1; noise_dim: latent_dim per
+    stochastic layer). check_inputs=False skips the
     batch checks, for loops that validated their data once (under jit they see only shapes)."""
     model = nnx.merge(state.graphdef, state.params)
     if check_inputs:
@@ -171,9 +172,10 @@ def _evaluate(graphdef, params, x, eps, labels) -> VAELoss:
 
 
 def importance_log_weights(model: VAE, x, eps, labels=None):
-    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, latent): (K, N),
-    in nats (losses.importance_terms, the IWAE objective's terms). Their log-mean-exp over K is the IWAE
-    bound on log p(x) (on log p(x | label) for a conditional model); unchecked."""
+    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, noise_dim): (K, N),
+    in nats (losses.importance_terms, the IWAE objective's terms; a two-level model's z is (z1, z2)). Their
+    log-mean-exp over K is the IWAE bound on log p(x) (on log p(x | label) for a conditional model);
+    unchecked."""
     graphdef, params = nnx.split(model)
     return jit_for(_importance_log_weights, model)(graphdef, params, jnp.asarray(x), jnp.asarray(eps),
                                                 _labels(labels))

@@ -172,7 +172,7 @@ def reparameterize(mu, logvar, eps):
 
 class VAE(nn.Module):
     """Encoder -> fc_mu / fc_logvar -> reparameterize -> decoder. Input: NCHW images in [0, 1]. A two-level
-    model (config.hierarchy 2) draws z2 so, then z1 from fc_mu_lower / fc_logvar_lower on the encoder's
+    model (config.hierarchy 2) draws z2 that way, then z1 from fc_mu_lower / fc_logvar_lower on the encoder's
     features and z2, and decodes both; prior_lower is p(z1 | z2).
     dtype: the parameters'. strided_conv ("native" or "space_to_depth"), transposed_conv ("native" or
     "subpixel") and output_transposed_conv ("native" or "col2im"): how the conv architecture computes its

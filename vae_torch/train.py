@@ -98,7 +98,8 @@ def train_step(state: TrainState, x, eps, beta=None, *, labels=None, target=None
     step's losses (before the update, detached). labels: a class-conditional model's class indices (N,).
     The reconstruction is scored against `target` (default x): a denoising VAE encodes noisy images x and
     reconstructs the clean target. learning_rate replaces the optimizer's from this step on, as a schedule
-    does. eps: (N, latent), or (K, N, latent) for config.train_samples K > 1 (the IWAE bound; beta then 1).
+    does. eps: (N, noise_dim), or (K, N, noise_dim) for config.train_samples K > 1 (the IWAE bound; beta
+    then 1; noise_dim: latent_dim per stochastic layer).
     check_inputs=False skips the batch checks, for loops that validated their data once."""
     return _run(_step_body, state, x, eps, beta, labels, target, learning_rate, check_inputs)
 
@@ -140,9 +141,10 @@ def evaluate(model: VAE, x, eps, labels=None) -> VAELoss:
 
 @torch.no_grad()
 def importance_log_weights(model: VAE, x, eps, labels=None):
-    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, latent): (K, N),
-    in nats (losses.importance_terms, the IWAE objective's terms). Their log-mean-exp over K is the IWAE
-    bound on log p(x) (on log p(x | label) for a conditional model); unchecked."""
+    """log p(x|z) + log p(z) - log q(z|x) for z = mu + sigma * eps, eps of shape (K, N, noise_dim): (K, N),
+    in nats (losses.importance_terms, the IWAE objective's terms; a two-level model's z is (z1, z2)). Their
+    log-mean-exp over K is the IWAE bound on log p(x) (on log p(x | label) for a conditional model);
+    unchecked."""
     out = model(x, eps, labels=labels, check_inputs=False)
     reconstruction, log_pz, log_qz = importance_terms(out, x, model.config)
     offset = nats_offset(model.config.likelihood, model.config.num_pixels)

@@ -128,7 +128,8 @@ class ComparedTwin:
         the reconstruction's plus beta times the KL's for the total. For the IWAE bound (eps of K samples)
         the pixels of every sample's decoding, and for its KL estimate, and the VampPrior's, the mean of
         |log p(z)| + |log q(z|x)|, the terms its rounding comes from (their difference, near the small KL at
-        init, would not size it); else the KL itself (a sum of closed forms, each >= 0)."""
+        init, would not size it; a two-level model's four densities each taken whole, so that the levels
+        cannot cancel); else the KL itself (a sum of closed forms, each >= 0)."""
         config, images, eps = self.config, self.input(x), self.input(np.asarray(eps))
         out = self.model(images, eps, labels=self.labels(y), check_inputs=False)
         decoded = self.input(np.concatenate([x] * (len(eps) if eps.ndim == 3 else 1)))  # as the logits' rows
@@ -136,11 +137,12 @@ class ComparedTwin:
                                                                         config.levels))
         reconstruction = float(np.abs(pixels).reshape(len(pixels), -1).sum(1).mean())
         if config.importance_weighted or config.prior == "vamp":
-            samples = out if eps.ndim == 3 else out._replace(  # one sample: K = 1
-                z=out.z[None], lower=None if out.lower is None else type(out.lower)(*(t[None] for t in out.lower)))
-            terms = self.twin.importance_terms(samples, images, config)
-            _, log_pz, log_qz = (self.twin.to_numpy(t) for t in terms)
-            kl = float((np.abs(log_pz) + np.abs(log_qz)).mean())
+            densities = [self.twin.log_prior(out.z, out.prior), self.twin.log_normal(out.z, out.mu, out.logvar)]
+            if out.lower is not None:  # log p(z1|z2) and log q(z1|x,z2)
+                lower = out.lower
+                densities += [self.twin.log_normal(lower.z, lower.prior_mu, lower.prior_logvar),
+                              self.twin.log_normal(lower.z, lower.mu, lower.logvar)]
+            kl = float(sum(np.abs(self.twin.to_numpy(d)) for d in densities).mean())
         else:
             kl = float(self.twin.to_numpy(self.twin.kl_per_image(out)).mean())
         return {"total": reconstruction + config.beta * kl, "reconstruction": reconstruction, "kl": kl}
