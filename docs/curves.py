@@ -25,7 +25,8 @@ from docs.likelihoods import RESULTS, ROOT, evaluation, table_rows
 
 TABLE = RESULTS / "convergence.md"
 TWINS_TABLE = RESULTS / "twins-at-10-epochs.md"
-RUNS = ("fmnist-binarized-torch-s0-e50", "fmnist-iwae5-torch-s0", "fmnist-vamp-torch-s0", "fmnist-hvae-torch-s0")
+RUNS = ("fmnist-binarized-torch-s0-e50", "fmnist-iwae5-torch-s0", "fmnist-vamp-torch-s0", "fmnist-hvae-torch-s0",
+        "fmnist-hvae-vamp-torch-s0")
 # each fit's basis b(e; shape) and the grid of its shape parameter
 FITS = {"exponential": (lambda e, tau: np.exp(-e / tau), np.round(np.arange(1.0, 300.0, 0.5), 1)),
         "power law": (lambda e, p: e ** -p, np.round(np.arange(0.5, 3.001, 0.01), 2))}

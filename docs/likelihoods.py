@@ -24,6 +24,7 @@ RUNS = [
     ("fmnist-iwae5-torch-s0", "binarised (dynamic), Bernoulli", "seed, IWAE objective K = 5"),
     ("fmnist-vamp-torch-s0", "binarised (dynamic), Bernoulli", "seed, VampPrior of 500 pseudo-inputs"),
     ("fmnist-hvae-torch-s0", "binarised (dynamic), Bernoulli", "hvae (two levels of 40)"),
+    ("fmnist-hvae-vamp-torch-s0", "binarised (dynamic), Bernoulli", "hvae, VampPrior of 500 pseudo-inputs on z2"),
     ("fmnist-logistic-torch-s0", "8-bit, discretized logistic", "seed"),
     ("fmnist-logistic-jax-s0", "8-bit, discretized logistic", "seed"),
     ("fmnist-resnet-logistic-torch-s0", "8-bit, discretized logistic", "resnet"),
