@@ -21,7 +21,8 @@ import sys
 
 import numpy as np
 
-from docs.likelihoods import RESULTS, ROOT, evaluation, table_rows
+from docs.likelihoods import RESULTS, evaluation, sync, table_rows
+from twinvae.results import markdown_table
 
 TABLE = RESULTS / "convergence.md"
 TWINS_TABLE = RESULTS / "twins-at-10-epochs.md"
@@ -71,13 +72,12 @@ def row(name: str) -> list[str]:
 
 
 def table() -> str:
-    lines = [f"| {' | '.join(HEADER)} |", f"|{'---|' * len(HEADER)}"]
-    lines += [f"| {' | '.join(row(name))} |" for name in RUNS]
     return ("Command: `python -m docs.curves`, from the runs' training records and evaluations (each names "
             "its command): nats per image on dynamically binarised Fashion-MNIST's test set. The fits' limits "
             "are where curves of those shapes go, not measurements (a power law's p at its grid's edge, 0.5, says "
             "the data would take a flatter one, whose limit is lower still); the predicted bound is each limit "
-            "less the gap between the last negative ELBO and its IWAE bound.\n\n" + "\n".join(lines) + "\n")
+            "less the gap between the last negative ELBO and its IWAE bound.\n\n"
+            + markdown_table(HEADER, [row(name) for name in RUNS]) + "\n")
 
 
 # (variant, torch run, JAX run): the same options and seed in each twin
@@ -87,35 +87,27 @@ TWIN_RUNS = [("seed", "fmnist-binarized-torch-s0", "fmnist-binarized-jax-s0"),
              ("hvae preset (two levels)", "fmnist-hvae-torch-s0", "fmnist-hvae-jax-s0")]
 SEED_RUNS = ("fmnist-binarized-torch-s0", "fmnist-binarized-torch-s1", "fmnist-binarized-torch-s2")
 EPOCH = 10
+TWINS_HEADER = ["variant", "torch", "JAX", "JAX - torch", "in seed-noise standard deviations"]
 
 
 def twins_table() -> str:
     noise = np.array([test_curve(name)[EPOCH - 1] for name in SEED_RUNS])
     spread = float(noise.std(ddof=1))
-    lines = ["| variant | torch | JAX | JAX - torch | in seed-noise standard deviations |",
-             "|---|---|---|---|---|"]
+    rows = []
     for variant, torch_run, jax_run in TWIN_RUNS:
         a, b = (test_curve(name)[EPOCH - 1] for name in (torch_run, jax_run))
-        lines.append(f"| {variant} ([torch](results/{torch_run}.md), [JAX](results/{jax_run}.md)) | {a:.3f} | "
-                     f"{b:.3f} | {b - a:+.3f} | {(b - a) / spread:+.2f} |")
+        rows.append([f"{variant} ([torch](results/{torch_run}.md), [JAX](results/{jax_run}.md))", f"{a:.3f}",
+                     f"{b:.3f}", f"{b - a:+.3f}", f"{(b - a) / spread:+.2f}"])
     seeds = ", ".join(f"{value:.3f}" for value in noise)
     return (f"Command: `python -m docs.curves`, from the runs' training records (each names its command): the "
             f"test negative ELBO after {EPOCH} epochs, nats per image on dynamically binarised Fashion-MNIST, "
             f"seed 0 in both twins. The seed noise: the seed model's after {EPOCH} epochs in torch over seeds 0, "
-            f"1, 2 ({seeds}), standard deviation {spread:.3f} nats.\n\n" + "\n".join(lines) + "\n")
+            f"1, 2 ({seeds}), standard deviation {spread:.3f} nats.\n\n"
+            + markdown_table(TWINS_HEADER, rows) + "\n")
 
 
 def main(argv: list[str]) -> int:
-    tables = {TABLE: table(), TWINS_TABLE: twins_table()}
-    if argv == ["--check"]:
-        stale = [path for path, text in tables.items() if not path.is_file() or path.read_text() != text]
-        for path in stale:
-            print(f"{path.relative_to(ROOT)} differs from its training records; run python -m docs.curves")
-        return 1 if stale else 0
-    for path, text in tables.items():
-        path.write_text(text)
-        print(f"wrote {path.relative_to(ROOT)}")
-    return 0
+    return sync({TABLE: table(), TWINS_TABLE: twins_table()}, argv, "python -m docs.curves")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from twinvae.results import markdown_table
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 TABLE = RESULTS / "likelihoods.md"
@@ -71,26 +73,31 @@ def row(name: str, data: str, model: str) -> list[str]:
 
 
 def table() -> str:
-    lines = [f"| {' | '.join(HEADER)} |", f"|{'---|' * len(HEADER)}"]
-    lines += [f"| {' | '.join(row(*run))} |" for run in RUNS]
     return ("Command: `python docs/likelihoods.py`, from the runs' results files (each names its commands). "
             "Fashion-MNIST test set, seed 0, nats per image; the continuous Bernoulli's are nats of a density on "
             "[0, 1] and the grey-level BCE's bound no likelihood, so neither has bits/dim nor compares with the "
             "others. The Frechet distance (`twinvae evaluate --fid`: 10,000 prior samples against the grey test "
             "images, in the features of twinvae's own classifier) is comparable only with itself, never with a "
-            "published FID; its floor is as many training images' distance.\n\n" + "\n".join(lines) + "\n")
+            "published FID; its floor is as many training images' distance.\n\n"
+            + markdown_table(HEADER, [row(*run) for run in RUNS]) + "\n")
+
+
+def sync(tables: dict[Path, str], argv: list[str], command: str) -> int:
+    """Write each table to its file; with argv ["--check"] write nothing and return 1 if any file differs,
+    naming it and the `command` that rewrites it."""
+    if argv == ["--check"]:
+        stale = [path for path, text in tables.items() if not path.is_file() or path.read_text() != text]
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} differs from the files it is made from; run {command}")
+        return 1 if stale else 0
+    for path, text in tables.items():
+        path.write_text(text)
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
 
 
 def main(argv: list[str]) -> int:
-    new = table()
-    if argv == ["--check"]:
-        if not TABLE.is_file() or TABLE.read_text() != new:
-            print(f"{TABLE.relative_to(ROOT)} differs from its results files; run python docs/likelihoods.py")
-            return 1
-        return 0
-    TABLE.write_text(new)
-    print(f"wrote {TABLE.relative_to(ROOT)}")
-    return 0
+    return sync({TABLE: table()}, argv, "python docs/likelihoods.py")
 
 
 if __name__ == "__main__":

@@ -122,20 +122,24 @@ def test_float64_holds_the_bound_s_gradients_to_its_pixels_rounding():
 VAMP = VAEConfig(image_shape=(1, 8, 8), conv_channels=(8, 16), latent_dim=4, prior="vamp", pseudo_inputs=6)
 
 
+def _log_density(z, mu, logvar):
+    """log N(z; mu, diag exp(logvar)), as the product of the dimensions' densities."""
+    variance = np.exp(logvar)
+    return np.log((np.exp(-((z - mu) ** 2) / (2 * variance)) / np.sqrt(2 * np.pi * variance)).prod(-1))
+
+
+def _log_mixture(z, mu, logvar):
+    """log (1/P) sum_p N(z; mu_p, diag sigma_p^2) (Tomczak & Welling 2018, eq. 9) of components (P, latent)."""
+    return np.log(np.exp(_log_density(z[..., None, :], mu, logvar)).mean(-1))
+
+
 def vamp_log_prior(config, weights):
-    """numpy: z -> log p(z) = log (1/P) sum_p N(z; mu_p, diag sigma_p^2) (Tomczak & Welling 2018, eq. 9),
-    the components the torch encoder's posteriors at the pseudo-inputs clipped to [0, 1], the densities
-    written with numpy's exp and product."""
+    """numpy: z -> log p(z), the VampPrior's mixture (_log_mixture), its components the torch encoder's
+    posteriors at the pseudo-inputs clipped to [0, 1], the densities written with numpy's exp and product."""
     model = vae_torch.import_weights(vae_torch.VAE(config, dtype="float64"), weights)
     u = np.clip(weights["pseudo_inputs"], 0.0, 1.0)
     mu, logvar = (vae_torch.to_numpy(v) for v in model.encode(vae_torch.as_input(u, model)))
-    variance = np.exp(logvar)
-
-    def log_prior(z):
-        density = np.exp(-((z[..., None, :] - mu) ** 2) / (2 * variance)) / np.sqrt(2 * np.pi * variance)
-        return np.log(density.prod(-1).mean(-1))
-
-    return log_prior
+    return lambda z: _log_mixture(z, mu, logvar)
 
 
 @pytest.mark.parametrize("objective, samples, beta", [("elbo", 1, 0.5), ("iwae", 3, 1.0)], ids=["elbo", "iwae"])
@@ -230,8 +234,7 @@ class NumpyHVAE:
 
     def log_vampprior(self, z2):
         """log p(z2) = log (1/P) sum_p N(z2; mu_p, sigma_p^2), the components q(z2 | clip(u_p, 0, 1))."""
-        mu, logvar = self.top_posterior(np.clip(self.weights["pseudo_inputs"], 0.0, 1.0))
-        return np.log(np.mean([np.exp(_log_density(z2, m, v)) for m, v in zip(mu, logvar)], axis=0))
+        return _log_mixture(z2, *self.top_posterior(np.clip(self.weights["pseudo_inputs"], 0.0, 1.0)))
 
     def lower_prior(self, z2):
         """p(z1|z2): (mu, logvar)."""
@@ -262,12 +265,6 @@ class NumpyHVAE:
         log_px = (flat * np.log(p) + (1 - flat) * np.log1p(-p)).sum(-1)
         return {"mu2": mu2, "logvar2": logvar2, "z2": z2, "mu1": mu1, "logvar1": logvar1, "z1": z1,
                 "prior_mu1": prior_mu1, "prior_logvar1": prior_logvar1, "logits": logits, "log_px": log_px}
-
-
-def _log_density(z, mu, logvar):
-    """log N(z; mu, diag exp(logvar)), as the product of the dimensions' densities."""
-    variance = np.exp(logvar)
-    return np.log((np.exp(-((z - mu) ** 2) / (2 * variance)) / np.sqrt(2 * np.pi * variance)).prod(-1))
 
 
 @pytest.mark.parametrize("objective, samples, beta, num_classes, prior",
